@@ -1,0 +1,3 @@
+from bootmedia.cli import main
+
+raise SystemExit(main())

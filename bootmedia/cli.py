@@ -1,0 +1,81 @@
+"""The bootmedia command line. Each subcommand lives in bootmedia/commands/<name>.py.
+
+Every command module exposes `register(subparsers)`, which adds its parser and sets
+`func=<callable taking the parsed args and returning an exit code>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bootmedia import __version__
+from bootmedia.errors import BootmediaError, Cancelled
+from bootmedia.log import setup_logging
+
+log = logging.getLogger("bootmedia.cli")
+
+# Order is the order --help lists them in.
+COMMANDS = (
+    "capture",
+    "apply",
+    "verify",
+    "images",
+    "info",
+    "delete",
+    "repair",
+    "disks",
+    "wipe",
+    "partition",
+    "tui",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bootmedia",
+        description="Capture, restore, verify and wipe disks. Images live in a deduplicating "
+        "repository (a directory). Run 'bootmedia COMMAND --help' for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"bootmedia {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log to the screen")
+    parser.add_argument("--log-dir", help="where bootmedia.log goes (default /var/log/bootmedia)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"bootmedia.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"bootmedia.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    log_path = setup_logging(args.verbose, Path(args.log_dir) if args.log_dir else None)
+    log.info("bootmedia %s: %s", __version__, " ".join(sys.argv))
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"\nbootmedia: cancelled: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nbootmedia: cancelled (Ctrl-C)", file=sys.stderr)
+        return 130
+    except BootmediaError as exc:
+        log.error("%s", exc)
+        print(f"bootmedia: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line on screen, the traceback in the log
+        log.exception("internal error")
+        print(f"bootmedia: internal error: {exc!r} (traceback in {log_path})", file=sys.stderr)
+        return 70

@@ -1,0 +1,46 @@
+"""Logging to a file as well as the screen. The file is what a technician sends in a bug report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def default_log_dir() -> Path:
+    """BOOTMEDIA_LOG_DIR, else /var/log/bootmedia when writable (the live system), else ~/.cache."""
+    env = os.environ.get("BOOTMEDIA_LOG_DIR")
+    if env:
+        return Path(env)
+    system = Path("/var/log/bootmedia")
+    try:
+        system.mkdir(parents=True, exist_ok=True)
+        if os.access(system, os.W_OK):
+            return system
+    except OSError:
+        pass
+    return Path.home() / ".cache" / "bootmedia"
+
+
+def setup_logging(verbose: bool = False, log_dir: Path | None = None) -> Path:
+    """Log everything to bootmedia.log; warnings (or everything with -v) to stderr."""
+    directory = log_dir or default_log_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "bootmedia.log"
+    root = logging.getLogger("bootmedia")
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    file_handler.setLevel(logging.DEBUG)
+    root.addHandler(file_handler)
+    if verbose:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        stream.setLevel(logging.INFO)
+        root.addHandler(stream)
+    return path

@@ -1,0 +1,73 @@
+"""The one way bootmedia runs an external program."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+
+from bootmedia.errors import BootmediaError, ToolError
+
+log = logging.getLogger("bootmedia.run")
+
+# sbin is not always on a user's PATH, but every disk tool lives there.
+_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LANG"] = env["LC_ALL"] = "C"
+    path = env.get("PATH", "").split(":")
+    env["PATH"] = ":".join(path + [p for p in _EXTRA_PATH if p not in path])
+    return env
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool, path=_env()["PATH"])
+
+
+def require_tools(*tools: str) -> None:
+    """Check every tool a job needs before its first write, so a job never stops half-way."""
+    missing = [t for t in tools if which(t) is None]
+    if missing:
+        raise BootmediaError(f"missing tools: {', '.join(missing)} (install them and try again)")
+
+
+def run(
+    argv: list[str],
+    *,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv (a list, never a shell string) with LANG=C; raise ToolError on failure.
+
+    stdin is /dev/null unless input is given, so a tool that wants to prompt fails instead of
+    hanging a batch job forever.
+    """
+    log.info("+ %s", " ".join(argv))
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=_env(),
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise BootmediaError(f"{argv[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(argv, -1, f"timed out after {timeout} s") from exc
+    if proc.returncode != 0:
+        stderr = proc.stderr.decode(errors="replace")
+        if check:
+            raise ToolError(argv, proc.returncode, stderr or proc.stdout.decode(errors="replace"))
+        log.debug("exit %d: %s", proc.returncode, stderr.strip())
+    return proc
+
+
+def run_text(argv: list[str], **kwargs: object) -> str:
+    return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]

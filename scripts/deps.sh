@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything bootmedia needs on a Debian 12 machine: the disk tools and a venv (.venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PACKAGES=(
+    partclone fdisk gdisk parted util-linux e2fsprogs dosfstools mtools ntfs-3g exfatprogs
+    btrfs-progs xfsprogs nvme-cli hdparm zstd tmux udev kmod python3-venv
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]"
