@@ -6,9 +6,11 @@ import fcntl
 import os
 import stat
 import struct
+import time
 from pathlib import Path
 
 from bootmedia.errors import BootmediaError
+from bootmedia.run import run
 
 # From linux/fs.h
 BLKGETSIZE64 = 0x80081272
@@ -103,3 +105,21 @@ def sysfs_dir(path: str | Path) -> Path:
 def partition_path(disk: str, number: int) -> str:
     """/dev/sda + 1 -> /dev/sda1; /dev/nvme0n1 or /dev/loop3 + 1 -> ...p1."""
     return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
+
+
+def rescan(dev: str) -> None:
+    """Make the kernel's partition nodes match the table. There is no udev on a bare host, so
+    partx does it; `udevadm settle` then waits for udev where one runs so the nodes exist."""
+    run(["partx", "-u", dev], check=False)
+    run(["udevadm", "settle", "--timeout=10"], check=False)
+    # devtmpfs creates the nodes asynchronously; give it a moment.
+    for _ in range(50):
+        if all(Path(p).exists() for p in _expected_partitions(dev)):
+            return
+        time.sleep(0.05)
+
+
+def _expected_partitions(dev: str) -> list[str]:
+    name = Path(dev).name
+    sysdir = Path("/sys/class/block") / name
+    return sorted(f"/dev/{p.name}" for p in sysdir.glob(f"{name}p*"))

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import time
+import random
+import shutil
+import string
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from bootmedia.blockdev import rescan
 from bootmedia.run import run, run_text
+
+__all__ = ["attach", "detach", "loop_disk", "make_file", "rescan", "run"]
 
 
 def can_use_loop() -> tuple[bool, str]:
@@ -30,24 +38,6 @@ def attach(image: str | Path, sector_size: int = 512, read_only: bool = False) -
     return dev
 
 
-def rescan(dev: str) -> None:
-    """Make the kernel's partition nodes match the table. There is no udev on a bare host, so
-    partx does it; `udevadm settle` then waits for udev where one runs so the nodes exist."""
-    run(["partx", "-u", dev], check=False)
-    run(["udevadm", "settle", "--timeout=10"], check=False)
-    # devtmpfs creates the nodes asynchronously; give it a moment.
-    for _ in range(50):
-        if all(Path(p).exists() for p in _expected_partitions(dev)):
-            return
-        time.sleep(0.05)
-
-
-def _expected_partitions(dev: str) -> list[str]:
-    name = Path(dev).name
-    sysdir = Path("/sys/class/block") / name
-    return sorted(f"/dev/{p.name}" for p in sysdir.glob(f"{name}p*"))
-
-
 def detach(dev: str) -> None:
     run(["losetup", "--detach", dev], check=False)
 
@@ -66,3 +56,142 @@ def make_file(path: str | Path, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
     return path
+
+
+# ---- sample disks -----------------------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SamplePart:
+    number: int
+    fstype: str  # "vfat", "ext4", "ntfs", "swap", "raw"
+    size_mib: int  # 0 = the rest of the disk
+
+
+DEFAULT_LAYOUT = (
+    SamplePart(1, "vfat", 40),
+    SamplePart(2, "ext4", 0),
+    SamplePart(3, "ntfs", 48),
+    SamplePart(4, "swap", 16),
+    SamplePart(5, "raw", 8),
+)
+
+_TYPES = {
+    "gpt": {
+        "vfat": "U",
+        "ext4": "L",
+        "ntfs": "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
+        "swap": "S",
+        "raw": "L",
+    },
+    "dos": {"vfat": "ef", "ext4": "83", "ntfs": "7", "swap": "82", "raw": "da"},
+}
+
+
+def _sample_files(root: Path, rng: random.Random, total: int, prefix: str) -> None:
+    """A mix that compresses like a real system: text, repetitive logs and random blobs."""
+    words = [
+        ("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))))
+        for _ in range(2000)
+    ]
+    written, i = 0, 0
+    while written < total:
+        kind = i % 4
+        size = rng.randint(4 << 10, 1 << 20)
+        if kind == 3:
+            data = rng.randbytes(size)
+        else:
+            data = (" ".join(rng.choices(words, k=size // 5)) + "\n").encode()[:size]
+        sub = root / f"{prefix}{i % 7}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"file{i:04d}.{'bin' if kind == 3 else 'txt'}").write_bytes(data)
+        written += len(data)
+        i += 1
+
+
+def populate_sample_disk(
+    dev: str,
+    label: str = "gpt",
+    layout: tuple[SamplePart, ...] = DEFAULT_LAYOUT,
+    seed: int = 1,
+    fill: float = 0.5,
+    stale: bool = False,
+) -> None:
+    """Partition an attached loop disk and fill each partition with real filesystems and files.
+
+    fill is the fraction of each filesystem to fill; stale=True first writes random data over the
+    whole disk, so free space holds old junk the way a used disk does (the benchmark wants it).
+    """
+    rng = random.Random(seed)
+    if stale:
+        with open(dev, "r+b") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            for _ in range(0, size, 4 * MiB):
+                f.write(rng.randbytes(4 * MiB))
+    disk_mib = int(Path(f"/sys/class/block/{Path(dev).name}/size").read_text()) * 512 // MiB
+    rest = disk_mib - 2 - sum(p.size_mib for p in layout)  # 1 MiB head, GPT backup
+    lines = [f"label: {label}", ""]
+    for p in layout:
+        size = f"size={p.size_mib or rest}MiB, "
+        lines.append(f"{size}type={_TYPES[label][p.fstype]}")
+    run(["sfdisk", "-q", "--wipe", "always", dev], input="\n".join(lines).encode())
+    rescan(dev)
+    for p in layout:
+        node = f"{dev}p{p.number}"
+        run(["wipefs", "-a", "-q", node])
+        size = int(Path(f"/sys/class/block/{Path(node).name}/size").read_text()) * 512
+        budget = int(size * fill)
+        with tempfile.TemporaryDirectory(prefix="bootmedia-lab-") as tmp:
+            src = Path(tmp) / "src"
+            if p.fstype in ("ext4", "vfat", "ntfs"):
+                _sample_files(src, rng, budget, f"{p.fstype}-dir")
+            if p.fstype == "ext4":
+                run(["mkfs.ext4", "-q", "-F", "-L", "sample-root", "-d", str(src), node])
+            elif p.fstype == "vfat":
+                run(["mkfs.vfat", "-F", "32", "-n", "SAMPLE-ESP", node])
+                run(["mcopy", "-s", "-i", node, *(str(x) for x in src.iterdir()), "::/"])
+            elif p.fstype == "ntfs":
+                run(["mkntfs", "-Q", "-F", "-L", "sample-data", node])
+                mnt = Path(tmp) / "mnt"
+                mnt.mkdir()
+                run(["mount", "-t", "ntfs-3g", node, str(mnt)])
+                try:
+                    for x in src.iterdir():
+                        shutil.copytree(x, mnt / x.name)
+                finally:
+                    run(["umount", str(mnt)])
+            elif p.fstype == "swap":
+                run(["mkswap", "-L", "sample-swap", node])
+            elif p.fstype == "raw":
+                with open(node, "r+b") as f:
+                    f.write(rng.randbytes(size // 2))
+
+
+def file_checksums(node: str, fstype: str) -> dict[str, str]:
+    """sha256 of every file on a filesystem, read through the filesystem itself."""
+    sums: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bootmedia-sum-") as tmp:
+        if fstype == "vfat":
+            out = Path(tmp) / "out"
+            out.mkdir()
+            run(["mcopy", "-s", "-n", "-i", node, "::/*", str(out)])
+            root = out
+            _hash_tree(root, sums)
+            return sums
+        mnt = Path(tmp)
+        argv = ["mount", "-o", "ro"] + (["-t", "ntfs-3g"] if fstype == "ntfs" else []) + [node, tmp]
+        run(argv)
+        try:
+            _hash_tree(mnt, sums)
+        finally:
+            run(["umount", tmp])
+    return sums
+
+
+def _hash_tree(root: Path, sums: dict[str, str]) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "lost+found" not in path.parts:
+            sums[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,403 @@
+"""Capture: read a disk's used blocks into the repository as deduplicated, compressed chunks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import zstandard
+
+from bootmedia import __version__, blockdev
+from bootmedia.errors import BootmediaError, UsageError
+from bootmedia.fs import can_map, min_size, probe, used_ranges
+from bootmedia.identity import source_identity
+from bootmedia.mounts import mounts_of
+from bootmedia.pipeline import OrderedPool, default_threads
+from bootmedia.progress import Reporter, human_bytes
+from bootmedia.repo.manifest import (
+    RAW,
+    SKIP,
+    SWAP,
+    USED,
+    Area,
+    Manifest,
+    SourceDisk,
+    Stats,
+    Table,
+    image_digest,
+)
+from bootmedia.repo.maps import ZERO_HASH, MapWriter
+from bootmedia.repo.packs import chunk_hash
+from bootmedia.repo.store import Repository
+from bootmedia.table import BIOS_GRUB, SWAP_TYPES, is_extended, read_table
+
+log = logging.getLogger("bootmedia.capture")
+
+HEAD_SIZE = 1 << 20  # MBR boot code and the post-MBR gap where GRUB's core.img can live
+
+
+@dataclass(frozen=True)
+class AreaPlan:
+    area: Area
+    device: str  # node to probe (the partition), reads go through the whole disk
+    ranges: array | None = None  # used (offset, length) pairs, flattened; None = read all  # type: ignore[type-arg]
+
+    @property
+    def read_bytes(self) -> int:
+        if self.area.mode == RAW:
+            return self.area.size
+        if self.area.mode == USED and self.ranges is not None:
+            return sum(self.ranges[1::2])
+        return 0
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    source: str
+    repo: Path
+    name: str
+    description: str
+    level: int
+    threads: int
+    disk: SourceDisk
+    table: Table | None
+    areas: tuple[AreaPlan, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(a.read_bytes for a in self.areas)
+
+    def summary(self) -> list[str]:
+        d = self.disk
+        lines = [
+            f"Capture {d.model or '?'} (serial {d.serial or 'none'}, {human_bytes(d.size)}) at {self.source}",
+            f"into {self.repo} as image '{self.name}', zstd level {self.level}, {self.threads} threads",
+            f"Partition table: {self.table.label if self.table else 'none (whole disk)'}",
+        ]
+        for a in self.areas:
+            ar = a.area
+            what = {
+                USED: "used blocks",
+                RAW: "every byte (zeros skipped)",
+                SWAP: "swap: uuid+label only",
+                SKIP: "container, nothing to read",
+            }[ar.mode]
+            lines.append(
+                f"  {ar.name:<10} {ar.fstype or '-':<8} {human_bytes(ar.size):>10}  {what}"
+                + (f", {human_bytes(a.read_bytes)} to read" if a.read_bytes else "")
+            )
+        lines.append(f"Total to read: {human_bytes(self.total_bytes)}")
+        return lines
+
+    def command(self) -> str:
+        argv = ["bootmedia", "capture", self.source, str(self.repo), "--name", self.name]
+        if self.description:
+            argv += ["--description", self.description]
+        if self.level != 3:
+            argv += ["--level", str(self.level)]
+        return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    name: str
+    repo: Path
+    data_bytes: int
+    stored_bytes: int
+    new_bytes: int
+    seconds: float
+    digest: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.data_bytes / self.seconds if self.seconds else 0.0
+
+
+def plan_capture(
+    source: str,
+    repo: str | Path,
+    name: str,
+    description: str = "",
+    level: int = 3,
+    threads: int | None = None,
+) -> CapturePlan:
+    """Look at the source (table, filesystems, used blocks) and decide what to read."""
+    if not 1 <= level <= 19:
+        raise UsageError("--level must be between 1 and 19")
+    if not os.path.exists(source):
+        raise UsageError(f"{source}: no such disk")
+    if not blockdev.is_block(source):
+        raise UsageError(f"{source}: not a block device (attach an image file with losetup -P)")
+    repo = Path(repo)
+    if (repo / "images" / name).exists():
+        raise UsageError(f"an image named {name!r} already exists in {repo}")
+    disk = source_identity(source)
+    table = read_table(source)
+    blockdev.rescan(source)
+    nodes = [source] + (
+        [blockdev.partition_path(source, p.number) for p in table.partitions] if table else []
+    )
+    rw = [m for m in mounts_of(nodes) if not m.read_only]
+    if rw:
+        m = rw[0]
+        raise UsageError(
+            f"{m.source} is mounted read-write at {m.mountpoint}: unmount it (or remount it "
+            "read-only) so the image is consistent"
+        )
+    areas: list[AreaPlan] = []
+    with tempfile.TemporaryDirectory(prefix="bootmedia-plan-") as work:
+        if table is None:
+            areas.append(_plan_area(Area("disk", 0, disk.size, RAW), source, Path(work)))
+        else:
+            ss = table.sector_size
+            first = min((p.start * ss for p in table.partitions), default=HEAD_SIZE)
+            areas.append(AreaPlan(Area("head", 0, min(HEAD_SIZE, first), RAW), source))
+            for p in sorted(table.partitions, key=lambda p: p.number):
+                area = Area(f"p{p.number}", p.start * ss, p.size * ss, RAW, number=p.number)
+                node = blockdev.partition_path(source, p.number)
+                if is_extended(p, table):
+                    areas.append(AreaPlan(replace(area, mode=SKIP), node))
+                elif p.type.upper() == BIOS_GRUB:
+                    areas.append(AreaPlan(area, node))
+                else:
+                    areas.append(_plan_area(area, node, Path(work), p.type in SWAP_TYPES))
+            if table.label == "gpt":
+                backup = (table.last_lba + 1) * ss
+                areas.append(AreaPlan(Area("gpt-backup", backup, disk.size - backup, RAW), source))
+    return CapturePlan(
+        source,
+        repo,
+        name,
+        description,
+        level,
+        threads or default_threads(),
+        disk,
+        table,
+        tuple(areas),
+    )
+
+
+def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> AreaPlan:
+    if not os.path.exists(node):
+        raise BootmediaError(f"{node}: partition node missing (is the kernel's table current?)")
+    fs = probe(node)
+    area = replace(area, fstype=fs.type, uuid=fs.uuid, label=fs.label)
+    if fs.type == "swap" or (swap_type and not fs.type):
+        return AreaPlan(replace(area, mode=SWAP), node)
+    if can_map(fs.type):
+        pairs = array("Q")
+        for start, length in used_ranges(node, fs.type, work):
+            length = min(length, area.size - start)
+            if length > 0:
+                pairs.extend((start, length))
+        used = sum(pairs[1::2])
+        return AreaPlan(
+            replace(area, mode=USED, used=used, min_size=min_size(node, fs.type)), node, pairs
+        )
+    log.info("%s: %s, captured raw", node, fs.type or "no filesystem recognised")
+    return AreaPlan(area, node)
+
+
+# ---- the copy loop ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    offset: int  # within the area
+    length: int
+    data: bytearray
+    read: int  # bytes actually read from the disk (progress)
+
+
+def _read_exact(fd: int, view: memoryview, pos: int) -> None:
+    while view:
+        n = os.preadv(fd, [view], pos)
+        if n == 0:
+            raise BootmediaError(f"unexpected end of disk at byte {pos}")
+        view, pos = view[n:], pos + n
+
+
+def _iter_used(fd: int, plan: AreaPlan, chunk: int) -> Iterator[_Chunk]:
+    """Chunks aligned to the area start holding its used ranges; unused bytes stay zero, so
+    equal content gives an equal chunk whatever was in the free space."""
+    area, ranges = plan.area, plan.ranges
+    assert ranges is not None
+    cur, pieces = -1, []  # type: ignore[var-annotated]
+
+    def build(ci: int, pieces: list[tuple[int, int]]) -> _Chunk:
+        off = ci * chunk
+        length = min(chunk, area.size - off)
+        buf = bytearray(length)
+        view = memoryview(buf)
+        for a, n in pieces:
+            _read_exact(fd, view[a : a + n], area.offset + off + a)
+        return _Chunk(off, length, buf, sum(n for _, n in pieces))
+
+    for i in range(0, len(ranges), 2):
+        s, n = ranges[i], ranges[i + 1]
+        while n > 0:
+            ci = s // chunk
+            take = min(n, (ci + 1) * chunk - s)
+            if ci != cur:
+                if pieces:
+                    yield build(cur, pieces)
+                cur, pieces = ci, []
+            pieces.append((s - ci * chunk, take))
+            s, n = s + take, n - take
+    if pieces:
+        yield build(cur, pieces)
+
+
+def _iter_raw(fd: int, area: Area, chunk: int) -> Iterator[_Chunk]:
+    for off in range(0, area.size, chunk):
+        length = min(chunk, area.size - off)
+        buf = bytearray(length)
+        _read_exact(fd, memoryview(buf), area.offset + off)
+        yield _Chunk(off, length, buf, length)
+
+
+class _Worker:
+    """Hash, then compress only what the repository does not have yet."""
+
+    def __init__(self, level: int, has: object) -> None:
+        self.level = level
+        self.has = has
+        self.zero = bytes(1 << 20)
+        self.local = threading.local()
+
+    def __call__(self, c: _Chunk) -> tuple[bytes, bytes | None]:
+        view = memoryview(c.data)
+        if len(self.zero) < c.length:
+            self.zero = bytes(c.length)
+        if view == memoryview(self.zero)[: c.length]:
+            return ZERO_HASH, None
+        digest = chunk_hash(view)
+        if self.has(digest):  # type: ignore[operator]
+            return digest, None
+        cctx = getattr(self.local, "cctx", None)
+        if cctx is None:
+            cctx = self.local.cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+        return digest, cctx.compress(view)
+
+
+def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> CaptureResult:
+    """Run a capture plan. The image is listed only once its manifest is committed; a failed or
+    cancelled capture lists nothing, and the chunks it stored are reused by the next attempt."""
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    reporter.add_total(plan.total_bytes)
+    repo = Repository.init(plan.repo)
+    tmp: Path | None = None
+    writer = None
+    fd = -1
+    try:
+        tmp = repo.new_image_dir(plan.name)
+        writer = repo.chunk_writer()
+        seen = sqlite3.connect(tmp / "seen.sqlite", isolation_level=None)
+        seen.execute("PRAGMA journal_mode=OFF")
+        seen.execute("CREATE TABLE s(h BLOB PRIMARY KEY) WITHOUT ROWID")
+        fd = blockdev.open_device(plan.source)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        chunk = repo.chunk_size
+        pool = OrderedPool(_Worker(plan.level, writer.has), plan.threads)
+        areas: list[Area] = []
+        stored = data = chunks = 0
+        todo = [a for a in plan.areas if a.area.mode in (USED, RAW)]
+        for a in plan.areas:
+            area = a.area
+            if area.mode not in (USED, RAW):
+                areas.append(area)
+                continue
+            n = todo.index(a) + 1
+            label = f"{area.name}" + (f" ({area.fstype})" if area.fstype else "")
+            with reporter.step(f"Reading {label}, area {n} of {len(todo)}"):
+                mapw = MapWriter(tmp / f"{area.name}.map")
+                source = (
+                    _iter_used(fd, a, chunk) if area.mode == USED else _iter_raw(fd, area, chunk)
+                )
+                area_data = 0
+                for c, (digest, payload) in pool.run(source, reporter.cancel):
+                    reporter.check_cancel()
+                    mapw.add(c.offset, c.length, digest)
+                    if digest != ZERO_HASH:
+                        area_data += c.length
+                        if payload is not None:
+                            writer.put(digest, c.length, payload)
+                        cur = seen.execute("INSERT OR IGNORE INTO s VALUES(?)", (digest,))
+                        if cur.rowcount:
+                            chunks += 1
+                            stored += (
+                                len(payload)
+                                if payload is not None
+                                else _stored(repo, writer, digest)
+                            )
+                    reporter.advance(c.read)
+                reporter.check_cancel()
+                data += area_data
+                areas.append(
+                    replace(area, map=mapw.path.name, map_hash=mapw.close(), data_bytes=area_data)
+                )
+        with reporter.step("Saving the image"):
+            writer.close()
+            os.close(fd)
+            fd = -1
+            seen.close()
+            (tmp / "seen.sqlite").unlink()
+            stats = Stats(
+                data_bytes=data,
+                stored_bytes=stored,
+                new_bytes=writer.new_bytes,
+                chunks=chunks,
+                new_chunks=writer.new_chunks,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            manifest = Manifest(
+                name=plan.name,
+                description=plan.description,
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                tool=f"bootmedia {__version__}",
+                chunk_size=chunk,
+                source=plan.disk,
+                table=plan.table,
+                areas=tuple(areas),
+                stats=stats,
+                digest=image_digest(plan.table, tuple(areas)),
+            )
+            repo.commit_image(tmp, manifest)
+            tmp = None
+        log.info("captured %s: %s", plan.name, stats)
+        return CaptureResult(
+            plan.name, plan.repo, data, stored, writer.new_bytes, stats.seconds, manifest.digest
+        )
+    except OSError as exc:
+        where = exc.filename or plan.repo
+        if exc.errno == 28:
+            raise BootmediaError(
+                f"destination full: no space left on the device holding {where}"
+            ) from None
+        raise BootmediaError(f"capture failed: {exc.strerror or exc} ({where})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if writer is not None:
+            writer.abort()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        repo.close()
+
+
+def _stored(repo: Repository, writer: object, digest: bytes) -> int:
+    loc = repo.locate(digest)
+    return loc.stored_len if loc else 0

@@ -1,0 +1,153 @@
+"""Filesystems: what is on a partition, which blocks it uses, how small it can get, how to grow it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootmedia.errors import BootmediaError
+from bootmedia.run import run, run_text, which
+
+log = logging.getLogger("bootmedia.fs")
+
+# blkid TYPE -> partclone program that can map its used blocks
+PARTCLONE = {
+    "ext2": "partclone.extfs",
+    "ext3": "partclone.extfs",
+    "ext4": "partclone.extfs",
+    "vfat": "partclone.fat",
+    "exfat": "partclone.exfat",
+    "ntfs": "partclone.ntfs",
+    "btrfs": "partclone.btrfs",
+    "xfs": "partclone.xfs",
+    "hfsplus": "partclone.hfsp",
+    "f2fs": "partclone.f2fs",
+}
+ENCRYPTED = {"crypto_LUKS", "BitLocker"}
+
+
+@dataclass(frozen=True)
+class FsInfo:
+    type: str = ""  # blkid TYPE; "" when nothing is recognised
+    uuid: str = ""
+    label: str = ""
+
+
+def probe(device: str) -> FsInfo:
+    """Low-level probe (blkid -p): reads the device itself, never a stale cache."""
+    proc = run(["blkid", "-p", "-o", "export", device], check=False)
+    if proc.returncode == 2:  # nothing found
+        return FsInfo()
+    if proc.returncode != 0:
+        raise BootmediaError(f"blkid -p {device} failed: {proc.stderr.decode().strip()}")
+    values = dict(
+        line.split("=", 1)
+        for line in proc.stdout.decode(errors="replace").splitlines()
+        if "=" in line
+    )
+    if values.get("USAGE") not in ("filesystem", "crypto", "other", None):
+        return FsInfo()
+    return FsInfo(values.get("TYPE", ""), values.get("UUID", ""), values.get("LABEL", ""))
+
+
+def can_map(fstype: str) -> bool:
+    tool = PARTCLONE.get(fstype)
+    return tool is not None and which(tool) is not None
+
+
+def used_ranges(device: str, fstype: str, workdir: Path) -> list[tuple[int, int]]:
+    """The byte ranges a filesystem uses, from partclone's domain log (`partclone.X -D`).
+    Only these are read at capture: free space is never read."""
+    tool = PARTCLONE[fstype]
+    domain = workdir / f"{Path(device).name}.domain"
+    run([tool, "-D", "-q", "-s", device, "-o", str(domain), "-L", str(workdir / "partclone.log")])
+    ranges: list[tuple[int, int]] = []
+    for line in domain.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "+" and parts[0].startswith("0x"):
+            start, size = int(parts[0], 16), int(parts[1], 16)
+            if ranges and ranges[-1][0] + ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + size)
+            else:
+                ranges.append((start, size))
+    if not ranges:
+        raise BootmediaError(f"{tool} reported no used blocks on {device}")
+    return ranges
+
+
+def min_size(device: str, fstype: str) -> int | None:
+    """The smallest size the filesystem says it can shrink to, where it can tell."""
+    try:
+        if fstype in ("ext2", "ext3", "ext4"):
+            blocks = re.search(
+                r"minimum size of the filesystem: (\d+)", run_text(["resize2fs", "-P", device])
+            )
+            bsize = re.search(r"Block size:\s+(\d+)", run_text(["dumpe2fs", "-h", device]))
+            if blocks and bsize:
+                return int(blocks.group(1)) * int(bsize.group(1))
+        elif fstype == "ntfs":
+            out = run_text(["ntfsresize", "--info", "--force", "--no-action", device])
+            m = re.search(r"resize at (\d+) bytes", out)
+            if m:
+                return int(m.group(1))
+    except BootmediaError as exc:
+        log.info("no minimum size for %s: %s", device, exc)
+    return None
+
+
+def grow_tool(fstype: str) -> str | None:
+    """The program that grows this filesystem, if it is installed."""
+    tool = {
+        "ext2": "resize2fs",
+        "ext3": "resize2fs",
+        "ext4": "resize2fs",
+        "ntfs": "ntfsresize",
+        "xfs": "xfs_growfs",
+        "btrfs": "btrfs",
+        "vfat": "fatresize",
+    }.get(fstype)
+    return tool if tool and which(tool) else None
+
+
+def grow(device: str, fstype: str) -> None:
+    """Grow the filesystem on device to fill its (just enlarged) partition."""
+    if fstype in ("ext2", "ext3", "ext4"):
+        # resize2fs insists on a freshly checked filesystem; -p repairs nothing it must ask about.
+        run(["e2fsck", "-f", "-p", device])
+        run(["resize2fs", device])
+    elif fstype == "ntfs":
+        run(["ntfsresize", "--force", "--no-progress-bar", device], input=b"y\n")
+    elif fstype == "vfat":
+        run(["fatresize", "-s", "max", device])
+    elif fstype in ("xfs", "btrfs"):
+        with mounted(device) as mnt:
+            if fstype == "xfs":
+                run(["xfs_growfs", mnt])
+            else:
+                run(["btrfs", "filesystem", "resize", "max", mnt])
+    else:
+        raise BootmediaError(f"cannot grow a {fstype or 'unknown'} filesystem")
+
+
+@contextlib.contextmanager
+def mounted(device: str, read_only: bool = False) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="bootmedia-mnt-") as mnt:
+        run(["mount", *(["-o", "ro"] if read_only else []), device, mnt])
+        try:
+            yield mnt
+        finally:
+            run(["umount", mnt])
+
+
+def make_swap(device: str, uuid: str, label: str) -> None:
+    argv = ["mkswap"]
+    if uuid:
+        argv += ["-U", uuid]
+    if label:
+        argv += ["-L", label]
+    run([*argv, device])
