@@ -1,0 +1,198 @@
+"""The app's one door into the engine. Screens call these from thread workers, never widgets.
+
+Everything the engine offers is imported lazily, so the app starts (and says what is missing)
+even on a tree where one engine module is broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.session import Session
+from bootmedia.errors import BootmediaError
+
+if TYPE_CHECKING:
+    from bootmedia.disks.model import Disk
+
+log = logging.getLogger("bootmedia.tui")
+
+# Where a repository may sit on a mounted filesystem: its root or one of these folders.
+REPO_SUBDIRS = ("", "bootmedia", "images", "bootmedia/images")
+
+
+@dataclass(frozen=True)
+class DiskRow:
+    """A disk as the pickers show it: the engine's Disk plus why it may not be written."""
+
+    disk: Disk
+    refusal: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.disk.path
+
+    @property
+    def title(self) -> str:
+        """Short enough for a table column: a lab disk is named by its backing file."""
+        d = self.disk
+        if d.transport == "loop" and d.backing_file:
+            return f"loop: {Path(d.backing_file).name}"
+        return d.title
+
+    @property
+    def confirm_code(self) -> str:
+        return confirm_code(self.disk)
+
+    @property
+    def confirm_prompt(self) -> str:
+        if self.disk.serial.strip():
+            return (
+                f"Type the [b]last 4 characters of the serial[/b] of {self.disk.title} "
+                f"({self.disk.serial}) and press Enter:"
+            )
+        return f"This disk has no serial. Type its name [b]{self.disk.name}[/b] and press Enter:"
+
+    def partitions_text(self) -> str:
+        parts = ["/".join(x for x in (p.fstype or "?", p.label) if x) for p in self.disk.partitions]
+        return (
+            ", ".join(parts) if parts else ("empty" if not self.disk.fstype else self.disk.fstype)
+        )
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    repo: Path
+    manifest: Any  # bootmedia.repo.manifest.Manifest
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}::{self.name}"
+
+
+def confirm_code(disk: Disk) -> str:
+    """What the technician types to confirm a write: the serial's last 4 characters, or the
+    kernel name when the disk has no serial (loop devices, some USB bridges)."""
+    serial = "".join(disk.serial.split())
+    return serial[-4:] if serial else disk.name
+
+
+def confirm_matches(disk: Disk, typed: str) -> bool:
+    return typed.strip().lower() == confirm_code(disk).lower()
+
+
+# ---------------------------------------------------------------- disks
+
+
+def list_disks(session: Session, *, for_write: bool = True) -> list[DiskRow]:
+    """The disks to offer. In demo mode only the lab's, never the machine's."""
+    if session.lab is not None:
+        disks = session.lab.disks()
+    else:
+        from bootmedia.disks import find_disks
+
+        disks = list(find_disks())
+    repos = find_repositories(session) if for_write else []
+    return [DiskRow(d, refusal_for(session, d, repos) if for_write else None) for d in disks]
+
+
+def refusal_for(session: Session, disk: Disk, repos: list[Path]) -> str | None:
+    """Why this disk must not be written, or None. The engine's safety rules decide (the disk
+    holding a repository we show is refused too); the lab adds one rule of its own."""
+    if session.lab is not None:
+        reason = session.lab.refusal(disk)
+        if reason:
+            return reason
+    if disk.transport == "file":
+        return None  # a plain image file standing in for a disk: nothing mounted on it
+    from bootmedia.disks.safety import snapshot_refusal
+
+    for repo in [*repos, None]:
+        reason = snapshot_refusal(disk, repo_path=repo)
+        if reason:
+            return reason
+    return None
+
+
+def disk_monitor(session: Session) -> Any:
+    """A hotplug event source (bootmedia.disks.DiskMonitor); the lab's own in demo mode."""
+    if session.lab is not None:
+        return session.lab.monitor()
+    from bootmedia.disks import DiskMonitor
+
+    return DiskMonitor()
+
+
+# ---------------------------------------------------------------- repositories and images
+
+
+def find_repositories(session: Session) -> list[Path]:
+    """Every repository we can see: the lab's (demo), the stick's data partition and any other
+    mounted filesystem holding one, and the paths the technician typed in."""
+    found: list[Path] = []
+    candidates: list[Path] = []
+    if session.lab is not None:
+        candidates.append(session.lab.repo_path)
+    else:
+        candidates += [Path(m) / sub for m in _mountpoints() for sub in REPO_SUBDIRS]
+    candidates += session.extra_repos
+    for path in candidates:
+        if path not in found and is_repository(path):
+            found.append(path)
+    return found
+
+
+def _mountpoints() -> list[str]:
+    import psutil
+
+    skip = ("/proc", "/sys", "/dev", "/run/user")
+    points = [p.mountpoint for p in psutil.disk_partitions(all=False)]
+    # The stick's data partition first: that is where images usually are.
+    points.sort(key=lambda m: (not os.path.ismount(m) or "bootmedia" not in m.lower(), m))
+    return [m for m in points if not m.startswith(skip)]
+
+
+def is_repository(path: Path) -> bool:
+    """Cheap: the repository's identity file is there (opening takes locks and an index)."""
+    from bootmedia.repo.store import REPO_FILE
+
+    return (path / REPO_FILE).is_file()
+
+
+def open_repository(path: Path, write: bool = False) -> Any:
+    from bootmedia.repo.store import Repository
+
+    if write and not is_repository(path):
+        return Repository.init(path)  # a new repository at a path the technician typed
+    return Repository.open(path, write=write)
+
+
+def list_images(repos: list[Path]) -> list[ImageRow]:
+    rows: list[ImageRow] = []
+    for path in repos:
+        try:
+            with open_repository(path) as repo:
+                rows += [ImageRow(path, m) for m in repo.images()]
+        except BootmediaError as exc:
+            log.warning("%s: %s", path, exc)
+    return rows
+
+
+def delete_image(row: ImageRow) -> None:
+    """Move the image to the repository's trash, then collect chunks nothing uses any more."""
+    with open_repository(row.repo, write=True) as repo:
+        repo.delete_image(row.name)
+    try:
+        from bootmedia.repo import gc  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    collect = getattr(gc, "collect", None)
+    if callable(collect):
+        collect(row.repo)

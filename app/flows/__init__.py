@@ -1,0 +1,41 @@
+"""Wizards as plain async functions: push a step, await its answer, go on or go back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from textual.screen import Screen
+
+if TYPE_CHECKING:
+    from app.app import BootmediaApp
+    from app.jobs import Job
+
+Step = tuple[str, Callable[[dict[str, Any]], Screen[Any]]]
+
+
+async def run_steps(app: BootmediaApp, steps: list[Step]) -> dict[str, Any] | None:
+    """Each step's screen dismisses with a value (go on) or None (Esc: go back one step).
+    Returns every step's answer by key, or None when the technician backed out of step one."""
+    answers: dict[str, Any] = {}
+    i = 0
+    while i < len(steps):
+        key, make = steps[i]
+        value = await app.push_screen_wait(make(answers))
+        if value is None:
+            if i == 0:
+                return None
+            i -= 1
+        else:
+            answers[key] = value
+            i += 1
+    return answers
+
+
+async def run_job(app: BootmediaApp, job: Job) -> None:
+    """Progress, then result. Shared by every wizard's last two steps."""
+    from app.screens.progress import ProgressScreen
+    from app.screens.result import ResultScreen
+
+    outcome = await app.push_screen_wait(ProgressScreen(job))
+    await app.push_screen_wait(ResultScreen(outcome, job.title, job.afterwards))

@@ -1,0 +1,197 @@
+"""Jobs as the UI runs them: a plan shown on the summary screen, then a run with a Reporter.
+
+Each builder calls the engine's plan function (in a thread worker: plans read disks and
+repositories) and wraps the plan in a Job. A Job's run() turns the engine's result into an
+Outcome, the data the result screen shows. Cancelled and BootmediaError become Outcomes too;
+anything else is a bug and travels to the app's one worker-failure handler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.engine import DiskRow, ImageRow, open_repository
+from bootmedia.errors import BootmediaError, Cancelled
+from bootmedia.progress import Reporter, human_bytes, human_duration
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    title: str
+    lines: tuple[str, ...] = ()
+    cancelled: bool = False
+    report_path: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # restore, capture, wipe, partition, verify
+    title: str  # "Restore golden onto loop3"
+    summary: tuple[str, ...]  # exactly what will happen, for the summary screen
+    command: str  # the equivalent CLI command
+    execute: Callable[[Reporter], Outcome]
+    cancel_note: str  # what a cancel leaves behind
+    confirm: DiskRow | None = None  # the disk the technician must confirm by typing
+    afterwards: str = "stay"  # stay, reboot, poweroff
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, reporter: Reporter) -> Outcome:
+        started = time.monotonic()
+        try:
+            outcome = self.execute(reporter)
+        except Cancelled as exc:
+            return Outcome(
+                False,
+                f"{self.kind.capitalize()} cancelled",
+                (str(exc), self.cancel_note),
+                cancelled=True,
+            )
+        except BootmediaError as exc:
+            return Outcome(False, f"{self.kind.capitalize()} failed", (str(exc),))
+        took = human_duration(time.monotonic() - started)
+        return Outcome(
+            outcome.ok,
+            outcome.title,
+            (*outcome.lines, f"Time: {took}"),
+            outcome.cancelled,
+            outcome.report_path,
+        )
+
+
+def _lines(plan: Any) -> tuple[str, ...]:
+    summary = getattr(plan, "summary", None)
+    if callable(summary):
+        result = summary()
+        return tuple(result.splitlines() if isinstance(result, str) else result)
+    return (str(plan),)
+
+
+def _command(plan: Any) -> str:
+    command = getattr(plan, "command", None)
+    return str(command()) if callable(command) else ""
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{human_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
+
+
+# ---------------------------------------------------------------- restore
+
+
+def plan_restore(
+    image: ImageRow, target: DiskRow, *, grow: bool, verify: bool, afterwards: str
+) -> Job:
+    from bootmedia.apply import apply_image, plan_apply
+
+    repo = open_repository(image.repo)
+    plan = plan_apply(repo, image.name, target.disk.path, grow=grow, verify=verify)
+
+    def execute(reporter: Reporter) -> Outcome:
+        result = apply_image(plan, reporter)
+        verified = bool(getattr(result, "verified", False))
+        lines = [f"Image {image.name} written to {target.disk.label()}"]
+        lines += _result_lines(result)
+        if verify and verified:
+            return Outcome(
+                True, "Restore finished: every byte written was read back and checked", tuple(lines)
+            )
+        if verify:
+            return Outcome(False, "Restore finished but NOT verified", tuple(lines))
+        return Outcome(
+            True, "Restore finished (not verified: verification was switched off)", tuple(lines)
+        )
+
+    return Job(
+        kind="restore",
+        title=f"Restore {image.name} onto {target.disk.name}",
+        summary=_lines(plan),
+        command=_command(plan),
+        execute=execute,
+        cancel_note=f"{target.disk.name} is marked incomplete: it will not boot until restored again.",
+        confirm=target,
+        afterwards=afterwards,
+    )
+
+
+def _result_lines(result: Any) -> list[str]:
+    lines = []
+    written = getattr(result, "bytes_written", None) or getattr(result, "written", None)
+    seconds = getattr(result, "seconds", None)
+    if isinstance(written, int):
+        lines.append(f"Written: {human_bytes(written)}")
+        if isinstance(seconds, int | float) and seconds:
+            lines.append(f"Throughput: {_rate(written, seconds)}")
+    for note in getattr(result, "notes", ()) or ():
+        lines.append(str(note))
+    return lines
+
+
+# ---------------------------------------------------------------- capture
+
+
+def plan_capture_job(
+    source: DiskRow, repo_path: Path, name: str, description: str, level: int
+) -> Job:
+    from bootmedia.capture import capture_image, plan_capture
+
+    plan = plan_capture(source.disk.path, repo_path, name, description=description, level=level)
+
+    def execute(reporter: Reporter) -> Outcome:
+        r = capture_image(plan, reporter)
+        saved = max(0, r.stored_bytes - r.new_bytes)
+        lines = (
+            f"Image {name} captured from {source.disk.label()}",
+            f"Repository: {repo_path}",
+            f"Data read: {human_bytes(r.data_bytes)}",
+            f"Stored (compressed): {human_bytes(r.stored_bytes)}",
+            f"New in the repository: {human_bytes(r.new_bytes)}",
+            f"Saved by deduplication: {human_bytes(saved)}",
+            f"Throughput: {human_bytes(r.rate)}/s",
+        )
+        return Outcome(True, f"Capture finished: image {name} is in the repository", lines)
+
+    return Job(
+        kind="capture",
+        title=f"Capture {source.disk.name} as {name}",
+        summary=_lines(plan),
+        command=_command(plan),
+        execute=execute,
+        cancel_note=f"No image {name} will be listed; chunks already stored are reused next time.",
+    )
+
+
+# ---------------------------------------------------------------- verify
+
+
+def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
+    from bootmedia.verify import verify_repo
+
+    what = f"image {image.name}" if image else f"every image in {repo_path}"
+    command = f"bootmedia verify {repo_path}" + (f" {image.name}" if image else "")
+
+    def execute(reporter: Reporter) -> Outcome:
+        repo = open_repository(repo_path)
+        result = verify_repo(repo, image.name if image else None, reporter)
+        if result.ok:
+            return Outcome(True, f"Intact: {what} checked, no damage", ())
+        lines = [f"{len(result.damaged)} damaged place(s):"]
+        for d in result.damaged:
+            lines.append(
+                f"{getattr(d, 'image', '?')} partition {getattr(d, 'partition', '?')} "
+                f"at {getattr(d, 'offset', '?')}: {getattr(d, 'reason', d)}"
+            )
+        return Outcome(False, f"Damaged: {what}", tuple(lines))
+
+    return Job(
+        kind="verify",
+        title=f"Verify {what}",
+        summary=(f"Read and check {what}: every chunk's hash and every manifest.",),
+        command=command,
+        execute=execute,
+        cancel_note="Nothing was changed.",
+    )

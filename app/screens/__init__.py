@@ -1,0 +1,1 @@
+"""One file per screen (or per family of small screens)."""

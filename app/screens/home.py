@@ -1,0 +1,97 @@
+"""The home menu: every job one key away, with what the machine has at a glance."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from app import engine
+from app.messages import Loaded, LoadFailed
+from app.screens.base import BaseScreen
+from bootmedia.progress import human_size
+
+# (key, action, label, what it does)
+MENU = (
+    ("r", "restore", "Restore", "put an image onto a disk"),
+    ("c", "capture", "Capture", "take an image of a disk"),
+    ("w", "wipe", "Wipe", "erase a disk, keep a report"),
+    ("p", "partition", "Partition", "lay out a blank disk"),
+    ("v", "verify", "Verify", "check an image is intact"),
+    ("i", "images", "Images", "list, inspect, delete"),
+    ("d", "disks", "Disks", "what is plugged in"),
+    ("l", "log", "Log", "what bootmedia did"),
+    ("s", "shell", "Shell", "a root shell; exit returns"),
+    ("b", "power('reboot')", "Reboot", ""),
+    ("o", "power('poweroff')", "Power off", ""),
+)
+
+
+class HomeScreen(BaseScreen[None]):
+    TITLE_TEXT = "Home"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(Binding(key, f"app.{action}", label, show=False) for key, action, label, _ in MENU),
+        Binding("f5", "refresh", "Refresh", key_display="F5"),
+    ]
+    DEFAULT_CSS = """
+    HomeScreen #menu { width: 44; height: 1fr; border: solid $primary; }
+    HomeScreen #machine { width: 1fr; height: 1fr; }
+    """
+
+    def compose_body(self) -> ComposeResult:
+        options = [
+            Option(
+                Text.assemble((f" {key} ", "bold reverse"), f" {label:<10}", (desc, "dim")),
+                id=action,
+            )
+            for key, action, label, desc in MENU
+        ]
+        with Horizontal():
+            yield OptionList(*options, id="menu")
+            yield Static("Looking for disks and images...", id="machine", classes="pane")
+
+    def on_mount(self) -> None:
+        self.query_one("#menu", OptionList).border_title = "What do you want to do?"
+        self.query_one("#machine", Static).border_title = "This machine"
+        self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.run_blocking("machine", self.load_machine)
+
+    def load_machine(self) -> Text:
+        session = self.session
+        text = Text()
+        rows = engine.list_disks(session)
+        text.append(f"Disks ({len(rows)}):\n", "bold")
+        for r in rows[:6]:
+            mark = " (refused)" if r.refusal else ""
+            text.append(f" {r.disk.name:<8} {human_size(r.disk.size):>9} {r.title[:18]}{mark}\n")
+        repos = engine.find_repositories(session)
+        images = engine.list_images(repos)
+        text.append(f"\nImages ({len(images)}):\n", "bold")
+        for img in images[:6]:
+            text.append(f" {img.name[:18]:<18} {str(img.manifest.created)[:10]}\n")
+        if not repos:
+            text.append(" no repository found\n", "dim")
+        return text
+
+    def on_loaded(self, message: Loaded) -> None:
+        self.query_one("#machine", Static).update(message.value)
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#machine", Static).update(Text(message.reason, "bold red"))
+
+    async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        await self.run_action(f"app.{event.option.id}")
+
+    def action_back(self) -> None:
+        pass  # home is the bottom of the stack

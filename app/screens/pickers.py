@@ -1,0 +1,218 @@
+"""Wizard steps that pick something: a disk, an image, a repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from app import engine
+from app.engine import DiskRow, ImageRow
+from app.messages import Loaded, LoadFailed
+from app.screens.base import BaseScreen
+from app.screens.dialogs import AskText
+from app.widgets.tables import DiskTable, ImageTable
+from bootmedia.progress import human_bytes, human_size
+
+
+def disk_details(row: DiskRow | None) -> str:
+    if row is None:
+        return ""
+    d = row.disk
+    lines = [f"[b]{escape(d.label())}[/b]"]
+    if row.refusal:
+        lines.append(f"[b red]Refused: {escape(row.refusal)}[/b red]")
+    if d.incomplete_restore:
+        lines.append("[b yellow]Holds an incomplete restore (cancelled or failed)[/b yellow]")
+    for p in d.partitions:
+        mounts = ",".join(p.mountpoints)
+        lines.append(
+            f"  {p.name:<10} {human_size(p.size):>9}  {p.fstype or '?':<6} "
+            f"{escape(p.label or '')} {escape(mounts)}"
+        )
+    if not d.partitions:
+        lines.append("  no partitions" + (f" ({d.fstype} on the whole disk)" if d.fstype else ""))
+    lines += [f"  {escape(b)}" for b in d.by_id[:2]]
+    return "\n".join(lines)
+
+
+class DiskPickScreen(BaseScreen[DiskRow]):
+    """Pick a disk. With for_write, refused disks are dimmed and cannot be chosen."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("enter", "choose", "Choose", key_display="Enter"),
+        Binding("f5", "refresh", "Refresh", key_display="F5"),
+    ]
+    DEFAULT_CSS = """
+    DiskPickScreen #disks { height: 1fr; }
+    DiskPickScreen #details { height: 8; }
+    """
+
+    def __init__(self, title: str, *, for_write: bool = True, question: str = "") -> None:
+        super().__init__(title)
+        self.for_write = for_write
+        self.question = question or "Which disk?"
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(self.question, classes="heading")
+        yield DiskTable(id="disks")
+        yield Static("", id="details", classes="pane")
+
+    def on_mount(self) -> None:
+        self.status("Looking for disks...")
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.run_blocking("disks", engine.list_disks, self.session, for_write=self.for_write)
+
+    def on_loaded(self, message: Loaded) -> None:
+        rows: list[DiskRow] = message.value
+        table = self.query_one(DiskTable)
+        table.show(rows)
+        table.focus()
+        usable = sum(1 for r in rows if not r.refusal)
+        self.status(f"{len(rows)} disk(s), {usable} can be chosen." if rows else "No disks found.")
+        self.query_one("#details", Static).update(disk_details(table.current_row()))
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.status(message.reason, error=True)
+
+    def on_disk_table_highlighted(self, message: DiskTable.Highlighted) -> None:
+        self.query_one("#details", Static).update(disk_details(message.row))
+
+    def on_disk_table_chosen(self, message: DiskTable.Chosen) -> None:
+        self.dismiss(message.row)
+
+    def on_disk_table_refused(self, message: DiskTable.Refused) -> None:
+        self.status(f"{message.row.disk.name} cannot be chosen: {message.row.refusal}", error=True)
+
+    def action_choose(self) -> None:
+        self.query_one(DiskTable).action_select_cursor()
+
+
+def image_details(row: ImageRow | None) -> str:
+    if row is None:
+        return ""
+    m = row.manifest
+    lines = [
+        f"[b]{escape(m.name)}[/b]  {escape(m.description or '')}",
+        f"Created {escape(str(m.created))} from {escape(m.source.model or '?')} "
+        f"{escape(m.source.serial or '')} ({human_size(m.source.size)})",
+        f"Needs a disk of {human_size(m.required_size)}; data {human_bytes(m.stats.data_bytes)}, "
+        f"stored {human_bytes(m.stats.stored_bytes)}; repository {escape(str(row.repo))}",
+    ]
+    for a in m.partitions:
+        used = f", {human_bytes(a.used)} used" if a.used is not None else ""
+        lines.append(
+            f"  {a.name:<8} {a.fstype or '-':<6} {escape(a.label or ''):<12} {human_size(a.size)}{used}"
+        )
+    return "\n".join(lines)
+
+
+class ImagePickScreen(BaseScreen[ImageRow]):
+    """Pick an image from every repository found. o opens another repository by path."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("enter", "choose", "Choose", key_display="Enter"),
+        Binding("o", "open_repo", "Open repository"),
+    ]
+    DEFAULT_CSS = """
+    ImagePickScreen #images { height: 1fr; }
+    ImagePickScreen #details { height: 9; }
+    """
+
+    def __init__(self, title: str, question: str = "Which image?") -> None:
+        super().__init__(title)
+        self.question = question
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(self.question, classes="heading")
+        yield ImageTable(id="images")
+        yield Static("", id="details", classes="pane")
+
+    def on_mount(self) -> None:
+        self.refresh_images()
+
+    def refresh_images(self) -> None:
+        self.status("Looking for repositories...")
+        self.run_blocking("images", self.load)
+
+    def load(self) -> list[ImageRow]:
+        return engine.list_images(engine.find_repositories(self.session))
+
+    def on_loaded(self, message: Loaded) -> None:
+        rows: list[ImageRow] = message.value
+        table = self.query_one(ImageTable)
+        table.show(rows)
+        table.focus()
+        self.status(
+            f"{len(rows)} image(s)." if rows else "No images found. Press o to open a repository."
+        )
+        self.query_one("#details", Static).update(image_details(table.current_row()))
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.status(message.reason, error=True)
+
+    def on_image_table_highlighted(self, message: ImageTable.Highlighted) -> None:
+        self.query_one("#details", Static).update(image_details(message.row))
+
+    def on_image_table_chosen(self, message: ImageTable.Chosen) -> None:
+        self.dismiss(message.row)
+
+    def action_choose(self) -> None:
+        self.query_one(ImageTable).action_select_cursor()
+
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def action_open_repo(self) -> None:
+        path = await self.app.push_screen_wait(AskText("Path of a repository (a directory):"))
+        if path:
+            self.session.add_repo(Path(path).expanduser())
+            self.refresh_images()
+
+
+class RepoPickScreen(BaseScreen[Path]):
+    """Pick the repository a capture goes into; n makes a new one at a typed path."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("n", "new_repo", "New / other path"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Where should the image go?", classes="heading")
+        yield OptionList(id="repos")
+
+    def on_mount(self) -> None:
+        self.status("Looking for repositories...")
+        self.run_blocking("repos", engine.find_repositories, self.session)
+
+    def on_loaded(self, message: Loaded) -> None:
+        repos: list[Path] = message.value
+        menu = self.query_one(OptionList)
+        menu.clear_options()
+        menu.add_options([Option(str(p), id=str(p)) for p in repos])
+        menu.focus()
+        self.status(f"{len(repos)} repository(ies). Press n for another path.")
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.status(message.reason, error=True)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(Path(event.option.id or ""))
+
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def action_new_repo(self) -> None:
+        path = await self.app.push_screen_wait(
+            AskText("Path of the repository (created if it does not exist):")
+        )
+        if path:
+            self.dismiss(Path(path).expanduser())

@@ -1,0 +1,77 @@
+"""The progress screen every job shares. The job runs in a thread worker; its Reporter posts
+JobProgress messages; Cancel asks first, then sets the Reporter's cancel Event and waits for the
+job to stop in its defined state."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from app.jobs import Job, Outcome
+from app.messages import JobProgress, Loaded
+from app.screens.base import BaseScreen
+from app.screens.dialogs import YesNo
+from app.widgets.progress_view import ProgressView
+from bootmedia.progress import Progress, Reporter
+
+log = logging.getLogger("bootmedia.tui")
+
+
+class ProgressScreen(BaseScreen[Outcome]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel job", key_display="Esc")
+    ]
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.title)
+        self.job = job
+        self.cancel = threading.Event()
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(classes="pane", id="job"):
+            yield ProgressView(id="progress")
+
+    def on_mount(self) -> None:
+        self.query_one("#job").border_title = self.job.title
+        self.status("Running. Esc cancels (you will be asked first).")
+        self.run_job()
+
+    @work(thread=True, exit_on_error=False, group="job")
+    def run_job(self) -> None:
+        # Reporter callbacks arrive on the job's threads; post_message is thread-safe.
+        reporter = Reporter(callback=self.report, cancel=self.cancel)
+        log.info("job start: %s", self.job.title)
+        outcome = self.job.run(reporter)
+        log.info("job end: %s: %s", self.job.title, outcome.title)
+        self.post_message(Loaded("outcome", outcome))
+
+    def report(self, progress: Progress) -> None:
+        self.post_message(JobProgress(progress))
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        self.query_one(ProgressView).progress = message.progress
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what == "outcome":
+            self.dismiss(message.value)
+
+    @work(group="ask-cancel", exclusive=True, exit_on_error=False)
+    async def action_cancel(self) -> None:
+        if self.cancel.is_set():
+            return
+        if await self.app.push_screen_wait(
+            YesNo(f"Cancel: {self.job.title}?", self.job.cancel_note)
+        ):
+            self.cancel.set()
+            self.status("Cancelling: waiting for the job to stop in a safe state...")
+            self.query_one(Static).update("Cancelling...")
+
+    def action_back(self) -> None:
+        self.action_cancel()

@@ -1,0 +1,98 @@
+"""The progress display every job shares: step trail, bar, numbers and a throughput history."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+from app.glyphs import BAR_EMPTY, BAR_FULL, SPARK
+from bootmedia.progress import Progress, human_bytes, human_duration
+
+
+class Bar(Widget):
+    """A progress bar in full and shaded blocks, which every console font has."""
+
+    DEFAULT_CSS = "Bar { height: 1; }"
+    fraction: reactive[float] = reactive(0.0)
+
+    def render(self) -> Text:
+        width = max(1, self.size.width - 6)
+        filled = round(self.fraction * width)
+        return Text.assemble(
+            (BAR_FULL * filled, "bold"),
+            (BAR_EMPTY * (width - filled), "dim"),
+            f" {self.fraction * 100:3.0f}%",
+        )
+
+
+class Sparkline(Widget):
+    """Throughput history, two rows tall, drawn with half and full blocks (no eighth blocks)."""
+
+    DEFAULT_CSS = "Sparkline { height: 2; }"
+    values: reactive[tuple[float, ...]] = reactive(())
+
+    def render(self) -> Text:
+        width = self.size.width
+        data = list(self.values)[-width:]
+        peak = max(data, default=0.0) or 1.0
+        levels = [round(v / peak * 4) for v in data]  # 0..4: two rows of ' ', half, full
+        top = "".join(SPARK[max(0, lv - 2)] for lv in levels)
+        bottom = "".join(SPARK[min(2, lv)] for lv in levels)
+        return Text(top.rjust(width) + "\n" + bottom.rjust(width))
+
+
+class ProgressView(Vertical):
+    """Shows the latest Progress handed to it (attribute down: `progress`)."""
+
+    DEFAULT_CSS = """
+    ProgressView { height: auto; }
+    ProgressView > #steps { height: auto; max-height: 9; }
+    ProgressView > #numbers { height: 2; }
+    ProgressView > Sparkline { margin-top: 1; }
+    """
+    progress: reactive[Progress | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.history: list[float] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("Starting...", id="steps")
+        yield Bar()
+        yield Static("", id="numbers")
+        yield Static("Throughput history:", id="history-label")
+        yield Sparkline()
+
+    def watch_progress(self, p: Progress | None) -> None:
+        if p is None:
+            return
+        self.query_one("#steps", Static).update(self.steps_text(p))
+        self.query_one(Bar).fraction = p.fraction
+        done = (
+            f"{human_bytes(p.done)} of {human_bytes(p.total)}" if p.total else human_bytes(p.done)
+        )
+        rate = f"{human_bytes(p.rate)}/s" if p.rate else "-"
+        self.query_one("#numbers", Static).update(
+            f"Done {done}   Speed {rate}\n"
+            f"Elapsed {human_duration(p.elapsed)}   Remaining {human_duration(p.eta)}"
+        )
+        if p.rate:
+            self.history.append(p.rate)
+            self.query_one(Sparkline).values = tuple(self.history)
+
+    @staticmethod
+    def steps_text(p: Progress) -> Text:
+        """Finished steps ticked, the current one marked; the last 8 so it fits at 80x25."""
+        text = Text()
+        trail = list(p.steps)[-8:] or [p.step]
+        for step in trail:
+            current = step == p.step
+            text.append("> " if current else "  ", "bold" if current else "")
+            text.append(step + "\n", "bold" if current else "dim")
+        if p.message:
+            text.append(p.message, "italic")
+        return text

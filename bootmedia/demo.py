@@ -1,0 +1,218 @@
+"""The demo lab: virtual disks and a sample repository, so anyone can try bootmedia safely.
+
+`bootmedia tui --demo` builds it (or reuses the last one) under ~/.cache/bootmedia/demo-lab:
+
+    disks/reference.img   a sample "golden" PC: GPT with ESP, ext4, NTFS and swap, real files
+    disks/newpc-1.img     blank disks: restore, wipe or partition them
+    disks/newpc-2.img
+    disks/stick.img       the bootmedia stick: ext4 labelled BOOTMEDIA holding the repository
+    stick/images/         (mounted) the repository, with image "golden" captured from reference
+
+As root the files are attached as loop devices, so every job runs exactly as on real disks, and
+the stick is mounted, so the safety rules refuse it like the real stick. In demo mode the UI
+shows only these disks, never the machine's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bootmedia import lab
+from bootmedia.disks.model import Disk
+from bootmedia.errors import BootmediaError
+from bootmedia.run import run
+
+log = logging.getLogger("bootmedia.demo")
+
+DISK_SIZE = 160 << 20  # the sample layout needs 114 MiB plus its ext4 root
+STICK_SIZE = 256 << 20
+FILL = 0.2  # of each sample filesystem: ~25 MiB of real files
+BLANKS = ("newpc-1", "newpc-2")
+SAMPLE_IMAGE = "golden"
+
+
+def default_root() -> Path:
+    env = os.environ.get("BOOTMEDIA_DEMO_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "bootmedia" / "demo-lab"
+
+
+@dataclass
+class DemoLab:
+    root: Path
+    loops: dict[str, str] = field(default_factory=dict)  # backing file name -> /dev/loopN
+    mounted: bool = False
+    use_loops: bool = False
+
+    @property
+    def disk_dir(self) -> Path:
+        return self.root / "disks"
+
+    @property
+    def stick_dir(self) -> Path:
+        return self.root / "stick"
+
+    @property
+    def repo_path(self) -> Path:
+        return self.stick_dir / "images"
+
+    def disks(self) -> list[Disk]:
+        """The lab's disks as the engine sees them (loop devices)."""
+        from bootmedia.disks import find_disk
+
+        found = []
+        for image in sorted(self.disk_dir.glob("*.img")):
+            dev = self.loops.get(image.name)
+            if dev is None:
+                continue
+            try:
+                found.append(find_disk(dev))
+            except BootmediaError as exc:
+                log.warning("%s: %s", dev, exc)
+        return found
+
+    def refusal(self, disk: Disk) -> str | None:
+        """The lab's stick stands in for the boot stick. The engine's rules refuse it already
+        (mounted, holds the repository); this says so even between unmount and remount."""
+        if disk.backing_file.endswith("/stick.img"):
+            return f"{disk.ident}: is the bootmedia stick (holds the image repository)"
+        return None
+
+    def add_disk(self) -> Disk:
+        """Plug in another blank virtual disk (the Disks screen's hotplug demonstration)."""
+        n = 1 + sum(1 for _ in self.disk_dir.glob("usb-*.img"))
+        image = lab.make_file(self.disk_dir / f"usb-{n}.img", DISK_SIZE)
+        self.loops[image.name] = lab.attach(image)
+        from bootmedia.disks import find_disk
+
+        return find_disk(self.loops[image.name])
+
+    def monitor(self) -> LabMonitor:
+        return LabMonitor(self)
+
+    def close(self) -> None:
+        if self.mounted:
+            run(["umount", "-l", str(self.stick_dir)], check=False)
+            self.mounted = False
+        for dev in self.loops.values():
+            lab.detach(dev)
+        self.loops.clear()
+
+
+class LabMonitor:
+    """Hotplug events for the lab: a disk file appeared or vanished."""
+
+    def __init__(self, lab_: DemoLab, interval: float = 0.5) -> None:
+        self.lab = lab_
+        self.interval = interval
+        self.known = self._snapshot()
+
+    def _snapshot(self) -> dict[str, Disk]:
+        return {d.path: d for d in self.lab.disks()}
+
+    def poll(self, timeout: float = 0.0) -> list[object]:
+        from bootmedia.disks import DiskEvent
+
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self._snapshot()
+            events = [
+                DiskEvent("remove", d.name, None) for p, d in self.known.items() if p not in now
+            ]
+            events += [DiskEvent("add", d.name, d) for p, d in now.items() if p not in self.known]
+            self.known = now
+            if events or time.monotonic() >= deadline:
+                return list(events)
+            time.sleep(min(self.interval, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        pass
+
+
+def create_lab(root: Path | None = None, *, fresh: bool = False, say: object = print) -> DemoLab:
+    """Build the lab (or reuse the one at root), attach it, and make sure the sample image is in
+    the repository. Takes seconds: the disks are small and sparse."""
+    can_loop, why = lab.can_use_loop()
+    if not can_loop:
+        # The engine reads and writes partitions through the kernel (partclone, mkfs, mount),
+        # so plain files are not enough for a lab where every job really runs.
+        raise BootmediaError(f"the demo lab needs loop devices ({why}); run it as root (sudo)")
+    root = root or default_root()
+    the_lab = DemoLab(root, use_loops=True)
+    disk_dir = the_lab.disk_dir
+    _detach_stale(disk_dir)
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    disk_dir.mkdir(parents=True, exist_ok=True)
+    for extra in disk_dir.glob("usb-*.img"):
+        extra.unlink()  # disks "plugged in" during the last run are unplugged
+    try:
+        reference = disk_dir / "reference.img"
+        if not reference.exists():
+            _say(say, "demo lab: building a sample PC disk (ESP, ext4, NTFS, swap)...")
+            lab.make_file(disk_dir / "reference.tmp", DISK_SIZE)
+            with lab.loop_disk(disk_dir / "reference.tmp") as dev:
+                lab.populate_sample_disk(dev, fill=FILL)
+            (disk_dir / "reference.tmp").rename(reference)
+        for name in BLANKS:
+            if not (disk_dir / f"{name}.img").exists():
+                lab.make_file(disk_dir / f"{name}.img", DISK_SIZE)
+        stick = disk_dir / "stick.img"
+        if not stick.exists():
+            lab.make_file(disk_dir / "stick.tmp", STICK_SIZE)
+            run(["mkfs.ext4", "-q", "-F", "-L", "BOOTMEDIA", str(disk_dir / "stick.tmp")])
+            (disk_dir / "stick.tmp").rename(stick)
+        for image in sorted(disk_dir.glob("*.img")):
+            the_lab.loops[image.name] = lab.attach(image)
+        the_lab.stick_dir.mkdir(exist_ok=True)
+        run(["mount", the_lab.loops[stick.name], str(the_lab.stick_dir)])
+        the_lab.mounted = True
+        _ensure_sample_image(the_lab, say)
+    except BaseException:
+        the_lab.close()
+        raise
+    return the_lab
+
+
+def _ensure_sample_image(the_lab: DemoLab, say: object) -> None:
+    from bootmedia.capture import capture_image, plan_capture
+    from bootmedia.repo.store import Repository
+
+    repo = Repository.init(the_lab.repo_path)
+    try:
+        names = [m.name for m in repo.images()]
+    finally:
+        repo.close()
+    if SAMPLE_IMAGE in names:
+        return
+    _say(say, "demo lab: capturing the sample image 'golden' from the reference disk...")
+    plan = plan_capture(
+        the_lab.loops["reference.img"],
+        the_lab.repo_path,
+        SAMPLE_IMAGE,
+        description="Sample PC: EFI system partition, Linux ext4, Windows NTFS, swap",
+    )
+    capture_image(plan)
+
+
+def _detach_stale(disk_dir: Path) -> None:
+    """Loop devices left attached to lab files by a run that was killed."""
+    if not lab.can_use_loop()[0] or not disk_dir.exists():
+        return
+    stick_dir = disk_dir.parent / "stick"
+    if os.path.ismount(stick_dir):
+        run(["umount", "-l", str(stick_dir)], check=False)
+    for image in disk_dir.glob("*.img"):
+        out = run(["losetup", "-j", str(image)], check=False).stdout.decode()
+        for line in out.splitlines():
+            lab.detach(line.split(":", 1)[0])
+
+
+def _say(say: object, text: str) -> None:
+    log.info("%s", text)
+    if callable(say):
+        say(text)
