@@ -198,16 +198,35 @@ def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> Ar
         return AreaPlan(replace(area, mode=SWAP), node)
     if can_map(fs.type):
         pairs = array("Q")
-        for start, length in used_ranges(node, fs.type, work):
-            length = min(length, area.size - start)
-            if length > 0:
-                pairs.extend((start, length))
+        for start, length in _with_edges(used_ranges(node, fs.type, work), area.size):
+            pairs.extend((start, length))
         used = sum(pairs[1::2])
         return AreaPlan(
             replace(area, mode=USED, used=used, min_size=min_size(node, fs.type)), node, pairs
         )
     log.info("%s: %s, captured raw", node, fs.type or "no filesystem recognised")
     return AreaPlan(area, node)
+
+
+EDGE = 64 << 10
+
+
+def _with_edges(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The used ranges plus the first and last 64 KiB of the partition, merged and clipped.
+    Filesystems keep things outside their allocation bitmaps at the edges (NTFS's backup boot
+    sector sits in the partition's last sector), and a used-block map does not list them."""
+    edges = [(0, min(EDGE, size)), (max(0, size - EDGE), min(EDGE, size))]
+    merged: list[tuple[int, int]] = []
+    for start, length in sorted([*ranges, *edges]):
+        end = min(start + length, size)
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            s0, l0 = merged[-1]
+            merged[-1] = (s0, max(s0 + l0, end) - s0)
+        else:
+            merged.append((start, end - start))
+    return merged
 
 
 # ---- the copy loop ------------------------------------------------------------------------

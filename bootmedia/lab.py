@@ -135,8 +135,7 @@ def populate_sample_disk(
     rest = disk_mib - 2 - sum(p.size_mib for p in layout)  # 1 MiB head, GPT backup
     lines = [f"label: {label}", ""]
     for p in layout:
-        size = f"size={p.size_mib or rest}MiB, "
-        lines.append(f"{size}type={_TYPES[label][p.fstype]}")
+        lines.append(f"size={p.size_mib or rest}MiB, type={_TYPES[label][p.fstype]}")
     run(["sfdisk", "-q", "--wipe", "always", dev], input="\n".join(lines).encode())
     rescan(dev)
     for p in layout:

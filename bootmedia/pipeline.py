@@ -77,9 +77,9 @@ class OrderedPool(Generic[T, R]):
                         break
                     if isinstance(obj, _Failure):
                         raise obj.exc
-                    item, future = obj  # type: ignore[misc]
-                    assert isinstance(future, Future)
-                    yield item, future.result()
+                    assert isinstance(obj, tuple)
+                    pending: Future[R] = obj[1]
+                    yield obj[0], pending.result()
             finally:
                 stop.set()
                 while True:  # unblock the reader and let queued work finish or cancel

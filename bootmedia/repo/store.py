@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.repo.manifest import Manifest, dump_manifest, load_manifest
-from bootmedia.repo.maps import read_map
+from bootmedia.repo.maps import Extent, read_map
 from bootmedia.repo.packs import FLAG_ZSTD, PackWriter, Record, read_pack_header, scan_pack
 
 log = logging.getLogger("bootmedia.repo")
@@ -343,7 +343,7 @@ class Repository:
     def image_dir(self, name: str) -> Path:
         return self.path / "images" / name
 
-    def extents(self, m: Manifest, area_name: str) -> Iterator:  # type: ignore[type-arg]
+    def extents(self, m: Manifest, area_name: str) -> Iterator[Extent]:
         area = m.area(area_name)
         assert area is not None and area.map
         return read_map(self.image_dir(m.name) / area.map, area.map_hash)

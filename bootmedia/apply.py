@@ -1,0 +1,641 @@
+"""Apply: restore an image onto a disk (or one partition onto an existing partition).
+
+Order of writes, chosen so that an interrupted restore never looks like a good disk:
+  1. the old table's first and last MiB are zeroed and a BOOTMEDIA-INCOMPLETE marker is put in
+     the MBR boot-code area (sfdisk keeps those 440 bytes, so the marker survives step 4);
+  2. every partition's extents are written, flushed, and read back against their hashes;
+  3. the partition table is written, swap recreated, the grown filesystem grown;
+  4. last, the image's own boot code replaces the marker, and is read back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import zstandard
+
+from bootmedia import blockdev, fs
+from bootmedia.disks import Disk, check_writable, find_disk, live_system_disks
+from bootmedia.disks.model import INCOMPLETE_MARKER
+from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
+from bootmedia.mounts import disk_of_path, mounts_of, swaps
+from bootmedia.pipeline import OrderedPool
+from bootmedia.progress import Reporter, human_bytes
+from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest, Table
+from bootmedia.repo.maps import Extent, check_map
+from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_header
+from bootmedia.repo.store import Location, Repository
+from bootmedia.run import require_tools
+from bootmedia.table import (
+    last_partition,
+    read_table,
+    render_sfdisk,
+    same_layout,
+    translate,
+    write_table,
+)
+
+log = logging.getLogger("bootmedia.apply")
+MiB = 1 << 20
+BOOT_CODE = 440  # MBR bytes before the disk signature and the partition entries
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    repo: Path
+    image: Manifest
+    target: str
+    target_size: int
+    sector_size: int
+    disk: Disk | None  # None for an image file standing in for a disk
+    table: Table | None  # in the target's sector size
+    script: str  # the sfdisk script, "" when the image has no table or in partition mode
+    grow: int | None = None  # partition number to grow to the end of the disk
+    verify: bool = True
+    discard: bool = False
+    partition: int | None = None  # partition mode: restore only this area ...
+    to: str | None = None  # ... onto this existing partition
+    notes: tuple[str, ...] = ()
+
+    @property
+    def areas(self) -> tuple[Area, ...]:
+        if self.partition is not None:
+            return tuple(a for a in self.image.areas if a.number == self.partition)
+        return tuple(a for a in self.image.areas if a.name not in ("head", "gpt-backup"))
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(a.data_bytes for a in self.areas if a.mode in (USED, RAW))
+
+    def target_label(self) -> str:
+        return self.disk.label() if self.disk else self.target
+
+    def summary(self) -> list[str]:
+        m = self.image
+        lines = [f"Image '{m.name}' ({m.created}), {m.description or 'no description'}"]
+        if self.partition is not None:
+            lines.append(
+                f"Restore partition {self.partition} onto {self.to} (ALL of it is overwritten)"
+            )
+        else:
+            lines.append(f"Target: {self.target_label()}")
+            lines.append("EVERYTHING on the target is overwritten:")
+            if self.disk:
+                for p in self.disk.partitions:
+                    desc = " ".join(x for x in (p.fstype, p.label and f"'{p.label}'") if x)
+                    lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
+            lines.append(
+                f"New layout ({self.table.label if self.table else 'no table'}, "
+                f"{self.sector_size}-byte sectors):"
+            )
+            for a in self.areas:
+                grown = " (grows to fill the disk)" if a.number == self.grow else ""
+                lines.append(f"  {a.name:<6} {a.fstype or '-':<7} {human_bytes(a.size):>10}{grown}")
+        lines.append(f"Data to write: {human_bytes(self.write_bytes)}")
+        lines.append(
+            "Verify: read back and check every written byte"
+            if self.verify
+            else "Verify: OFF (--no-verify): success will not be checked"
+        )
+        lines += [f"Note: {n}" for n in self.notes]
+        return lines
+
+    def command(self) -> str:
+        argv = ["bootmedia", "apply", str(self.repo), self.image.name]
+        if self.partition is not None:
+            argv += ["--partition", str(self.partition), "--to", str(self.to)]
+        else:
+            argv.append(self.disk.by_id[0] if self.disk and self.disk.by_id else self.target)
+        if self.grow is not None:
+            argv += (
+                ["--grow"] if self.partition is not None else ["--grow-partition", str(self.grow)]
+            )
+        if not self.verify:
+            argv.append("--no-verify")
+        if self.discard:
+            argv.append("--discard")
+        if self.disk:
+            argv += ["--confirm", self.disk.serial[-4:] if self.disk.serial else self.disk.name]
+        return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    image: str
+    target: str
+    serial: str
+    by_id: str
+    written: int
+    verified: bool
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def plan_apply(
+    repo: str | Path,
+    image: str,
+    target: str,
+    *,
+    grow: bool = False,
+    grow_partition: int | None = None,
+    verify: bool = True,
+    discard: bool = False,
+    partition: int | None = None,
+) -> ApplyPlan:
+    """Decide what to write where, and refuse before anything is written if it cannot work."""
+    repo = Path(repo)
+    with Repository.open(repo) as r:
+        m = r.image(image)
+    if partition is not None:
+        return _plan_partition(repo, m, partition, target, grow, verify, discard)
+    if not os.path.exists(target):
+        raise UsageError(f"{target}: no such disk")
+    disk = find_disk(target) if blockdev.is_block(target) else None
+    if disk is not None:
+        check_writable(disk, repo_path=repo)
+    fd = blockdev.open_device(target)
+    try:
+        size = blockdev.size_of(fd)
+        ss = blockdev.sector_sizes(fd)[0]
+    finally:
+        os.close(fd)
+    notes: list[str] = []
+    table = m.table
+    if table is not None and table.sector_size != ss:
+        notes.append(
+            f"partition table translated from {table.sector_size}-byte to {ss}-byte sectors"
+        )
+        table = translate(table, ss)
+    elif table is None and m.source.logical_sector_size != ss:
+        raise ImageError(
+            f"image has {m.source.logical_sector_size}-byte sectors and no partition table; "
+            f"the target has {ss}-byte sectors"
+        )
+    need = m.required_size
+    if size < need:
+        raise UsageError(
+            f"target too small: image needs {human_bytes(need)} ({need} bytes), "
+            f"{target} has {human_bytes(size)} ({size} bytes)"
+        )
+    grow_n: int | None = None
+    if (grow or grow_partition is not None) and table is not None:
+        last = last_partition(table)
+        if grow_partition is not None and (last is None or last.number != grow_partition):
+            raise UsageError(
+                f"partition {grow_partition} cannot grow: only the last partition "
+                f"({last.number if last else 'none'}) has free space after it"
+            )
+        area = m.area(f"p{last.number}") if last else None
+        if last is None or area is None:
+            notes.append("nothing to grow")
+        elif area.mode == SWAP or (area.mode == USED and fs.grow_tool(area.fstype)):
+            if disk is None:
+                raise UsageError("growing a filesystem needs a real block device as target")
+            grow_n = last.number
+        else:
+            notes.append(
+                f"partition {last.number} ({area.fstype or 'no filesystem'}) keeps its size: "
+                "no tool here can grow that filesystem"
+            )
+    script = render_sfdisk(table, grow=grow_n) if table else ""
+    return ApplyPlan(
+        repo, m, target, size, ss, disk, table, script, grow_n, verify, discard, notes=tuple(notes)
+    )
+
+
+def _plan_partition(
+    repo: Path, m: Manifest, number: int, target: str, grow: bool, verify: bool, discard: bool
+) -> ApplyPlan:
+    area = m.area(f"p{number}")
+    if area is None or area.mode not in (USED, RAW, SWAP):
+        raise UsageError(f"image {m.name} has no partition {number} with data to restore")
+    if not os.path.exists(target):
+        raise UsageError(f"{target}: no such partition")
+    if blockdev.is_block(target):
+        _check_partition_writable(target, repo)
+    fd = blockdev.open_device(target)
+    try:
+        size = blockdev.size_of(fd)
+        ss = blockdev.sector_sizes(fd)[0]
+    finally:
+        os.close(fd)
+    if size < area.size:
+        raise UsageError(
+            f"target too small: partition {number} is {human_bytes(area.size)}, "
+            f"{target} has {human_bytes(size)}"
+        )
+    grow_n = number if grow and size > area.size and fs.grow_tool(area.fstype) else None
+    return ApplyPlan(
+        repo,
+        m,
+        target,
+        size,
+        ss,
+        None,
+        None,
+        "",
+        grow_n,
+        verify,
+        discard,
+        partition=number,
+        to=target,
+    )
+
+
+def _check_partition_writable(node: str, repo: Path) -> None:
+    sysdir = blockdev.sysfs_dir(node)
+    if not (sysdir / "partition").exists():
+        raise UsageError(f"{node} is a whole disk: --to takes a partition, e.g. {node}1")
+    parent = sysdir.parent.name
+    live = live_system_disks()
+    if parent in live:
+        raise Refused(f"{node}: its disk {live[parent]}")
+    for m in mounts_of([node]):
+        raise Refused(f"{node}: is mounted on {m.mountpoint}; unmount it first")
+    if any(os.path.realpath(s) == os.path.realpath(node) for s in swaps()):
+        raise Refused(f"{node}: is in use as swap; run swapoff first")
+    if any((sysdir / "holders").iterdir()):
+        raise Refused(f"{node}: is in use (LVM, RAID or encryption)")
+    if (sysdir / "ro").read_text().strip() == "1":
+        raise Refused(f"{node}: is read-only")
+    repo_disk = disk_of_path(repo)
+    if repo_disk and os.stat(repo).st_dev == os.stat(node).st_rdev:
+        raise Refused(f"{node}: holds the image repository {repo}")
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+
+class _Packs:
+    """Reads stored chunks; pack files stay open for the job."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.fds: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def read(self, loc: Location, digest: bytes) -> bytes:
+        with self.lock:
+            fd = self.fds.get(loc.pack)
+            if fd is None:
+                fd = self.fds[loc.pack] = os.open(self.repo.pack_path(loc.pack), os.O_RDONLY)
+        buf = os.pread(fd, RECORD_SIZE + loc.stored_len, loc.offset - RECORD_SIZE)
+        head = parse_record_header(buf[:RECORD_SIZE], loc.offset)
+        if head is None or head.hash != digest:
+            raise ImageError(
+                f"{loc.pack}: damaged record header at byte {loc.offset - RECORD_SIZE}"
+            )
+        return buf[RECORD_SIZE:]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Item:
+    area: Area
+    extent: Extent
+    location: Location | None
+    payload: bytes | None
+
+
+def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
+    """Before the first write: every map intact, every chunk indexed, every pack long enough."""
+    ends: dict[str, int] = {}
+    for a in areas:
+        if not a.map:
+            continue
+        check_map(repo.image_dir(m.name) / a.map, a.map_hash)
+        for e in repo.extents(m, a.name):
+            if e.is_zero:
+                continue
+            loc = repo.locate(e.hash)
+            if loc is None:
+                raise ImageError(
+                    f"image {m.name}: {a.name} offset {e.offset}: chunk {e.hash.hex()[:16]} "
+                    "is missing from the repository"
+                )
+            ends[loc.pack] = max(ends.get(loc.pack, 0), loc.offset + loc.stored_len)
+    for pack, end in ends.items():
+        path = repo.pack_path(pack)
+        have = path.stat().st_size if path.exists() else -1
+        if have < end:
+            what = "missing" if have < 0 else f"truncated ({have} of at least {end} bytes)"
+            raise ImageError(f"image {m.name}: pack {pack} is {what}")
+
+
+def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResult:
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    m = plan.image
+    require_tools("sfdisk", "mkswap", "partx")
+    repo = Repository.open(plan.repo)
+    packs = _Packs(repo)
+    reporter.add_total(plan.write_bytes * (2 if plan.verify else 1))
+    fd = -1
+    try:
+        with reporter.step("Checking the image"):
+            check_image(repo, m, plan.areas)
+            if plan.disk is not None:
+                check_writable(plan.disk, repo_path=plan.repo)  # again: things change
+        fd = blockdev.open_device(plan.target, write=True)
+        whole = plan.partition is None
+        # Writes inside this region wait until everything else is written and verified, so
+        # the target shows no valid signature there until the very end.
+        defer_below = 4096 if whole else MiB
+        with reporter.step("Marking the target incomplete"):
+            if plan.discard:
+                _discard(fd, reporter)
+            blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
+            tail = max(0, plan.target_size - MiB)
+            blockdev.zero_range(fd, tail, plan.target_size - tail)
+            if whole:
+                marker = (
+                    INCOMPLETE_MARKER
+                    + (
+                        f" image={m.name} started={datetime.now(UTC).isoformat(timespec='seconds')}"
+                    ).encode()
+                )
+                os.pwrite(fd, marker[:BOOT_CODE], 0)
+            os.fsync(fd)
+        deferred: list[tuple[Area, Extent]] = []
+        data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
+        for i, area in enumerate(data_areas, 1):
+            base = 0 if not whole else area.offset
+            label = area.name + (f" ({area.fstype})" if area.fstype else "")
+            with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
+                _write_area(fd, repo, packs, m, area, base, defer_below, deferred, reporter)
+        blockdev.flush(fd)
+        if plan.verify:
+            for i, area in enumerate(data_areas, 1):
+                base = 0 if not whole else area.offset
+                with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+                    _verify_area(fd, m, area, base, repo, reporter, skip_below=defer_below)
+        for area in plan.areas:
+            if area.mode == SWAP:
+                with reporter.step(f"Recreating swap on {area.name}"):
+                    _write_swap(fd, area, 0 if not whole else area.offset, plan.target_size)
+        if whole and plan.script:
+            with reporter.step("Writing the partition table"):
+                os.fsync(fd)
+                write_table(plan.target, plan.script)
+                _check_table(plan)
+        if plan.grow is not None:
+            grown = m.area(f"p{plan.grow}")
+            assert grown is not None
+            node = plan.to or blockdev.partition_path(plan.target, plan.grow)
+            with reporter.step(f"Growing {grown.fstype or 'swap'} on {node}"):
+                if grown.mode == SWAP:
+                    blockdev.flush(fd)
+                    fs.make_swap(node, grown.uuid, grown.label)
+                else:
+                    _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
+                    deferred = []
+                    blockdev.flush(fd)
+                    fs.grow(node, grown.fstype)
+        with reporter.step("Writing boot code and finishing"):
+            _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
+            if whole and m.table is not None:
+                _write_boot_area(fd, repo, packs, m, plan)
+            blockdev.flush(fd)
+            if whole:
+                head = os.pread(fd, len(INCOMPLETE_MARKER), 0)
+                if head == INCOMPLETE_MARKER:
+                    raise ImageError("the incomplete marker is still on the target after writing")
+    except OSError as exc:
+        if exc.errno == 28:
+            raise BootmediaError(f"{plan.target}: no space left on device while writing") from None
+        raise BootmediaError(f"writing {plan.target} failed: {exc.strerror or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        packs.close()
+        repo.close()
+    disk = plan.disk
+    result = ApplyResult(
+        image=m.name,
+        target=plan.target if plan.partition is None else str(plan.to),
+        serial=disk.serial if disk else "",
+        by_id=disk.by_id[0] if disk and disk.by_id else "",
+        written=plan.write_bytes,
+        verified=plan.verify,
+        seconds=round(time.monotonic() - started, 3),
+        notes=plan.notes,
+    )
+    log.info(
+        "applied image %s to %s (serial %s, by-id %s): %s",
+        m.name,
+        result.target,
+        result.serial or "none",
+        result.by_id or "none",
+        "verified" if result.verified else "NOT verified",
+    )
+    return result
+
+
+def _discard(fd: int, reporter: Reporter) -> None:
+    try:
+        blockdev.discard(fd)
+    except OSError as exc:
+        reporter.message(f"discard not supported by the target ({exc.strerror}); continuing")
+
+
+def _items(
+    repo: Repository,
+    m: Manifest,
+    area: Area,
+    packs: _Packs,
+    skip: set[int] | None = None,
+    only_below: int | None = None,
+) -> Iterator[_Item]:
+    for e in repo.extents(m, area.name):
+        if only_below is not None and e.offset >= only_below:
+            continue
+        if e.is_zero:
+            yield _Item(area, e, None, None)
+            continue
+        loc = repo.locate(e.hash)
+        if loc is None:
+            raise ImageError(f"{area.name} offset {e.offset}: chunk missing from the repository")
+        yield _Item(area, e, loc, packs.read(loc, e.hash))
+
+
+class _Writer:
+    def __init__(self, fd: int, base: int) -> None:
+        self.fd, self.base = fd, base
+        self.local = threading.local()
+
+    def __call__(self, item: _Item) -> int:
+        e = item.extent
+        if item.location is None:
+            blockdev.zero_range(self.fd, self.base + e.offset, e.length)
+            return e.length
+        dctx = getattr(self.local, "dctx", None)
+        if dctx is None:
+            dctx = self.local.dctx = zstandard.ZstdDecompressor()
+        assert item.payload is not None
+        try:
+            data = decode(item.location.record(e.hash), item.payload, dctx)
+        except ImageError as exc:
+            raise ImageError(
+                f"{item.area.name} offset {e.offset}: stored chunk is damaged ({exc}) in "
+                f"{item.location.pack} at byte {item.location.offset}"
+            ) from None
+        view = memoryview(data)
+        pos = self.base + e.offset
+        while view:
+            n = os.pwrite(self.fd, view, pos)
+            view, pos = view[n:], pos + n
+        return e.length
+
+
+def _write_area(
+    fd: int,
+    repo: Repository,
+    packs: _Packs,
+    m: Manifest,
+    area: Area,
+    base: int,
+    defer_below: int,
+    deferred: list[tuple[Area, Extent]],
+    reporter: Reporter,
+) -> None:
+    def wanted() -> Iterator[_Item]:
+        for item in _items(repo, m, area, packs):
+            if base + item.extent.offset < defer_below:
+                deferred.append((area, item.extent))
+                continue
+            yield item
+
+    pool = OrderedPool(_Writer(fd, base))
+    for item, n in pool.run(wanted(), reporter.cancel):
+        reporter.check_cancel()
+        if item.location is not None:
+            reporter.advance(n)
+    reporter.check_cancel()
+
+
+def _finish_deferred(
+    fd: int,
+    repo: Repository,
+    packs: _Packs,
+    m: Manifest,
+    deferred: list[tuple[Area, Extent]],
+    plan: ApplyPlan,
+    reporter: Reporter,
+) -> None:
+    whole = plan.partition is None
+    for area, e in deferred:
+        base = area.offset if whole else 0
+        loc = repo.locate(e.hash) if not e.is_zero else None
+        item = _Item(area, e, loc, packs.read(loc, e.hash) if loc else None)
+        _Writer(fd, base)(item)
+        blockdev.flush(fd)
+        if plan.verify:
+            _check_extent(fd, area, e, base)
+        if loc is not None:
+            reporter.advance(e.length * (2 if plan.verify else 1))
+
+
+def _check_extent(fd: int, area: Area, e: Extent, base: int) -> None:
+    data = os.pread(fd, e.length, base + e.offset)
+    ok = (data == bytes(e.length)) if e.is_zero else (chunk_hash(data) == e.hash)
+    if not ok:
+        raise ImageError(
+            f"verification failed: {area.name} at offset {e.offset} does not read back as "
+            "written (bad target disk or cable?)"
+        )
+
+
+def _verify_area(
+    fd: int,
+    m: Manifest,
+    area: Area,
+    base: int,
+    repo: Repository,
+    reporter: Reporter,
+    skip_below: int,
+) -> None:
+    def check(e: Extent) -> int:
+        _check_extent(fd, area, e, base)
+        return e.length
+
+    extents = (e for e in repo.extents(m, area.name) if base + e.offset >= skip_below)
+    for e, n in OrderedPool(check).run(extents, reporter.cancel):
+        reporter.check_cancel()
+        if not e.is_zero:
+            reporter.advance(n)
+
+
+def _write_swap(fd: int, area: Area, base: int, target_size: int) -> None:
+    """Swap holds nothing worth keeping: clear the old signatures at both ends and write a
+    fresh header with the image's uuid and label (made by mkswap on a scratch file)."""
+    blockdev.zero_range(fd, base, min(MiB, area.size))
+    blockdev.zero_range(fd, base + max(0, area.size - MiB), min(MiB, area.size))
+    with tempfile.NamedTemporaryFile(prefix="bootmedia-swap-") as tmp:
+        tmp.truncate(area.size)
+        tmp.flush()
+        fs.make_swap(tmp.name, area.uuid, area.label)
+        header = os.pread(tmp.fileno(), 64 << 10, 0)
+    os.pwrite(fd, header, base)
+
+
+def _write_boot_area(
+    fd: int, repo: Repository, packs: _Packs, m: Manifest, plan: ApplyPlan
+) -> None:
+    """The MBR boot code and, when the geometry matches, the gap before the first partition
+    (GRUB's core.img on BIOS/MBR disks)."""
+    head = m.area("head")
+    assert m.table is not None
+    if head is None or not head.map:
+        return
+    data = bytearray(head.size)
+    for item in _items(repo, m, head, packs):
+        if item.location is not None:
+            assert item.payload is not None
+            chunk = decode(
+                item.location.record(item.extent.hash), item.payload, zstandard.ZstdDecompressor()
+            )
+            data[item.extent.offset : item.extent.offset + item.extent.length] = chunk
+    os.pwrite(fd, bytes(data[:BOOT_CODE]), 0)
+    src = m.table
+    if src.sector_size == plan.sector_size:
+        first = min((p.start for p in src.partitions), default=0) * src.sector_size
+        gap_start = src.first_lba * src.sector_size if src.label == "gpt" else src.sector_size
+        end = min(first, len(data))
+        if (src.first_lba or src.label == "dos") and gap_start < end:
+            os.pwrite(fd, bytes(data[gap_start:end]), gap_start)
+    blockdev.flush(fd)
+    if os.pread(fd, BOOT_CODE, 0) != bytes(data[:BOOT_CODE]):
+        raise ImageError("verification failed: boot code does not read back as written")
+
+
+def _check_table(plan: ApplyPlan) -> None:
+    assert plan.table is not None
+    got = read_table(plan.target)
+    if got is None:
+        raise ImageError(f"{plan.target}: no partition table after writing it")
+    want = plan.table
+    if plan.grow is not None:
+        grown = next(p for p in got.partitions if p.number == plan.grow)
+        want = replace(
+            want,
+            partitions=tuple(
+                replace(p, size=grown.size) if p.number == plan.grow else p for p in want.partitions
+            ),
+        )
+    diffs = same_layout(want, got)
+    if diffs:
+        raise ImageError(
+            f"{plan.target}: partition table differs after writing: {'; '.join(diffs)}"
+        )
