@@ -31,6 +31,7 @@ COMMANDS = (
     "wipe",
     "partition",
     "tui",
+    "make_usb",  # the module; the command is make-usb
 )
 
 

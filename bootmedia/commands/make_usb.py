@@ -1,0 +1,64 @@
+"""bootmedia make-usb: write the live ISO to a stick and add a BOOTMEDIA data partition."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bootmedia.progress import Progress, Reporter, human_bytes, human_duration
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "make-usb",
+        help="write the live system to a USB stick, with a data partition for images",
+        description="Write a bootmedia hybrid ISO (from build_iso.sh) to a stick, read it back, "
+        "then add a partition labelled BOOTMEDIA in the rest of the stick for image "
+        "repositories, logs and reports. The live system mounts it at /run/bootmedia/data.",
+    )
+    p.add_argument("iso", type=Path, help="the hybrid ISO (out/bootmedia.iso)")
+    p.add_argument("disk", help="the stick: /dev/sdX or a /dev/disk/by-id name")
+    p.add_argument(
+        "--data-fs",
+        choices=("exfat", "ext4", "none"),
+        default="exfat",
+        help="filesystem of the data partition: exfat (default: Windows and macOS read it), "
+        "ext4, or none for no data partition",
+    )
+    p.add_argument("--confirm", help="the stick's serial (or its last 4 characters)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="show what would be written, write nothing"
+    )
+    p.set_defaults(func=main)
+
+
+def _print_progress(p: Progress) -> None:
+    if not sys.stderr.isatty():
+        return
+    pct = f"{100 * p.fraction:5.1f}%"
+    rate = f"{human_bytes(p.rate)}/s" if p.rate else ""
+    sys.stderr.write(f"\r{p.step[:40]:40} {pct} {rate:>12} ETA {human_duration(p.eta)}  ")
+    sys.stderr.flush()
+
+
+def main(args: argparse.Namespace) -> int:
+    from bootmedia import usb
+    from bootmedia.disks import check_confirm, check_writable, find_disk
+
+    iso = usb.inspect_iso(args.iso)
+    disk = find_disk(args.disk)
+    plan = usb.plan_usb(iso, disk, args.data_fs)
+    print("\n".join(plan.summary()))
+    if args.dry_run:
+        print(f"(dry run: nothing written)\n{plan.command()}")
+        return 0
+    check_confirm(disk, args.confirm, action="erase")
+    check_writable(disk)
+    result = usb.make_usb(plan, Reporter(callback=_print_progress))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print("\n".join(result.lines))
+    print("Done: the stick boots by BIOS and UEFI.")
+    return 0
