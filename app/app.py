@@ -32,6 +32,11 @@ Screen { background: $background; }
 .ok { color: $success; text-style: bold; }
 DataTable { height: 1fr; }
 Toast { border-left: solid $accent; }
+/* Textual draws focus with "tall" borders (eighth blocks); the console font has plain lines. */
+Input, Input:focus { border: solid $primary; }
+Input:focus { border: solid $accent; }
+OptionList, OptionList:focus { border: solid $primary; }
+RichLog, RichLog:focus { border: solid $primary; }
 """
 
 

@@ -88,8 +88,7 @@ def plan_restore(
 ) -> Job:
     from bootmedia.apply import apply_image, plan_apply
 
-    repo = open_repository(image.repo)
-    plan = plan_apply(repo, image.name, target.disk.path, grow=grow, verify=verify)
+    plan = plan_apply(image.repo, image.name, target.disk.path, grow=grow, verify=verify)
 
     def execute(reporter: Reporter) -> Outcome:
         result = apply_image(plan, reporter)

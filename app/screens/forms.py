@@ -9,11 +9,10 @@ from typing import Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import Checkbox, Input, RadioButton, RadioSet, Static
+from textual.widgets import Input, Static
 
 from app.screens.base import BaseScreen
-
-NEXT = Binding("ctrl+n", "next", "Next", key_display="^N")
+from app.widgets.toggles import Choice, Toggle
 
 
 class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
@@ -21,11 +20,12 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", key_display="Esc"),
-        NEXT,
-        Binding("f10", "next", "Next", show=False),
+        Binding("enter", "next", "Next", key_display="Enter"),
+        Binding("down", "app.focus_next", "Move", show=False),
+        Binding("up", "app.focus_previous", "Move", show=False),
     ]
     DEFAULT_CSS = """
-    RestoreOptionsScreen Checkbox, RestoreOptionsScreen RadioSet { border: none; margin: 0 0 1 0; }
+    RestoreOptionsScreen Toggle, RestoreOptionsScreen Choice { margin: 1 0 0 0; }
     """
 
     def __init__(self, title: str, defaults: dict[str, Any] | None = None) -> None:
@@ -35,43 +35,34 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
     def compose_body(self) -> ComposeResult:
         d = self.defaults
         with Vertical(classes="pane", id="options"):
-            yield Checkbox(
+            yield Toggle(
                 "Grow the last partition to fill the disk", d.get("grow", False), id="grow"
             )
-            yield Checkbox(
+            yield Toggle(
                 "Verify after writing (read back and check)", d.get("verify", True), id="verify"
             )
-            yield Static("Afterwards:")
-            with RadioSet(id="afterwards"):
-                after = d.get("afterwards", "stay")
-                yield RadioButton("Stay in bootmedia", after == "stay", id="stay")
-                yield RadioButton("Reboot", after == "reboot", id="reboot")
-                yield RadioButton("Power off", after == "poweroff", id="poweroff")
+            yield Static("\nAfterwards:")
+            yield Choice(AFTERWARDS, d.get("afterwards", "stay"), id="afterwards")
             yield Static(
-                "Tab moves, Space toggles, Ctrl+N (or Enter on the last field) goes on.",
+                "\nUp/Down moves, Space changes, Enter goes on.",
                 classes="hint",
             )
 
     def on_mount(self) -> None:
         self.query_one("#options").border_title = "Options"
-        self.query_one("#grow", Checkbox).focus()
-
-    def on_key(self, event: Any) -> None:
-        if event.key == "enter" and not isinstance(self.focused, Checkbox | RadioSet):
-            event.stop()
-            self.action_next()
+        self.query_one("#grow", Toggle).focus()
 
     def action_next(self) -> None:
-        radio = self.query_one("#afterwards", RadioSet).pressed_button
         self.dismiss(
             {
-                "grow": self.query_one("#grow", Checkbox).value,
-                "verify": self.query_one("#verify", Checkbox).value,
-                "afterwards": radio.id if radio is not None and radio.id else "stay",
+                "grow": self.query_one("#grow", Toggle).value,
+                "verify": self.query_one("#verify", Toggle).value,
+                "afterwards": self.query_one("#afterwards", Choice).value,
             }
         )
 
 
+AFTERWARDS = [("stay", "Stay in bootmedia"), ("reboot", "Reboot"), ("poweroff", "Power off")]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -80,10 +71,10 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", key_display="Esc"),
-        NEXT,
+        Binding("ctrl+n", "next", "Next", key_display="^N"),
     ]
     DEFAULT_CSS = """
-    CaptureFormScreen Input { border: solid $accent; width: 60; }
+    CaptureFormScreen Input { width: 60; }
     """
 
     def __init__(self, title: str, source_name: str) -> None:

@@ -12,7 +12,7 @@ from typing import ClassVar
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from app.jobs import Job
@@ -27,6 +27,8 @@ class SummaryScreen(BaseScreen[Job]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("enter", "start", "Start / confirm", key_display="Enter"),
+        Binding("pageup", "scroll_plan(-1)", "Scroll", show=False),
+        Binding("pagedown", "scroll_plan(1)", "Scroll", show=False),
     ]
 
     def __init__(self, title: str, build: Callable[[], Job]) -> None:
@@ -34,8 +36,14 @@ class SummaryScreen(BaseScreen[Job]):
         self.build = build
         self.job: Job | None = None
 
+    DEFAULT_CSS = """
+    SummaryScreen #summary { height: 1fr; }
+    SummaryScreen #go { height: auto; padding: 0 1; }
+    """
+
     def compose_body(self) -> ComposeResult:
         yield VerticalScroll(Static("Checking...", id="checking"), classes="pane", id="summary")
+        yield Vertical(id="go")
 
     def on_mount(self) -> None:
         self.query_one("#summary").border_title = "What will happen"
@@ -48,40 +56,41 @@ class SummaryScreen(BaseScreen[Job]):
         )
         self.status("Press Esc to go back and change something.", error=True)
 
-    def on_loaded(self, message: Loaded) -> None:
+    async def on_loaded(self, message: Loaded) -> None:
         self.job = job = message.value
         box = self.query_one("#summary", VerticalScroll)
         box.remove_children()
-        widgets: list[Static | ConfirmInput] = []
-        if job.confirm is not None:
-            d = job.confirm.disk
-            widgets.append(
-                Static(
-                    f"EVERYTHING on {d.name} ({escape(d.label())}) will be overwritten.",
-                    classes="danger",
-                    id="warning",
-                )
-            )
-        widgets.append(Static(escape("\n".join(job.summary)), id="plan"))
+        widgets: list[Static] = [Static(escape("\n".join(job.summary)), id="plan")]
         if job.command:
             widgets.append(Static("Same job from the command line:", classes="heading"))
             widgets.append(Static(escape(job.command), id="command"))
+        await box.mount(*widgets)
+        go = self.query_one("#go", Vertical)
         if job.confirm is not None:
-            widgets.append(Static(""))
-            widgets.append(
-                ConfirmInput(job.confirm.confirm_code, job.confirm.confirm_prompt, id="confirm")
+            d = job.confirm.disk
+            await go.mount(
+                Static(
+                    f"EVERYTHING on {d.name} will be overwritten.", classes="danger", id="warning"
+                ),
+                ConfirmInput(job.confirm.confirm_code, job.confirm.confirm_prompt, id="confirm"),
             )
-            self.status("Nothing is written until you confirm.")
+            self.status("Nothing is written until you confirm. PgUp/PgDn scroll the plan.")
         else:
-            widgets.append(Static("\nPress [b]Enter[/b] to start.", id="start-hint"))
-            self.status("Nothing is written to a disk by this job.")
-        box.mount(*widgets)
+            await go.mount(Static("Press [b]Enter[/b] to start.", id="start-hint"))
+            self.status("This job writes to no disk.")
         if job.confirm is not None:
-            self.call_after_refresh(self.query_one(ConfirmInput).focus_input)
+            self.query_one(ConfirmInput).focus_input()
 
     def on_confirm_input_confirmed(self, event: ConfirmInput.Confirmed) -> None:
         if self.job is not None:
             self.dismiss(self.job)
+
+    def action_scroll_plan(self, direction: int) -> None:
+        box = self.query_one("#summary", VerticalScroll)
+        if direction > 0:
+            box.scroll_page_down()
+        else:
+            box.scroll_page_up()
 
     def action_start(self) -> None:
         if self.job is None:

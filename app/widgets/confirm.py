@@ -15,7 +15,7 @@ class ConfirmInput(Vertical):
     DEFAULT_CSS = """
     ConfirmInput { height: auto; }
     ConfirmInput > #confirm-prompt { height: auto; }
-    ConfirmInput > Input { width: 24; border: solid $accent; }
+    ConfirmInput > Input { width: 30; }
     ConfirmInput > #confirm-error { color: $error; height: 1; }
     """
 
