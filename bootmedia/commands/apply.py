@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import argparse
+
+from bootmedia.apply import apply_image, plan_apply
+from bootmedia.commands._common import reporter
+from bootmedia.disks import check_confirm
+from bootmedia.progress import human_bytes, human_duration
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="restore an image onto a disk",
+        description="Restore IMAGE (name or number from 'bootmedia images') from REPO onto DISK. "
+        "Everything on DISK is overwritten; written data is read back and checked unless "
+        "--no-verify. With --partition N --to PART, restore one partition onto an existing one.",
+    )
+    p.add_argument("repo", help="the repository directory")
+    p.add_argument("image", help="image name or number")
+    p.add_argument("disk", nargs="?", help="the target disk (not needed with --to)")
+    p.add_argument(
+        "--confirm",
+        help="the target's serial, its last 4 characters or a by-id "
+        "name (the kernel name, e.g. loop3, only for disks without a serial)",
+    )
+    p.add_argument("--grow", action="store_true", help="grow the last partition to fill the disk")
+    p.add_argument(
+        "--grow-partition", type=int, metavar="N", help="grow partition N (must be last)"
+    )
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the read-back check (success is then NOT checked)",
+    )
+    p.add_argument("--discard", action="store_true", help="discard (TRIM) the whole target first")
+    p.add_argument("--partition", type=int, metavar="N", help="restore only partition N ...")
+    p.add_argument("--to", metavar="PART", help="... onto this existing partition")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bootmedia.errors import UsageError
+
+    if (args.partition is None) != (args.to is None):
+        raise UsageError("--partition and --to go together")
+    target = args.to if args.partition is not None else args.disk
+    if not target:
+        raise UsageError("give the target DISK")
+    plan = plan_apply(
+        args.repo,
+        args.image,
+        target,
+        grow=args.grow,
+        grow_partition=args.grow_partition,
+        verify=args.verify,
+        discard=args.discard,
+        partition=args.partition,
+    )
+    if args.dry_run:
+        print("\n".join(plan.summary()))
+        print(f"Command: {plan.command()}")
+        return 0
+    if plan.disk is not None:
+        check_confirm(plan.disk, args.confirm, "overwrite")
+    rep, printer = reporter(args.quiet)
+    result = apply_image(plan, rep)
+    if printer:
+        printer.done()
+    state = (
+        "verified: every written byte read back and matched"
+        if result.verified
+        else ("written but NOT verified (--no-verify)")
+    )
+    who = f" (serial {result.serial})" if result.serial else ""
+    print(
+        f"restored {result.image} to {result.target}{who}: {human_bytes(result.written)} in "
+        f"{human_duration(result.seconds)}; {state}"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
