@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
         "verify, and write a report (JSON and text). Methods: " + ", ".join(METHODS) + ".",
     )
     p.add_argument("disk", help="/dev/sdX, /dev/disk/by-id/... or loopN")
-    p.add_argument("--method", "-m", choices=list(METHODS), metavar="METHOD", help="wipe method")
+    p.add_argument("--method", "-m", metavar="METHOD", help="one of: " + ", ".join(METHODS))
     p.add_argument(
         "--list-methods",
         action="store_true",
