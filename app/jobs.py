@@ -8,13 +8,14 @@ anything else is a bug and travels to the app's one worker-failure handler.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import DiskRow, ImageRow, open_repository
+from app.engine import DiskRow, ImageRow
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter, human_bytes, human_duration
 
@@ -171,26 +172,121 @@ def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
     from bootmedia.verify import verify_repo
 
     what = f"image {image.name}" if image else f"every image in {repo_path}"
-    command = f"bootmedia verify {repo_path}" + (f" {image.name}" if image else "")
+    command = shlex.join(["bootmedia", "verify", str(repo_path), *([image.name] if image else [])])
 
     def execute(reporter: Reporter) -> Outcome:
-        repo = open_repository(repo_path)
-        result = verify_repo(repo, image.name if image else None, reporter)
+        result = verify_repo(repo_path, image.name if image else None, reporter)
+        checked = f"{result.chunks} chunks, {human_bytes(result.bytes)} read and checked"
         if result.ok:
-            return Outcome(True, f"Intact: {what} checked, no damage", ())
-        lines = [f"{len(result.damaged)} damaged place(s):"]
-        for d in result.damaged:
+            return Outcome(True, f"Intact: {what}", (checked, *result.notes))
+        lines = [f"{result.damaged_count} damaged place(s); {checked}:"]
+        lines += [f"  {d}" for d in result.damaged]
+        if result.damaged_count > len(result.damaged):
             lines.append(
-                f"{getattr(d, 'image', '?')} partition {getattr(d, 'partition', '?')} "
-                f"at {getattr(d, 'offset', '?')}: {getattr(d, 'reason', d)}"
+                f"  ... and {result.damaged_count - len(result.damaged)} more (see the log)"
             )
-        return Outcome(False, f"Damaged: {what}", tuple(lines))
+        return Outcome(False, f"DAMAGED: {what}", (*lines, *result.notes))
 
     return Job(
         kind="verify",
         title=f"Verify {what}",
-        summary=(f"Read and check {what}: every chunk's hash and every manifest.",),
+        summary=(
+            f"Read every chunk of {what} and check it against its hash,",
+            "and check every manifest and extent map.",
+            f"Repository: {repo_path}",
+        ),
         command=command,
         execute=execute,
         cancel_note="Nothing was changed.",
+    )
+
+
+# ---------------------------------------------------------------- wipe
+
+
+def wipe_methods(target: DiskRow) -> list[tuple[str, str, str | None]]:
+    """(method, description, reason it is unavailable or None) for the method picker."""
+    from bootmedia.wipe import available_methods
+
+    return [
+        (
+            i.name,
+            f"{i.description}" + (f" ({i.reason})" if i.available and i.reason else ""),
+            None if i.available else i.reason,
+        )
+        for i in available_methods(target.disk)
+    ]
+
+
+def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
+    from bootmedia.wipe import plan_wipe, wipe_disk
+
+    plan = plan_wipe(target.disk, method)
+    disk = target.disk
+    ident = disk.by_id[0] if disk.by_id else disk.path
+    command = shlex.join(
+        ["bootmedia", "wipe", ident, "--method", method, "--confirm", target.confirm_code]
+    )
+
+    def execute(reporter: Reporter) -> Outcome:
+        report = wipe_disk(plan, reporter)
+        _, text_path = report.write(report_dir)
+        lines = tuple(report.to_text().splitlines())
+        title = f"Wipe of {disk.name}: {report.status}"
+        return Outcome(
+            report.ok,
+            title,
+            lines,
+            cancelled=report.status == "CANCELLED",
+            report_path=str(text_path),
+        )
+
+    return Job(
+        kind="wipe",
+        title=f"Wipe {disk.name} ({method})",
+        summary=tuple(plan.render().splitlines()),
+        command=command,
+        execute=execute,
+        cancel_note=f"{disk.name} is partly erased; the report says how far the wipe got.",
+        confirm=target,
+    )
+
+
+# ---------------------------------------------------------------- partition
+
+
+def _partition_module() -> Any:
+    try:
+        import bootmedia.partition as partition  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise BootmediaError("partitioning is not part of this bootmedia build yet") from None
+    return partition
+
+
+def partition_layouts(target: DiskRow) -> list[tuple[str, str, str | None]]:
+    partition = _partition_module()
+    layouts = partition.LAYOUTS
+    items = layouts.items() if isinstance(layouts, dict) else ((name, "") for name in layouts)
+    return [(str(name), str(getattr(desc, "description", desc)), None) for name, desc in items]
+
+
+def plan_partition_job(target: DiskRow, layout: str) -> Job:
+    partition = _partition_module()
+    plan = partition.plan_partition(target.disk, layout)
+    disk = target.disk
+
+    def execute(reporter: Reporter) -> Outcome:
+        result = partition.apply_partition(plan, reporter)
+        lines = [f"{disk.label()} now has the {layout} layout:"]
+        lines += [str(x) for x in getattr(result, "lines", lambda: [])()] or list(_lines(plan))
+        return Outcome(True, f"Partitioned {disk.name} ({layout})", tuple(lines))
+
+    return Job(
+        kind="partition",
+        title=f"Partition {disk.name} ({layout})",
+        summary=_lines(plan),
+        command=_command(plan),
+        execute=execute,
+        cancel_note=f"{disk.name} may have no valid partition table.",
+        confirm=target,
     )

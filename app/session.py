@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,16 @@ class Session:
     lab: DemoLab | None = None  # demo mode: only the lab's disks, never the machine's
     extra_repos: list[Path] = field(default_factory=list)  # paths the technician typed in
     unattended: object | None = None  # a resolved unattended job, shown with a countdown
+
+    @property
+    def report_dir(self) -> Path:
+        """Where wipe reports go: the lab, the stick's data partition, else beside the log."""
+        if self.lab is not None:
+            return self.lab.root / "reports"
+        data = Path("/run/bootmedia/data")
+        if os.path.ismount(data):
+            return data / "reports"
+        return self.log_path.parent / "reports"
 
     @property
     def demo(self) -> bool:

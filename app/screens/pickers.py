@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +20,8 @@ from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.widgets.tables import DiskTable, ImageTable
 from bootmedia.progress import human_bytes, human_size
+
+Choice = tuple[str, str, str | None]  # value, description, why it is unavailable
 
 
 def disk_details(row: DiskRow | None) -> str:
@@ -216,3 +219,42 @@ class RepoPickScreen(BaseScreen[Path]):
         )
         if path:
             self.dismiss(Path(path).expanduser())
+
+
+class ChoicePickScreen(BaseScreen[str]):
+    """Pick one of a few named choices (a wipe method, a layout). The choices are loaded by
+    `load` in a thread: (value, description, reason it is unavailable or None). Unavailable
+    choices are shown with the reason and cannot be picked."""
+
+    def __init__(self, title: str, question: str, load: Callable[[], list[Choice]]) -> None:
+        super().__init__(title)
+        self.question = question
+        self.load = load
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(self.question, classes="heading")
+        yield OptionList(id="choices")
+
+    def on_mount(self) -> None:
+        self.status("Asking the disk what it supports...")
+        self.run_blocking("choices", self.load)
+
+    def on_loaded(self, message: Loaded) -> None:
+        choices: list[Choice] = message.value
+        menu = self.query_one(OptionList)
+        menu.clear_options()
+        for value, text, refusal in choices:
+            prompt = f"{value:<17} {text}" + (
+                f"\n{'':<17} not available: {refusal}" if refusal else ""
+            )
+            menu.add_option(Option(escape(prompt), id=value, disabled=refusal is not None))
+        menu.focus()
+        usable = sum(1 for c in choices if c[2] is None)
+        self.status(f"{usable} of {len(choices)} can be used here. Enter chooses.")
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.status(message.reason, error=True)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id or "")

@@ -59,13 +59,11 @@ class SummaryScreen(BaseScreen[Job]):
     async def on_loaded(self, message: Loaded) -> None:
         self.job = job = message.value
         box = self.query_one("#summary", VerticalScroll)
-        box.remove_children()
-        widgets: list[Static] = [Static(escape("\n".join(job.summary)), id="plan")]
-        if job.command:
-            widgets.append(Static("Same job from the command line:", classes="heading"))
-            widgets.append(Static(escape(job.command), id="command"))
-        await box.mount(*widgets)
+        await box.remove_children()
+        await box.mount(Static(escape("\n".join(job.summary)), id="plan"))
         go = self.query_one("#go", Vertical)
+        if job.command:
+            await go.mount(Static(f"[dim]Command line:[/dim] {escape(job.command)}", id="command"))
         if job.confirm is not None:
             d = job.confirm.disk
             await go.mount(

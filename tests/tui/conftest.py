@@ -1,0 +1,60 @@
+"""TUI test fixtures: a real demo lab (loop devices, a real repository) and Pilot helpers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootmedia import lab
+
+CAN_LOOP, WHY_NOT = lab.can_use_loop()
+needs_loop = pytest.mark.skipif(not CAN_LOOP, reason=WHY_NOT or "loop devices unavailable")
+
+
+@pytest.fixture(scope="session")
+def lab_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo lab built once (sample disk + the captured 'golden' image), copied per test."""
+    if not CAN_LOOP:
+        pytest.skip(WHY_NOT)
+    from bootmedia.demo import create_lab
+
+    root = tmp_path_factory.mktemp("lab-template") / "lab"
+    create_lab(root, say=None).close()
+    return root
+
+
+@pytest.fixture
+def demo_lab(lab_template: Path, tmp_path: Path) -> Iterator[Any]:
+    """A fresh copy of the lab, attached and mounted; detached at teardown."""
+    from bootmedia.demo import create_lab
+
+    root = tmp_path / "lab"
+    shutil.copytree(lab_template, root, copy_function=_sparse_copy)
+    the_lab = create_lab(root, say=None)
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+def _sparse_copy(src: str, dst: str) -> None:
+    import subprocess
+
+    subprocess.run(["cp", "--sparse=always", src, dst], check=True)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Any]:
+    from app.app import BootmediaApp
+    from app.session import Session
+
+    def make(the_lab: Any = None) -> BootmediaApp:
+        log = tmp_path / "bootmedia.log"
+        log.touch()
+        return BootmediaApp(Session(log_path=log, lab=the_lab))
+
+    return make

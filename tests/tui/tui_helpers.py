@@ -1,0 +1,63 @@
+"""Pilot helpers shared by the TUI tests."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+
+def screen_text(app: Any) -> str:
+    """The screen as plain text, exactly the characters a terminal would show."""
+    console = Console(
+        width=app.size.width,
+        height=app.size.height,
+        file=io.StringIO(),
+        record=True,
+        color_system=None,
+        legacy_windows=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    return console.export_text()
+
+
+async def wait_for(
+    pilot: Any, predicate: Callable[[], object], timeout: float = 60.0, what: str = ""
+) -> None:
+    """Let the app run until predicate() is true (workers run in threads meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what or predicate}; screen:\n{screen_text(pilot.app)}"
+            )
+        await pilot.pause(0.05)
+    await pilot.pause(0.05)
+
+
+async def wait_for_screen(pilot: Any, name: str, timeout: float = 60.0) -> Any:
+    await wait_for(
+        pilot, lambda: type(pilot.app.screen).__name__ == name, timeout, f"screen {name}"
+    )
+    return pilot.app.screen
+
+
+async def type_text(pilot: Any, text: str) -> None:
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+def async_test(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an async test body with asyncio.run (keeps the test extras free of an async plugin)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
