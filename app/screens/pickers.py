@@ -202,6 +202,8 @@ class RepoPickScreen(BaseScreen[Path]):
         menu = self.query_one(OptionList)
         menu.clear_options()
         menu.add_options([Option(str(p), id=str(p)) for p in repos])
+        if repos:
+            menu.highlighted = 0
         menu.focus()
         self.status(f"{len(repos)} repository(ies). Press n for another path.")
 
@@ -248,6 +250,9 @@ class ChoicePickScreen(BaseScreen[str]):
                 f"\n{'':<17} not available: {refusal}" if refusal else ""
             )
             menu.add_option(Option(escape(prompt), id=value, disabled=refusal is not None))
+        first = next((i for i, c in enumerate(choices) if c[2] is None), None)
+        if first is not None:
+            menu.highlighted = first
         menu.focus()
         usable = sum(1 for c in choices if c[2] is None)
         self.status(f"{usable} of {len(choices)} can be used here. Enter chooses.")

@@ -1,0 +1,151 @@
+"""Capture, verify and wipe wizards end to end on a real loop-device lab and repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import needs_loop
+from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
+
+from bootmedia.repo.store import Repository
+
+pytestmark = needs_loop
+
+
+def image_names(repo: Path) -> list[str]:
+    with Repository.open(repo) as r:
+        return [m.name for m in r.images()]
+
+
+async def choose_disk(pilot: Any, path: str) -> None:
+    screen = await wait_for_screen(pilot, "DiskPickScreen")
+    await wait_for(pilot, lambda: screen.query_one("DiskTable").row_count > 0, what="disk rows")
+    table = screen.query_one("DiskTable")
+    table.move_cursor(row=list(table.rows_by_key).index(path))
+    await pilot.press("enter")
+
+
+async def capture_to_summary(pilot: Any, the_lab: Any, name: str) -> Any:
+    await pilot.press("c")
+    await choose_disk(pilot, the_lab.loops["reference.img"])
+    repos = await wait_for_screen(pilot, "RepoPickScreen")
+    await wait_for(pilot, lambda: repos.query_one("OptionList").option_count > 0, what="repos")
+    await pilot.press("enter")
+    form = await wait_for_screen(pilot, "CaptureFormScreen")
+    form.query_one("#name").value = ""
+    await type_text(pilot, name)
+    await pilot.press("tab")
+    await type_text(pilot, "made by a test")
+    await pilot.press("tab", "enter")
+    summary = await wait_for_screen(pilot, "SummaryScreen")
+    await wait_for(pilot, lambda: summary.job is not None, what="capture plan")
+    return summary
+
+
+@async_test
+async def test_capture_adds_an_image(demo_lab: Any, make_app: Any) -> None:
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await capture_to_summary(pilot, demo_lab, "pilot-capture")
+        assert "bootmedia capture" in screen_text(app)
+        await pilot.press("enter")
+        result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
+        assert result.outcome.ok, result.outcome
+        text = screen_text(app)
+        assert "Saved by deduplication" in text and "Throughput" in text
+    assert "pilot-capture" in image_names(demo_lab.repo_path)
+    with Repository.open(demo_lab.repo_path) as r:
+        m = r.image("pilot-capture")
+        golden = r.image("golden")
+    assert m.description == "made by a test"
+    assert m.digest == golden.digest  # same disk, same content: the same image
+
+
+@async_test
+async def test_cancelled_capture_lists_no_image(
+    demo_lab: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.screens.progress import ProgressScreen
+
+    report = ProgressScreen.report
+
+    def cancel_when_reading(self: ProgressScreen, progress: Any) -> None:
+        if progress.step.startswith("Reading"):
+            self.cancel.set()
+        report(self, progress)
+
+    monkeypatch.setattr(ProgressScreen, "report", cancel_when_reading)
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await capture_to_summary(pilot, demo_lab, "never-listed")
+        await pilot.press("enter")
+        result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
+        assert result.outcome.cancelled
+        assert "No image never-listed will be listed" in screen_text(app)
+    assert image_names(demo_lab.repo_path) == ["golden"]
+
+
+async def verify_golden(pilot: Any) -> Any:
+    await pilot.press("v")
+    images = await wait_for_screen(pilot, "ImagePickScreen")
+    await wait_for(pilot, lambda: images.query_one("ImageTable").row_count > 0, what="images")
+    await pilot.press("enter")
+    summary = await wait_for_screen(pilot, "SummaryScreen")
+    await wait_for(pilot, lambda: summary.job is not None, what="verify plan")
+    await pilot.press("enter")
+    return await wait_for_screen(pilot, "ResultScreen", timeout=120)
+
+
+@async_test
+async def test_verify_says_intact(demo_lab: Any, make_app: Any) -> None:
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        result = await verify_golden(pilot)
+        assert result.outcome.ok
+        assert "Intact: image golden" in screen_text(app)
+
+
+@async_test
+async def test_verify_says_exactly_what_is_damaged(demo_lab: Any, make_app: Any) -> None:
+    pack = max((demo_lab.repo_path / "packs").glob("*"), key=lambda p: p.stat().st_size)
+    with open(pack, "r+b") as f:  # flip bytes in the middle of the biggest pack
+        f.seek(pack.stat().st_size // 2)
+        chunk = f.read(64)
+        f.seek(pack.stat().st_size // 2)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        result = await verify_golden(pilot)
+        assert not result.outcome.ok
+        text = screen_text(app)
+        assert "DAMAGED: image golden" in text
+        assert "image golden: p" in text  # which area, and where in it
+
+
+@async_test
+async def test_wipe_erases_and_saves_a_report(demo_lab: Any, make_app: Any) -> None:
+    target = demo_lab.loops["reference.img"]
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("w")
+        await choose_disk(pilot, target)
+        methods = await wait_for_screen(pilot, "ChoicePickScreen")
+        menu = methods.query_one("OptionList")
+        await wait_for(pilot, lambda: menu.option_count > 0, what="methods")
+        assert menu.get_option("nvme-format").disabled  # a loop device is no NVMe drive
+        menu.highlighted = menu.get_option_index("zero")
+        await pilot.press("enter")
+        summary = await wait_for_screen(pilot, "SummaryScreen")
+        await wait_for(pilot, lambda: summary.job is not None, what="wipe plan")
+        assert "bootmedia wipe" in screen_text(app)
+        await type_text(pilot, Path(target).name)
+        await pilot.press("enter")
+        result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
+        assert result.outcome.ok, result.outcome
+        assert "erased and verified" in screen_text(app)
+        report = Path(result.outcome.report_path)
+    assert report.is_file() and "PASSED" in report.read_text()
+    with open(target, "rb") as f:
+        assert f.read(4 << 20) == bytes(4 << 20)
