@@ -1,0 +1,181 @@
+"""Apply a PartitionPlan, then check what landed on the disk against the plan."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootmedia.disks import check_writable
+from bootmedia.errors import BootmediaError
+from bootmedia.partition.plan import PartitionPlan
+from bootmedia.progress import Reporter
+from bootmedia.run import require_tools, run
+
+# What blkid reports for the filesystems mkfs makes.
+BLKID_TYPE = {
+    "vfat": "vfat",
+    "ext4": "ext4",
+    "ntfs": "ntfs",
+    "exfat": "exfat",
+    "xfs": "xfs",
+    "btrfs": "btrfs",
+    "swap": "swap",
+}
+
+
+@dataclass(frozen=True)
+class CreatedPartition:
+    number: int
+    path: str
+    start: int  # sectors
+    sectors: int
+    type: str
+    fstype: str
+    uuid: str
+    label: str
+
+
+@dataclass
+class PartitionResult:
+    plan: PartitionPlan
+    partitions: tuple[CreatedPartition, ...] = ()
+    table_id: str = ""
+    commands: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "disk": self.plan.disk.to_dict(),
+            "layout": self.plan.layout.name,
+            "table": self.plan.table,
+            "table_id": self.table_id,
+            "commands": self.commands,
+            "partitions": [p.__dict__ for p in self.partitions],
+        }
+
+    def render(self) -> str:
+        lines = [f"{self.plan.disk.path}: {self.plan.table} table {self.table_id}, checked"]
+        for p in self.partitions:
+            lines.append(f"  {p.path}  {p.fstype or '-':6} {p.label or '-':12} {p.uuid}")
+        return "\n".join(lines)
+
+
+def _run(result: PartitionResult, argv: list[str], **kwargs: Any) -> Any:
+    result.commands.append(shlex.join(argv))
+    return run(argv, **kwargs)
+
+
+def reread_partitions(disk: str, numbers: list[int], result: PartitionResult | None = None) -> None:
+    """Make the kernel's partition nodes match the new table before mkfs touches them.
+
+    sfdisk already asked the kernel to re-read the table; partx -u repeats it per partition,
+    which works even while another partition is busy. `udevadm settle` then waits for udev,
+    where one runs, so that /dev/disk/by-* links exist; on a machine without udev it fails
+    harmlessly. Finally wait for devtmpfs, which creates the nodes asynchronously.
+    """
+    for argv in (["partx", "-u", disk], ["udevadm", "settle", "--timeout=10"]):
+        if result is not None:
+            result.commands.append(shlex.join(argv))
+        run(argv, check=False)
+    from bootmedia.blockdev import partition_path
+
+    nodes = [Path(partition_path(disk, n)) for n in numbers]
+    deadline = time.monotonic() + 10
+    while not all(n.exists() for n in nodes):
+        if time.monotonic() > deadline:
+            missing = ", ".join(str(n) for n in nodes if not n.exists())
+            raise BootmediaError(f"{disk}: the kernel did not create {missing} after partitioning")
+        time.sleep(0.05)
+
+
+def _blkid(path: str) -> dict[str, str]:
+    out = run(["blkid", "-p", "-o", "export", path], check=False).stdout.decode(errors="replace")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def check_result(plan: PartitionPlan, result: PartitionResult) -> None:
+    """Compare `sfdisk -J` and blkid with the plan; raise BootmediaError on any difference."""
+    table = json.loads(_run(result, ["sfdisk", "-J", plan.disk.path]).stdout)["partitiontable"]
+    problems = []
+    if table.get("label") != plan.table:
+        problems.append(f"table is {table.get('label')}, planned {plan.table}")
+    found = {
+        int(p["node"][len(p["node"].rstrip("0123456789")) :]): p
+        for p in table.get("partitions", [])
+    }
+    created = []
+    for p in plan.partitions:
+        got = found.get(p.number)
+        if got is None:
+            problems.append(f"partition {p.number} is missing")
+            continue
+        if (got["start"], got["size"]) != (p.start, p.sectors):
+            problems.append(
+                f"partition {p.number} is at {got['start']}+{got['size']}, planned {p.start}+{p.sectors}"
+            )
+        if str(got["type"]).lower() != p.type.lower():
+            problems.append(f"partition {p.number} has type {got['type']}, planned {p.type}")
+        probe = _blkid(p.path)
+        result.commands.append(shlex.join(["blkid", "-p", "-o", "export", p.path]))
+        want = BLKID_TYPE.get(p.fs, "")
+        if probe.get("TYPE", "") != want:
+            problems.append(
+                f"{p.path} holds {probe.get('TYPE') or 'no filesystem'}, planned {want or 'none'}"
+            )
+        created.append(
+            CreatedPartition(
+                p.number,
+                p.path,
+                got["start"],
+                got["size"],
+                str(got["type"]),
+                probe.get("TYPE", ""),
+                probe.get("UUID", ""),
+                probe.get("LABEL", ""),
+            )
+        )
+        if p.fs == "vfat":
+            # A second opinion on FAT, read by dosfstools itself (no kernel vfat module needed).
+            fsck = _run(result, ["fsck.vfat", "-n", p.path], check=False)
+            if fsck.returncode != 0:
+                problems.append(f"{p.path}: fsck.vfat -n found errors")
+    if problems:
+        raise BootmediaError(
+            f"{plan.disk.path}: partitioning did not land as planned: " + "; ".join(problems)
+        )
+    result.partitions = tuple(created)
+    result.table_id = str(table.get("id", ""))
+
+
+def apply_partition(
+    plan: PartitionPlan,
+    reporter: Reporter,
+    *,
+    repo_path: str | Path | None = None,
+    mountinfo: str | Path | None = None,
+) -> PartitionResult:
+    """Write the table, make the filesystems, check the result. Raises Refused before any write
+    when the disk may not be written, BootmediaError/ToolError when a step fails."""
+    check_writable(plan.disk, repo_path=repo_path, mountinfo=mountinfo)
+    mkfs = plan.mkfs_commands()
+    require_tools(
+        "sfdisk",
+        "partx",
+        "blkid",
+        *{argv[0] for argv in mkfs},
+        *(["fsck.vfat"] if any(p.fs == "vfat" for p in plan.partitions) else []),
+    )
+    result = PartitionResult(plan)
+    with reporter.step("Writing the partition table"):
+        _run(result, plan.sfdisk_command(), input=plan.sfdisk_script().encode())
+        reread_partitions(plan.disk.path, [p.number for p in plan.partitions], result)
+    for argv in mkfs:
+        reporter.check_cancel()
+        with reporter.step(f"Making {argv[0].split('.')[-1]} on {argv[-1]}"):
+            _run(result, argv)
+    with reporter.step("Checking the result (sfdisk -J, blkid)"):
+        check_result(plan, result)
+    return result
