@@ -129,3 +129,15 @@ def test_sizes() -> None:
     assert parse_size("2TB", "x") == 2 * 10**12
     assert parse_size(4096, "x") == 4096
     assert parse_size("rest", "x") is None
+
+
+def test_plan_summary_and_equivalent_command() -> None:
+    plan = plan_partition(SDA, "bios", fs="ntfs")
+    assert plan.summary() == plan.render() and "MBR: one bootable ntfs partition" in plan.summary()
+    assert plan.command() == (
+        "bootmedia partition /dev/disk/by-id/ata-TOSHIBA_DT01ACA100_Y6AKDK9MS "
+        "--layout bios --fs ntfs --confirm K9MS"
+    )
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["commands"][0] == "sfdisk --wipe always --wipe-partitions always /dev/sda"
+    assert data["partitions"][0]["bootable"] is True

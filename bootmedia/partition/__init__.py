@@ -6,11 +6,19 @@ result = apply_partition(plan, reporter)       # checked with sfdisk -J and blki
 """
 
 from bootmedia.partition.apply import CreatedPartition, PartitionResult, apply_partition
-from bootmedia.partition.layouts import BUILTIN, Layout, PartSpec, get_layout, load_layout_file
+from bootmedia.partition.layouts import (
+    BUILTIN,
+    LAYOUTS,
+    Layout,
+    PartSpec,
+    get_layout,
+    load_layout_file,
+)
 from bootmedia.partition.plan import PartitionPlan, PlannedPartition, plan_layout, plan_partition
 
 __all__ = [
     "BUILTIN",
+    "LAYOUTS",
     "CreatedPartition",
     "Layout",
     "PartSpec",

@@ -56,11 +56,14 @@ class PartitionResult:
             "partitions": [p.__dict__ for p in self.partitions],
         }
 
-    def render(self) -> str:
+    def lines(self) -> list[str]:
         lines = [f"{self.plan.disk.path}: {self.plan.table} table {self.table_id}, checked"]
         for p in self.partitions:
             lines.append(f"  {p.path}  {p.fstype or '-':6} {p.label or '-':12} {p.uuid}")
-        return "\n".join(lines)
+        return lines
+
+    def render(self) -> str:
+        return "\n".join(self.lines())
 
 
 def _run(result: PartitionResult, argv: list[str], **kwargs: Any) -> Any:

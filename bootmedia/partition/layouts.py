@@ -102,6 +102,15 @@ BUILTIN = {
 }
 
 
+# name -> what it makes, for pickers (the TUI) and --help.
+LAYOUTS = {
+    "uefi": "GPT: ESP 512 MiB FAT32 + Linux root (ext4, xfs or btrfs) on the rest",
+    "windows": "GPT: ESP 260 MiB FAT32, MSR 16 MiB, NTFS on the rest",
+    "bios": "MBR: one bootable partition, ext4 or NTFS",
+    "data": "GPT: one exFAT, NTFS or ext4 partition",
+}
+
+
 def _choose(fs: str, allowed: tuple[str, ...], layout: str) -> None:
     if fs not in allowed:
         raise UsageError(f"layout {layout!r} takes --fs {' or '.join(allowed)}, not {fs!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,21 @@ class PartitionPlan:
     table: str
     sector_size: int
     partitions: tuple[PlannedPartition, ...]
+    layout_arg: str = ""  # what the user chose: "uefi", "/path/lab.toml"
+    fs: str | None = None
+
+    def summary(self) -> str:
+        """The plan in words (the TUI's summary screen; same as render())."""
+        return self.render()
+
+    def command(self) -> str:
+        """The CLI command that does the same, for the log and for the technician to reuse."""
+        disk = self.disk
+        who = disk.by_id[0] if disk.by_id else disk.path
+        code = disk.serial[-4:] if disk.serial else disk.name
+        argv = ["bootmedia", "partition", who, "--layout", self.layout_arg or self.layout.name]
+        argv += ["--fs", self.fs] if self.fs else []
+        return shlex.join([*argv, "--confirm", code])
 
     def sfdisk_script(self) -> str:
         lines = [f"# bootmedia layout {self.layout.name}: {self.layout.description}"]
@@ -209,4 +225,7 @@ def plan_layout(disk: Disk, layout: Layout) -> PartitionPlan:
 
 def plan_partition(disk: Disk, layout: str | Layout, *, fs: str | None = None) -> PartitionPlan:
     """The plan for laying out `disk`: a built-in layout name, a .toml path, or a Layout."""
-    return plan_layout(disk, layout if isinstance(layout, Layout) else get_layout(layout, fs))
+    if isinstance(layout, Layout):
+        return plan_layout(disk, layout)
+    plan = plan_layout(disk, get_layout(layout, fs))
+    return dataclasses.replace(plan, layout_arg=layout, fs=fs)
