@@ -76,12 +76,19 @@ class BootmediaApp(App[None]):
         node.run_worker(body, thread=True, exit_on_error=False, group=what, name=what)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place a crashed worker lands: an error screen, never a traceback."""
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        log.error("worker %s crashed", event.worker.name, exc_info=error)
-        self.show_error(f"{type(error).__name__}: {error}" if error else "unknown error")
+        if event.state == WorkerState.ERROR:
+            self.worker_failed(event.worker)
+
+    def worker_failed(self, worker: Worker[Any], *, show: bool = True) -> str:
+        """The one place a crashed worker lands (screens forward theirs here): the traceback
+        goes to the log, the technician gets an error screen with the reason, never a
+        traceback on the console. Returns the reason."""
+        error = worker.error
+        log.error("worker %s crashed", worker.name, exc_info=error)
+        reason = f"{type(error).__name__}: {error}" if error else "unknown error"
+        if show:
+            self.show_error(reason)
+        return reason
 
     def show_error(self, reason: str) -> None:
         from app.screens.result import ErrorScreen

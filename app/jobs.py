@@ -27,6 +27,7 @@ class Outcome:
     lines: tuple[str, ...] = ()
     cancelled: bool = False
     report_path: str = ""
+    error: str = ""  # set when the job crashed (a bug): the flow shows the error screen
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,10 @@ async def run_steps(app: BootmediaApp, steps: list[Step]) -> dict[str, Any] | No
 async def run_job(app: BootmediaApp, job: Job) -> None:
     """Progress, then result. Shared by every wizard's last two steps."""
     from app.screens.progress import ProgressScreen
-    from app.screens.result import ResultScreen
+    from app.screens.result import ErrorScreen, ResultScreen
 
     outcome = await app.push_screen_wait(ProgressScreen(job))
-    await app.push_screen_wait(ResultScreen(outcome, job.title, job.afterwards))
+    if outcome.error:
+        await app.push_screen_wait(ErrorScreen(outcome.error, str(app.session.log_path)))
+    else:
+        await app.push_screen_wait(ResultScreen(outcome, job.title, job.afterwards))

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
 from app.widgets.titlebar import TitleBar
 
@@ -49,6 +50,14 @@ class BaseScreen(Screen[T]):
         status = self.query_one("#status", Static)
         status.set_class(error, "error")
         status.update(text)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Worker state messages do not bubble: each screen hands its failures to the app.
+        if event.state == WorkerState.ERROR:
+            self.worker_crashed(event.worker)
+
+    def worker_crashed(self, worker: Worker[Any]) -> None:
+        self.bm.worker_failed(worker)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
+from textual.worker import Worker
 
 from app.jobs import Job, Outcome
 from app.messages import JobProgress, Loaded
@@ -54,6 +55,14 @@ class ProgressScreen(BaseScreen[Outcome]):
 
     def report(self, progress: Progress) -> None:
         self.post_message(JobProgress(progress))
+
+    def worker_crashed(self, worker: Worker[Any]) -> None:
+        if worker.group != "job":
+            super().worker_crashed(worker)
+            return
+        # The job itself crashed: the flow shows the error screen in place of the result.
+        reason = self.bm.worker_failed(worker, show=False)
+        self.dismiss(Outcome(False, f"{self.job.kind.capitalize()} failed", (), error=reason))
 
     def on_job_progress(self, message: JobProgress) -> None:
         self.query_one(ProgressView).progress = message.progress
