@@ -175,6 +175,13 @@ def plan_apply(
             f"partition table translated from {table.sector_size}-byte to {ss}-byte sectors"
         )
         table = translate(table, ss)
+        for a in m.areas:
+            if a.block_size and a.block_size < ss:
+                raise ImageError(
+                    f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which cannot "
+                    f"work on a disk with {ss}-byte sectors: restore to a {a.block_size}-byte-"
+                    "sector disk"
+                )
     elif table is None and m.source.logical_sector_size != ss:
         raise ImageError(
             f"image has {m.source.logical_sector_size}-byte sectors and no partition table; "
@@ -396,13 +403,18 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
             node = plan.to or blockdev.partition_path(plan.target, plan.grow)
             with reporter.step(f"Growing {grown.fstype or 'swap'} on {node}"):
                 if grown.mode == SWAP:
-                    blockdev.flush(fd)
-                    fs.make_swap(node, grown.uuid, grown.label)
+                    size = int((blockdev.sysfs_dir(node) / "size").read_text()) * 512
+                    base = 0 if plan.partition is not None else grown.offset
+                    _write_swap(fd, replace(grown, size=size), base, plan.target_size)
                 else:
                     _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
                     deferred = []
                     blockdev.flush(fd)
+                    # Our exclusive open of the disk would make e2fsck & co. fail with EBUSY.
+                    os.close(fd)
+                    fd = -1
                     fs.grow(node, grown.fstype)
+                    fd = blockdev.open_device(plan.target, write=True)
         with reporter.step("Writing boot code and finishing"):
             _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
             if whole and m.table is not None:

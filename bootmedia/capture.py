@@ -20,7 +20,7 @@ import zstandard
 
 from bootmedia import __version__, blockdev
 from bootmedia.errors import BootmediaError, UsageError
-from bootmedia.fs import can_map, min_size, probe, used_ranges
+from bootmedia.fs import block_size, can_map, min_size, probe, used_ranges
 from bootmedia.identity import source_identity
 from bootmedia.mounts import mounts_of
 from bootmedia.pipeline import OrderedPool, default_threads
@@ -193,10 +193,12 @@ def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> Ar
     if not os.path.exists(node):
         raise BootmediaError(f"{node}: partition node missing (is the kernel's table current?)")
     fs = probe(node)
-    area = replace(area, fstype=fs.type, uuid=fs.uuid, label=fs.label)
+    area = replace(
+        area, fstype=fs.type, uuid=fs.uuid, label=fs.label, block_size=block_size(node, fs.type)
+    )
     if fs.type == "swap" or (swap_type and not fs.type):
         return AreaPlan(replace(area, mode=SWAP), node)
-    if can_map(fs.type):
+    if can_map(fs.type, node):
         pairs = array("Q")
         for start, length in _with_edges(used_ranges(node, fs.type, work), area.size):
             pairs.extend((start, length))

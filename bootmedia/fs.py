@@ -55,9 +55,19 @@ def probe(device: str) -> FsInfo:
     return FsInfo(values.get("TYPE", ""), values.get("UUID", ""), values.get("LABEL", ""))
 
 
-def can_map(fstype: str) -> bool:
+def can_map(fstype: str, device: str | None = None) -> bool:
+    """Whether partclone can map this filesystem's used blocks, and be trusted to."""
     tool = PARTCLONE.get(fstype)
-    return tool is not None and which(tool) is not None
+    if tool is None or which(tool) is None:
+        return False
+    if fstype == "vfat" and device is not None:
+        # partclone.fat counts in 512-byte sectors: on a FAT with 4 KiB sectors (4Kn disks)
+        # its map misses most of the data. Such a FAT (an ESP, small) is captured raw instead.
+        with open(device, "rb") as f:
+            boot = f.read(512)
+        if len(boot) < 13 or int.from_bytes(boot[11:13], "little") != 512:
+            return False
+    return True
 
 
 def used_ranges(device: str, fstype: str, workdir: Path) -> list[tuple[int, int]]:
@@ -78,6 +88,20 @@ def used_ranges(device: str, fstype: str, workdir: Path) -> list[tuple[int, int]
     if not ranges:
         raise BootmediaError(f"{tool} reported no used blocks on {device}")
     return ranges
+
+
+def block_size(device: str, fstype: str) -> int | None:
+    """The filesystem's own sector/block size, read from its superblock. A filesystem cannot
+    live on a disk whose logical sectors are larger than this."""
+    with open(device, "rb") as f:
+        head = f.read(2048)
+    if fstype in ("ext2", "ext3", "ext4") and len(head) >= 1024 + 28:
+        return 1024 << int.from_bytes(head[1024 + 24 : 1024 + 28], "little")
+    if fstype in ("vfat", "ntfs", "exfat") and len(head) >= 13:
+        if fstype == "exfat":
+            return 1 << head[108]
+        return int.from_bytes(head[11:13], "little")
+    return None
 
 
 def min_size(device: str, fstype: str) -> int | None:

@@ -148,10 +148,31 @@ def populate_sample_disk(
             if p.fstype in ("ext4", "vfat", "ntfs"):
                 _sample_files(src, rng, budget, f"{p.fstype}-dir")
             if p.fstype == "ext4":
-                run(["mkfs.ext4", "-q", "-F", "-L", "sample-root", "-d", str(src), node])
+                run(
+                    [
+                        "mkfs.ext4",
+                        "-q",
+                        "-F",
+                        "-b",
+                        "4096",
+                        "-L",
+                        "sample-root",
+                        "-d",
+                        str(src),
+                        node,
+                    ]
+                )
             elif p.fstype == "vfat":
-                run(["mkfs.vfat", "-F", "32", "-n", "SAMPLE-ESP", node])
-                run(["mcopy", "-s", "-i", node, *(str(x) for x in src.iterdir()), "::/"])
+                # mtools asks a block device for its geometry and fails on 4Kn loop devices,
+                # so the filesystem is built in a file and copied onto the partition.
+                ss = int(
+                    Path(f"/sys/class/block/{Path(dev).name}/queue/logical_block_size").read_text()
+                )
+                img = make_file(Path(tmp) / "fat.img", size)
+                fat32 = ["-F", "32"] if ss == 512 else []
+                run(["mkfs.vfat", *fat32, "-S", str(ss), "-n", "SAMPLE-ESP", str(img)])
+                run(["mcopy", "-s", "-i", str(img), *(str(x) for x in src.iterdir()), "::/"])
+                run(["dd", f"if={img}", f"of={node}", "bs=1M", "conv=fsync", "status=none"])
             elif p.fstype == "ntfs":
                 run(["mkntfs", "-Q", "-F", "-L", "sample-data", node])
                 mnt = Path(tmp) / "mnt"
@@ -176,7 +197,9 @@ def file_checksums(node: str, fstype: str) -> dict[str, str]:
         if fstype == "vfat":
             out = Path(tmp) / "out"
             out.mkdir()
-            run(["mcopy", "-s", "-n", "-i", node, "::/*", str(out)])
+            img = Path(tmp) / "fat.img"  # see populate_sample_disk: mtools wants a file
+            run(["dd", f"if={node}", f"of={img}", "bs=1M", "status=none"])
+            run(["mcopy", "-s", "-n", "-i", str(img), "::/*", str(out)])
             root = out
             _hash_tree(root, sums)
             return sums

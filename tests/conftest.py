@@ -34,5 +34,7 @@ def loopdev(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
     yield make
     for dev in reversed(attached):
-        lab.run(["umount", "-R", "-l", *sorted(Path("/dev").glob(Path(dev).name + "p*"))], check=False)
+        parts = sorted(str(p) for p in Path("/dev").glob(Path(dev).name + "p*"))
+        if parts:
+            lab.run(["umount", "-l", *parts], check=False)
         lab.detach(dev)

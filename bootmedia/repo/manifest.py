@@ -73,6 +73,7 @@ class Area:
     label: str = ""
     used: int | None = None  # bytes the filesystem uses, where known
     min_size: int | None = None  # smallest size the filesystem can shrink to, where known
+    block_size: int | None = None  # the filesystem's sector/block size, where known
     map: str = ""  # extent map file name inside the image directory
     map_hash: str = ""
     data_bytes: int = 0  # bytes covered by stored (non-zero) extents
