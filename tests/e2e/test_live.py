@@ -1,0 +1,201 @@
+"""The live system, booted for real under qemu (TCG), the way a technician meets it.
+
+- BIOS and UEFI: boot the ISO with a blank target disk (with a serial) and a disk holding the
+  stick's BOOTMEDIA data partition; the TUI comes up on ttyS0 by itself; restore the golden
+  image through it; the result screen says the restore was read back and checked; power off
+  from the menu; boot the restored disk alone and see its login prompt.
+- Unattended: the data partition's bootmedia.toml names a restore job; with no input at all
+  the machine restores, writes a result file to the data partition and powers off.
+- A screenshot of tty1 (the VGA console) of the home screen, for docs/screenshots.
+
+Each boot of the ISO takes about a minute under TCG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bootmedia import lab
+from tests.e2e.conftest import ROOT, e2e, needs_ovmf
+from tests.e2e.harness import VM, Drive, Screen, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), e2e]
+
+TARGET_SERIAL = "E2E-TARGET-7Q3K"
+DATA_SERIAL = "E2E-BOOTMEDIA"
+BOOT_TIMEOUT = 360  # the ISO to the TUI, under TCG on a busy 2-core machine
+RESTORE_TIMEOUT = 600
+
+
+def _home(screen: Screen) -> None:
+    screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
+    # The home screen fills in the machine's disks and images after it appears.
+    screen.wait_for(r"Images \(1\)", 120)
+    screen.wait_for(r"golden", 30)
+
+
+def _choose_grub_entry(screen: Screen, downs: int) -> None:
+    screen.wait_for(r"GNU GRUB", 180, raw=True)
+    screen.wait_for(r"automatically in", 30)
+    screen.press(*(["down"] * downs), "enter")
+
+
+def _restore_through_tui(screen: Screen) -> str:
+    screen.press("r")
+    screen.wait_for(r"Which image should go onto the disk\?", 60)
+    screen.wait_for(r"golden", 60)
+    screen.press("enter")
+    screen.wait_for(r"Which disk gets golden\?", 60)
+    screen.wait_for(TARGET_SERIAL[-8:], 60)
+    screen.settle()
+    # The details pane describes the highlighted disk: walk down to the target.
+    for _ in range(4):
+        details = screen.text().split("└")[0].rsplit("┌", 1)[-1]
+        if TARGET_SERIAL in details:
+            break
+        screen.press("down")
+        screen.settle()
+    screen.press("enter")
+    screen.wait_for(r"Verify after writing", 60)
+    assert "[x] Verify" in screen.text()
+    screen.press("enter")
+    screen.wait_for(r"last 4 characters of the serial", 120)
+    screen.settle()
+    screen.type(TARGET_SERIAL[-4:])
+    screen.press("enter")
+    done = screen.wait_for(r"(OK|FAILED|CANCELLED): .*", RESTORE_TIMEOUT)
+    screen.settle()
+    return done.group(0) + "\n" + screen.text()
+
+
+def _power_off_from_menu(vm: VM, screen: Screen) -> None:
+    screen.press("enter")  # result -> home
+    screen.wait_for(r"What do you want to do\?", 60)
+    screen.press("o")
+    screen.wait_for(r"Power off this machine now\?", 60)
+    screen.press("y")
+    assert vm.wait_exit(180) == 0
+
+
+def _boot_restored(work: Path, target: Path, firmware: str) -> str:
+    vm = VM(work, firmware=firmware, drives=[Drive(target, "RESTORED")], name="restored")
+    screen = vm.start()
+    try:
+        match = screen.wait_for(r"golden login:", 300, raw=True)
+        return match.group(0)
+    finally:
+        vm.stop()
+
+
+@pytest.mark.parametrize("firmware", ["bios", pytest.param("uefi", marks=needs_ovmf)])
+def test_restore_through_the_tui_then_boot_the_restored_disk(
+    firmware: str, live_iso: Path, disks: dict[str, Path]
+) -> None:
+    work = disks["dir"]
+    vm = VM(
+        work,
+        firmware=firmware,
+        cdrom=live_iso,
+        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(disks["data"], DATA_SERIAL)],
+        name=f"live-{firmware}",
+    )
+    screen = vm.start()
+    try:
+        if firmware == "bios":
+            # "safe graphics" keeps the VGA text mode: tty1 is 80x25, as on many real machines.
+            _choose_grub_entry(screen, downs=2)
+        _home(screen)
+        text = screen.text()
+        assert TARGET_SERIAL[:8] in text or "vda" in text
+        if firmware == "bios":
+            shot = vm.screendump(work / "tty1-home.png")
+            _keep_screenshot(shot, "tty1-home.png")
+        result = _restore_through_tui(screen)
+        assert result.startswith("OK: Restore finished"), result
+        assert "read back and checked" in result, result
+        _power_off_from_menu(vm, screen)
+    finally:
+        vm.stop()
+    # The data partition kept the session's log.
+    with lab.loop_disk(disks["data"]) as dev:
+        logs = _read_from_ext4(f"{dev}p1", "logs/bootmedia.log", work)
+    assert "apply" in logs or "restore" in logs.lower()
+    assert "golden login:" in _boot_restored(work, disks["target"], firmware)
+
+
+def test_unattended_restore_powers_off_and_leaves_a_result(
+    live_iso: Path, disks: dict[str, Path]
+) -> None:
+    work = disks["dir"]
+    job = (
+        "[job]\n"
+        'action = "restore"\n'
+        'image = "golden"\n'
+        'repo = "images"\n'
+        'target = "internal"\n'
+        'after = "poweroff"\n'
+        "countdown = 5\n"
+    )
+    with lab.loop_disk(disks["data"]) as dev:
+        _write_to_ext4(f"{dev}p1", "bootmedia.toml", job, work)
+    vm = VM(
+        work,
+        firmware="bios",
+        cdrom=live_iso,
+        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(disks["data"], DATA_SERIAL)],
+        name="unattended",
+    )
+    vm.start()
+    try:
+        # No key is pressed from here on.
+        assert vm.wait_exit(BOOT_TIMEOUT + RESTORE_TIMEOUT) == 0
+    finally:
+        vm.stop()
+    with lab.loop_disk(disks["data"]) as dev:
+        result = json.loads(_read_from_ext4(f"{dev}p1", "results/last.json", work))
+    assert result["status"] == "success", result
+    assert result["verified"] is True
+    assert result["target"]["serial"] == TARGET_SERIAL
+    assert result["job"]["image"] == "golden"
+    with lab.loop_disk(disks["target"], read_only=True) as dev:
+        table = json.loads(run(["sfdisk", "--json", dev]).stdout)["partitiontable"]
+    assert [p["name"] for p in table["partitions"]] == ["bios", "esp", "root"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read_from_ext4(part: str, name: str, work: Path) -> str:
+    mnt = work / "mnt"
+    mnt.mkdir(exist_ok=True)
+    run(["mount", "-o", "ro", part, str(mnt)])
+    try:
+        return (mnt / name).read_text()
+    finally:
+        run(["umount", str(mnt)])
+
+
+def _write_to_ext4(part: str, name: str, text: str, work: Path) -> None:
+    mnt = work / "mnt"
+    mnt.mkdir(exist_ok=True)
+    run(["mount", part, str(mnt)])
+    try:
+        (mnt / name).write_text(text)
+    finally:
+        run(["umount", str(mnt)])
+
+
+def _keep_screenshot(shot: Path, name: str) -> None:
+    """Screenshots land in build/e2e; BOOTMEDIA_UPDATE_SCREENSHOTS=1 also refreshes docs/."""
+    kept = ROOT / "build" / "e2e" / "screenshots" / name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, kept)
+    if os.environ.get("BOOTMEDIA_UPDATE_SCREENSHOTS"):
+        docs = ROOT / "docs" / "screenshots" / name
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, docs)
