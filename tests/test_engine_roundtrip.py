@@ -43,14 +43,14 @@ def test_round_trip(loopdev, tmp_path: Path, label: str, sector: int) -> None:
     assert sample.sums(dst, layout) == before
     assert all(before.values()), "the sample filesystems should hold files"
     assert sample.fsck_clean(dst, layout) == {}
-    swap = [p.number for p in layout if p.fstype == "swap"][0]
+    swap = next(p.number for p in layout if p.fstype == "swap")
     blk = subprocess.run(
         ["blkid", "-p", "-o", "export", f"{dst}p{swap}"], capture_output=True, text=True, check=True
     ).stdout
     src_blk = subprocess.run(
         ["blkid", "-p", "-o", "export", f"{src}p{swap}"], capture_output=True, text=True, check=True
     ).stdout
-    uuid = [line for line in src_blk.splitlines() if line.startswith("UUID=")][0]
+    uuid = next(line for line in src_blk.splitlines() if line.startswith("UUID="))
     assert "TYPE=swap" in blk and uuid in blk
     if label == "gpt":  # the unformatted partition went across raw, byte for byte
         assert sample.read(dst, *_part(src, 5)) == sample.read(src, *_part(src, 5))
