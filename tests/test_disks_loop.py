@@ -205,3 +205,23 @@ def test_hotplug_polling_sees_add_change_remove(loopdev: Callable[..., str]) -> 
     lab.detach(dev)
     events = [e for e in monitor.poll(timeout=3) if e.name == name]
     assert [(e.action, e.disk) for e in events] == [("remove", None)]
+
+
+def test_cli_disks_json_and_text(
+    loopdev: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from bootmedia.cli import main
+
+    dev = partitioned(loopdev)
+    assert main(["disks", "--json", "--include-loop"]) == 0
+    listed = {d["path"]: d for d in json.loads(capsys.readouterr().out)["disks"]}
+    entry = listed[dev]
+    assert entry["transport"] == "loop" and entry["refusal"] is None
+    assert [p["fstype"] for p in entry["partitions"]] == ["vfat", "ext4"]
+    assert main(["disks"]) == 0
+    assert dev not in capsys.readouterr().out  # loop devices are hidden by default
+    assert main(["disks", dev]) == 0
+    text = capsys.readouterr().out
+    assert f"{Path(dev).name}p1  vfat  ESP  8.4 MB" in text and "writable" in text

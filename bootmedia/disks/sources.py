@@ -144,21 +144,23 @@ def _sysfs_props(name: str, attrs: dict[str, str | None]) -> dict[str, Any]:
 
 
 def _blkid(names: list[str]) -> dict[str, dict[str, str]]:
-    """Low-level probe (-p: bypass the cache, read the device) of every readable node."""
-    nodes = [f"/dev/{n}" for n in names if os.access(f"/dev/{n}", os.R_OK)]
-    if not nodes or which("blkid") is None:
+    """Low-level probe (-p: bypass the cache, read the device) of every readable node.
+
+    One call per device: given several, `blkid -p` stops at the first one it cannot open.
+    """
+    if which("blkid") is None:
         return {}
-    out = run(["blkid", "-p", "-o", "export", *nodes], check=False).stdout.decode(errors="replace")
     found: dict[str, dict[str, str]] = {}
-    current: dict[str, str] = {}
-    for line in [*out.splitlines(), ""]:
-        if not line.strip():
-            if "DEVNAME" in current:
-                found[Path(current.pop("DEVNAME")).name] = current
-            current = {}
+    for name in names:
+        if not os.access(f"/dev/{name}", os.R_OK):
             continue
-        key, _, value = line.partition("=")
-        current[key] = value.replace("\\ ", " ").replace("\\\\", "\\")
+        out = run(["blkid", "-p", "-o", "export", f"/dev/{name}"], check=False).stdout
+        probe = {}
+        for line in out.decode(errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key != "DEVNAME":
+                probe[key] = value.replace("\\ ", " ").replace("\\\\", "\\")
+        found[name] = probe
     return found
 
 
