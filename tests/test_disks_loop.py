@@ -225,3 +225,16 @@ def test_cli_disks_json_and_text(
     assert main(["disks", dev]) == 0
     text = capsys.readouterr().out
     assert f"{Path(dev).name}p1  vfat  ESP  8.4 MB" in text and "writable" in text
+
+
+def test_hotplug_netlink_path(loopdev: Callable[..., str]) -> None:
+    """The event-driven path; kernel uevents stand in for udevd, which this host lacks."""
+    monitor = DiskMonitor(include_loop=True, interval=0.1, use_udev=True, netlink="kernel")
+    dev = loopdev(16 * MiB)
+    name = Path(dev).name
+    events = [e for e in monitor.poll(timeout=3) if e.name == name]
+    assert [e.action for e in events] == ["add"]
+    lab.detach(dev)
+    events = [e for e in monitor.poll(timeout=3) if e.name == name]
+    assert [e.action for e in events] == ["remove"]
+    monitor.close()

@@ -68,11 +68,16 @@ def _candidates(include_loop: bool) -> dict[str, tuple[Any, ...]]:
 class DiskMonitor:
     """Iterate over DiskEvents. Use poll() from a loop you own, or events() in a worker thread.
 
-    `use_udev` forces the source (None: udev when udevd runs, else sysfs polling).
+    `use_udev` forces the source (None: udev when udevd runs, else sysfs polling). `netlink`
+    "kernel" listens to the kernel's uevents instead of udev's (tests, hosts without udevd).
     """
 
     def __init__(
-        self, include_loop: bool = False, interval: float = 1.0, use_udev: bool | None = None
+        self,
+        include_loop: bool = False,
+        interval: float = 1.0,
+        use_udev: bool | None = None,
+        netlink: str = "udev",
     ) -> None:
         self.include_loop = include_loop
         self.interval = interval
@@ -82,7 +87,7 @@ class DiskMonitor:
         if self.use_udev:
             import pyudev
 
-            self._monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            self._monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=netlink)
             self._monitor.filter_by("block")
             self._monitor.start()
         log.info("disk monitor: %s", "udev" if self.use_udev else "sysfs polling")
@@ -114,7 +119,8 @@ class DiskMonitor:
         while True:
             if self._monitor is not None:
                 # Any block uevent may touch a disk we show; the sysfs diff says which.
-                ready, _, _ = select.select([self._monitor], [], [], max(0.0, timeout))
+                wait = max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([self._monitor], [], [], wait)
                 while ready and self._monitor.poll(timeout=0) is not None:
                     pass
             events = self._diff()
