@@ -78,7 +78,8 @@ def test_virtio_vm_without_serial() -> None:
     assert list(disks) == ["vda"]  # the floppy and the DVD are not targets
     vda = disks["vda"]
     assert (vda.transport, vda.serial, vda.size) == ("virtio", "", 10737418240)
-    assert "no serial" in vda.label() and "vda" in vda.label()
+    # No serial: the PCI path tells it apart, and stays put when vda/vdb are renamed.
+    assert vda.label() == "virtio disk · virtio-pci-0000:00:04.0 · 10.7 GB · virtio · vda"
     assert vda.by_path == "/dev/disk/by-path/virtio-pci-0000:00:04.0"
 
 
@@ -148,3 +149,19 @@ def test_parse_mountinfo_unescapes_paths() -> None:
     assert [m.mountpoint for m in mounts] == ["/", "/media/my stick", mounts[2].mountpoint]
     assert (mounts[1].devnum, mounts[1].fstype, mounts[1].source) == ("7:1", "vfat", "/dev/loop1p1")
     assert mounts[2].fstype == "squashfs"
+
+
+def test_text_listing_tells_identical_drives_apart() -> None:
+    from bootmedia.commands.disks import describe
+
+    disks = machine("imsm", SystemFacts(mounts={"sda1": ("/boot/efi",)}, used={"sda1": 5 << 20}))
+    text = "\n".join(
+        describe(disks["sda"], "sda (Y6AKDK9MS): partition sda1 is mounted on /boot/efi")
+    )
+    assert "/dev/sda  TOSHIBA DT01ACA1 · Y6AKDK9MS · 1.0 TB · sata · sda" in text
+    assert "wwn 0x5000039febf22ff6" in text
+    assert "/dev/disk/by-id/ata-TOSHIBA_DT01ACA100_Y6AKDK9MS" in text
+    assert "sda1  vfat  efi  536.9 MB  5.2 MB used  /boot/efi" in text
+    assert "bootmedia will not write here: sda (Y6AKDK9MS): partition sda1 is mounted" in text
+    other = "\n".join(describe(disks["sdb"], None))
+    assert "Z6NVLPBMS" in other and other.endswith("writable")

@@ -87,7 +87,9 @@ class Disk:
 
     def label(self) -> str:
         """One line that tells disks apart: model · serial · size · bus (never only sdX)."""
-        ident = self.serial or (self.by_id[0].rsplit("/", 1)[-1] if self.by_id else "no serial")
+        # Without a serial, a by-id name or the bus path (stable across boots, unlike sdX).
+        links = [*self.by_id, self.by_path] if self.by_path else list(self.by_id)
+        ident = self.serial or (links[0].rsplit("/", 1)[-1] if links else "no serial")
         parts = [self.title, ident, human_size(self.size), self.transport or "?", self.name]
         return " · ".join(parts)
 
