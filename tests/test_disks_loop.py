@@ -238,3 +238,9 @@ def test_hotplug_netlink_path(loopdev: Callable[..., str]) -> None:
     events = [e for e in monitor.poll(timeout=3) if e.name == name]
     assert [e.action for e in events] == ["remove"]
     monitor.close()
+
+
+def test_image_file_target_has_no_disk_to_protect(tmp_path: Path) -> None:
+    image = lab.make_file(tmp_path / "target.img", 8 * MiB)
+    assert write_refusal(image) is None
+    check_writable(str(image))

@@ -23,7 +23,9 @@ Record = Mapping[str, Any]  # udev properties + {"attrs": {...}}
 
 # Block devices that are never a target: optical and floppy drives, RAM disks, and the virtual
 # devices (dm, md) that are holders of real disks rather than disks themselves.
-_NOT_DISKS = re.compile(r"^(sr|fd|ram|zram|dm-|md|nbd|drbd|rbd|mtdblock|bcache)")
+_NOT_DISKS = re.compile(
+    r"^(sr|fd|ram|zram|dm-|md|nbd|drbd|rbd|mtdblock|bcache|mmcblk\d+(boot|rpmb))"
+)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 # by-id names that carry model+serial read better than the bare WWN or EUI ones.
 _TECHNICAL_BY_ID = ("wwn-", "nvme-eui.", "nvme-nvme.", "scsi-", "dm-", "lvm-", "md-uuid-")

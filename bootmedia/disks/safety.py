@@ -71,7 +71,7 @@ def write_refusal(
     A regular file (an image file standing in for a disk) has no disk to protect: None.
     A path that is no disk at all raises UsageError.
     """
-    if not isinstance(disk, Disk) and os.path.isfile(disk):
+    if os.path.isfile(disk.path if isinstance(disk, Disk) else disk):
         return None
     now = _current(disk, mountinfo)
     if isinstance(now, str):
