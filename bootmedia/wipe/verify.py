@@ -46,8 +46,9 @@ def sample_ranges(size: int, samples: int, seed: int, align: int = 4096) -> list
     """(offset, length) pairs: first MiB, last MiB, then `samples` random aligned blocks."""
     edge = min(EDGE, size)
     ranges = [(0, edge)]
-    if size > edge:
-        ranges.append((size - edge, edge))
+    if size <= edge:
+        return ranges  # the first "MiB" is the whole disk
+    ranges.append((size - edge, edge))
     rng = random.Random(seed)
     slots = (size - BLOCK) // align
     if slots > 0:
