@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass
@@ -34,19 +33,19 @@ def collect(repo: Repository) -> GcResult:
     """Needs the repository open for writing, and no reader: takes gc.lock exclusively."""
     if not repo.write:
         raise BootmediaError("garbage collection needs the repository open for writing")
-    lock = os.open(repo.path / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock = repo.gc_lock_fd
+    # Our own shared lock converts to exclusive; that fails while a restore or verify reads.
     try:
-        # Our own shared lock converts to exclusive; it fails while a restore or verify reads.
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BootmediaError(
-                "a restore or verify is reading this repository: space will be reclaimed "
-                "by the next delete or 'bootmedia repair --gc'"
-            ) from None
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BootmediaError(
+            "a restore or verify is reading this repository: space will be freed "
+            "by the next delete or 'bootmedia repair --gc'"
+        ) from None
+    try:
         return _collect(repo)
     finally:
-        os.close(lock)
+        fcntl.flock(lock, fcntl.LOCK_SH)
 
 
 def _collect(repo: Repository) -> GcResult:

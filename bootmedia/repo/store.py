@@ -90,6 +90,7 @@ class Repository:
         self.pack_size = int(config["pack_size"])
         self.write = write
         self._locks = locks
+        self.gc_lock_fd = locks[0] if locks else -1
         self._db_lock = threading.Lock()
         self._db = self._open_index()
         self.sync_index()
@@ -172,14 +173,19 @@ class Repository:
     # ---- the chunk index -----------------------------------------------------------------
 
     def _open_index(self) -> sqlite3.Connection:
+        """Writers own the index. Readers open it read-only; a repository with no index yet
+        (or on read-only media without one) gets a fresh one built from the packs."""
         db_path = self.path / "index.sqlite"
+        self._memory_index = False
         if self.write or (os.access(self.path, os.W_OK) and not db_path.exists()):
             db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+            self._memory_index = not self.write  # a reader building the index: treat as fresh
         elif db_path.exists():
             db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
             return db
         else:  # read-only medium without an index: build one in memory
             db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._memory_index = True
         db.executescript(_SCHEMA)
         return db
 
@@ -190,7 +196,7 @@ class Repository:
         """Bring the index up to date with the packs: index what a killed capture wrote after
         its last commit, forget packs that are gone. Only a writer (or a fresh in-memory index)
         changes anything; a reader just uses what is committed."""
-        if not self.write and self._db_is_readonly():
+        if not self.write and not self._memory_index:
             return
         if self.write:
             self._clean_leftovers()
@@ -219,12 +225,6 @@ class Repository:
                     self._db.execute("UPDATE packs SET indexed_len=? WHERE id=?", (size, pid))
                 continue
             self._index_pack(path, indexed, size)
-
-    def _db_is_readonly(self) -> bool:
-        return bool(self._db.execute("PRAGMA query_only").fetchone()[0]) or (
-            not os.access(self.path / "index.sqlite", os.W_OK)
-            and (self.path / "index.sqlite").exists()
-        )
 
     def _index_pack(self, path: Path, start: int, size: int) -> None:
         try:
