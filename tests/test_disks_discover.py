@@ -165,3 +165,18 @@ def test_text_listing_tells_identical_drives_apart() -> None:
     assert "bootmedia will not write here: sda (Y6AKDK9MS): partition sda1 is mounted" in text
     other = "\n".join(describe(disks["sdb"], None))
     assert "Z6NVLPBMS" in other and other.endswith("writable")
+
+
+def test_cli_shows_a_recorded_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    from bootmedia.cli import main
+
+    assert main(["disks", "--machine", str(MACHINES / "imsm.json"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["disks"]
+    assert [d["serial"] for d in listed if d["model"] == "TOSHIBA DT01ACA1"] == [
+        "Y6AKDK9MS",
+        "Z6NVLPBMS",
+    ]
+    assert main(["disks", "--machine", str(MACHINES / "virtio.json"), "vda"]) == 0
+    assert "virtio-pci-0000:00:04.0" in capsys.readouterr().out
+    assert main(["disks", "--machine", str(MACHINES / "nope.json")]) == 2
+    assert "nope.json: no such machine file" in capsys.readouterr().err

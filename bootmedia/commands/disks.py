@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from bootmedia.disks import Disk, find_disk, find_disks
+from bootmedia.disks import Disk, find_disk, find_disks, load_machine
 from bootmedia.disks.safety import snapshot_refusal
 from bootmedia.progress import human_size
 
@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--include-loop", action="store_true", help="also list loop devices")
     p.add_argument("--repo", help="also refuse the disk holding this image repository")
+    p.add_argument(
+        "--machine", metavar="FILE", help="show a recorded machine (probert JSON) instead"
+    )
     p.set_defaults(func=main)
 
 
@@ -49,9 +52,23 @@ def describe(disk: Disk, refusal: str | None) -> list[str]:
     return lines
 
 
+def _recorded_refusal(disk: Disk) -> str | None:
+    # A recorded machine has no live mounts to ask about: only what the recording says.
+    if disk.read_only:
+        return f"{disk.ident}: is read-only"
+    if disk.all_mountpoints or disk.all_holders:
+        return f"{disk.ident}: in use ({', '.join(disk.all_mountpoints + disk.all_holders)})"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
-    disks = [find_disk(args.disk)] if args.disk else find_disks(include_loop=args.include_loop)
-    refusals = {d.name: snapshot_refusal(d, repo_path=args.repo) for d in disks}
+    if args.machine:
+        disks = load_machine(args.machine, include_loop=args.include_loop)
+        disks = [d for d in disks if not args.disk or args.disk in (d.name, d.path)]
+        refusals = {d.name: _recorded_refusal(d) for d in disks}
+    else:
+        disks = [find_disk(args.disk)] if args.disk else find_disks(include_loop=args.include_loop)
+        refusals = {d.name: snapshot_refusal(d, repo_path=args.repo) for d in disks}
     if args.json:
         data = [{**d.to_dict(), "refusal": refusals[d.name]} for d in disks]
         json.dump({"disks": data}, sys.stdout, indent=2)

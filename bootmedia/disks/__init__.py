@@ -3,7 +3,13 @@
 from bootmedia.disks import find_disks, find_disk, check_writable, confirm_matches
 """
 
-from bootmedia.disks.discover import SystemFacts, build_disks, find_disk, find_disks
+from bootmedia.disks.discover import (
+    SystemFacts,
+    build_disks,
+    find_disk,
+    find_disks,
+    load_machine,
+)
 from bootmedia.disks.hotplug import DiskEvent, DiskMonitor
 from bootmedia.disks.model import INCOMPLETE_MARKER, Disk, Partition
 from bootmedia.disks.safety import (
@@ -30,5 +36,6 @@ __all__ = [
     "find_disk",
     "find_disks",
     "live_system_disks",
+    "load_machine",
     "write_refusal",
 ]

@@ -226,6 +226,23 @@ def _natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
+def load_machine(path: str | Path, *, include_loop: bool = False) -> list[Disk]:
+    """The disks of a recorded machine (probert's JSON, e.g. tests/fixtures/machines/*.json):
+    `bootmedia disks --machine FILE` and the UI's dry runs show a machine without touching it."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such machine file") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a recorded machine: {exc}") from None
+    blockdev = data.get("blockdev") if isinstance(data, dict) else None
+    if not isinstance(blockdev, dict):
+        raise UsageError(f'{path}: not a recorded machine (no "blockdev" section)')
+    return build_disks(blockdev, include_loop=include_loop)
+
+
 # --- this machine -----------------------------------------------------------------------------
 
 
