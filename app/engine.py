@@ -36,6 +36,13 @@ class DiskRow:
         return self.disk.path
 
     @property
+    def short_refusal(self) -> str:
+        """The reason without the "sdb (SERIAL): " the engine puts in front of it."""
+        reason = self.refusal or ""
+        prefix = f"{self.disk.ident}: "
+        return reason[len(prefix) :] if reason.startswith(prefix) else reason
+
+    @property
     def title(self) -> str:
         """Short enough for a table column: a lab disk is named by its backing file."""
         d = self.disk
@@ -51,8 +58,8 @@ class DiskRow:
     def confirm_prompt(self) -> str:
         if self.disk.serial.strip():
             return (
-                f"Type the [b]last 4 characters of the serial[/b] of {self.disk.title} "
-                f"({self.disk.serial}) and press Enter:"
+                f"Type the [b]last 4 characters of the serial[/b] {self.disk.serial} "
+                "and press Enter:"
             )
         return f"This disk has no serial. Type its name [b]{self.disk.name}[/b] and press Enter:"
 

@@ -88,9 +88,16 @@ def _rate(nbytes: int, seconds: float) -> str:
 def plan_restore(
     image: ImageRow, target: DiskRow, *, grow: bool, verify: bool, afterwards: str
 ) -> Job:
-    from bootmedia.apply import apply_image, plan_apply
+    from bootmedia.apply import plan_apply
 
     plan = plan_apply(image.repo, image.name, target.disk.path, grow=grow, verify=verify)
+    return restore_job(plan, image, target, verify=verify, afterwards=afterwards)
+
+
+def restore_job(
+    plan: Any, image: ImageRow, target: DiskRow, *, verify: bool, afterwards: str
+) -> Job:
+    from bootmedia.apply import apply_image
 
     def execute(reporter: Reporter) -> Outcome:
         result = apply_image(plan, reporter)

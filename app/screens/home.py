@@ -20,7 +20,7 @@ from bootmedia.progress import human_size
 MENU = (
     ("r", "restore", "Restore", "put an image onto a disk"),
     ("c", "capture", "Capture", "take an image of a disk"),
-    ("w", "wipe", "Wipe", "erase a disk, keep a report"),
+    ("w", "wipe", "Wipe", "erase a disk + report"),
     ("p", "partition", "Partition", "lay out a blank disk"),
     ("v", "verify", "Verify", "check an image is intact"),
     ("i", "images", "Images", "list, inspect, delete"),
@@ -37,6 +37,7 @@ class HomeScreen(BaseScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         *(Binding(key, f"app.{action}", label, show=False) for key, action, label, _ in MENU),
         Binding("f5", "refresh", "Refresh", key_display="F5"),
+        Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
     HomeScreen #menu { width: 44; height: 1fr; border: solid $primary; }
@@ -71,9 +72,11 @@ class HomeScreen(BaseScreen[None]):
         text = Text()
         rows = engine.list_disks(session)
         text.append(f"Disks ({len(rows)}):\n", "bold")
-        for r in rows[:6]:
-            mark = " (refused)" if r.refusal else ""
-            text.append(f" {r.disk.name:<8} {human_size(r.disk.size):>9} {r.title[:18]}{mark}\n")
+        for r in rows[:5]:
+            text.append(f" {r.disk.name:<8}{human_size(r.disk.size):>9} {r.disk.transport}\n")
+            text.append(f"   {r.title[:28]}\n", "dim" if r.refusal else "")
+            if r.refusal:
+                text.append(f"   refused: {r.short_refusal[:20]}\n", "dim")
         repos = engine.find_repositories(session)
         images = engine.list_images(repos)
         text.append(f"\nImages ({len(images)}):\n", "bold")

@@ -30,7 +30,7 @@ def disk_details(row: DiskRow | None) -> str:
     d = row.disk
     lines = [f"[b]{escape(d.label())}[/b]"]
     if row.refusal:
-        lines.append(f"[b red]Refused: {escape(row.refusal)}[/b red]")
+        lines.append(f"[b red]Refused: {escape(row.short_refusal)}[/b red]")
     if d.incomplete_restore:
         lines.append("[b yellow]Holds an incomplete restore (cancelled or failed)[/b yellow]")
     for p in d.partitions:

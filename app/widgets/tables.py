@@ -46,7 +46,7 @@ class DiskTable(DataTable[Text]):
         self.add_column("Serial", key="serial")
         self.add_column("Size", key="size")
         self.add_column("Bus", key="bus")
-        self.add_column("Contents / refused because", key="info")
+        self.add_column("Contents", key="info")
 
     def show(self, rows: list[DiskRow], fresh: frozenset[str] = frozenset()) -> None:
         """Replace the rows, keeping the cursor on the same disk. `fresh` disks just appeared."""
@@ -55,11 +55,12 @@ class DiskTable(DataTable[Text]):
         self.rows_by_key = {r.key: r for r in rows}
         for r in rows:
             style = "dim" if r.refusal else ("reverse bold" if r.key in fresh else "")
-            info = f"REFUSED: {r.refusal}" if r.refusal else r.partitions_text()
+            info = f"REFUSED: {r.short_refusal}" if r.refusal else r.partitions_text()
+            serial = r.disk.serial or "-"
             cells = (
                 r.disk.name,
-                r.title[:22],
-                r.disk.serial or "-",
+                r.title[:18],
+                serial if len(serial) <= 12 else ".." + serial[-10:],
                 human_size(r.disk.size),
                 r.disk.transport or "?",
                 info,

@@ -1,0 +1,100 @@
+"""SVG snapshots of the main screens at 80x25 on a recorded machine, and a check that every
+screen draws only glyphs the Linux console font has.
+
+Update after an intended change: pytest tests/tui/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import recorded
+from tui_helpers import screen_text, wait_for, wait_for_screen
+
+from app.glyphs import unsafe_glyphs
+
+SIZE = (80, 25)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    recorded.install(monkeypatch)
+    monkeypatch.setattr(
+        "app.flows.restore.plan_restore", lambda *a, **k: recorded.recorded_restore_job()
+    )
+    release = threading.Event()
+    the_app = make_app()
+    the_app.release = release
+    yield the_app
+    release.set()
+
+
+async def settle(pilot: Any, needle: str) -> None:
+    await wait_for(pilot, lambda: needle in screen_text(pilot.app), timeout=20, what=needle)
+    await pilot.pause(0.3)
+    text = screen_text(pilot.app)
+    assert not unsafe_glyphs(text), f"glyphs the console cannot draw: {unsafe_glyphs(text)}"
+
+
+async def home(pilot: Any) -> None:
+    await settle(pilot, "golden-win11")
+
+
+async def target_picker(pilot: Any) -> None:
+    await home(pilot)
+    await pilot.press("r")
+    await settle(pilot, "1 image(s)")
+    await pilot.press("enter")
+    await settle(pilot, "2 can be chosen")
+
+
+async def summary(pilot: Any) -> None:
+    await target_picker(pilot)
+    await pilot.press("enter")
+    await wait_for_screen(pilot, "RestoreOptionsScreen")
+    await pilot.press("enter")
+    await settle(pilot, "Command line:")
+
+
+async def progress(pilot: Any) -> None:
+    from app.flows import run_job
+
+    await home(pilot)
+
+    async def flow(a: Any) -> None:
+        await run_job(a, recorded.frozen_job(a.release))
+
+    pilot.app.start_flow(flow)
+    await settle(pilot, "Remaining 02:27")
+
+
+async def result(pilot: Any) -> None:
+    from app.screens.result import ResultScreen
+
+    await home(pilot)
+    pilot.app.push_screen(ResultScreen(recorded.RESULT, "Restore golden-win11 onto nvme0n1"))
+    await settle(pilot, "read back and checked")
+
+
+async def disks(pilot: Any) -> None:
+    await home(pilot)
+    await pilot.press("d")
+    await settle(pilot, "3 disk(s)")
+
+
+SCREENS = {
+    "home": home,
+    "restore_target": target_picker,
+    "restore_summary": summary,
+    "progress": progress,
+    "result": result,
+    "disks": disks,
+}
+
+
+@pytest.mark.parametrize("name", list(SCREENS))
+def test_snapshot(name: str, app: Any, snap_compare: Any) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=SCREENS[name])
