@@ -33,7 +33,7 @@ def demo_lab(lab_template: Path, tmp_path: Path) -> Iterator[Any]:
     from bootmedia.demo import create_lab
 
     root = tmp_path / "lab"
-    shutil.copytree(lab_template, root, copy_function=_sparse_copy)
+    shutil.copytree(lab_template, root, copy_function=sparse_copy)
     the_lab = create_lab(root, say=None)
     try:
         yield the_lab
@@ -41,7 +41,7 @@ def demo_lab(lab_template: Path, tmp_path: Path) -> Iterator[Any]:
         the_lab.close()
 
 
-def _sparse_copy(src: str, dst: str) -> None:
+def sparse_copy(src: str, dst: str) -> None:
     import subprocess
 
     subprocess.run(["cp", "--sparse=always", src, dst], check=True)

@@ -1,0 +1,116 @@
+"""The real app in tmux as a technician meets it on the Linux console: TERM=linux, 80x25, keys
+only. Drives a full restore on the demo lab with send-keys and reads the screen back."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import needs_loop, sparse_copy
+
+from app.glyphs import unsafe_glyphs
+from bootmedia import lab
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    needs_loop,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed"),
+]
+
+
+class Tmux:
+    def __init__(self, name: str, socket: Path) -> None:
+        self.name = name
+        self.base = ["tmux", "-S", str(socket)]
+
+    def run(self, *argv: str) -> str:
+        proc = subprocess.run([*self.base, *argv], capture_output=True, text=True, check=True)
+        return proc.stdout
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            self.run("send-keys", "-t", self.name, key)
+            time.sleep(0.15)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", self.name)
+
+    def wait(self, needle: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if needle in text:
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} never appeared; the screen:\n{self.screen()}")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path, lab_template: Path) -> Any:
+    demo_dir = tmp_path / "lab"
+    shutil.copytree(lab_template, demo_dir, copy_function=sparse_copy)
+    socket = tmp_path / "tmux.sock"
+    t = Tmux("bm", socket)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "linux"}
+    env.pop("COLORTERM", None)
+    command = (
+        f"TERM=linux {sys.executable} -m bootmedia --log-dir {tmp_path} "
+        f"tui --demo --demo-dir {demo_dir}; sleep 2"
+    )
+    subprocess.run(
+        [*t.base, "new-session", "-d", "-s", "bm", "-x", "80", "-y", "25", command],
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
+    t.demo_dir = demo_dir  # type: ignore[attr-defined]
+    yield t
+    subprocess.run([*t.base, "kill-server"], check=False)
+    time.sleep(0.5)
+    from bootmedia.demo import _detach_stale
+
+    _detach_stale(demo_dir / "disks")  # in case the app did not get to close its lab
+
+
+def test_full_restore_on_the_linux_console(tmux: Tmux, tmp_path: Path) -> None:
+    home = tmux.wait("What do you want to do?")
+    assert "DEMO LAB" in home
+    assert not unsafe_glyphs(home), unsafe_glyphs(home)
+    tmux.keys("r")
+    tmux.wait("Which image should go onto the disk?")
+    tmux.keys("Enter")
+    picker = tmux.wait("can be chosen")
+    assert "REFUSED" in picker  # the lab's stick
+    assert "newpc-1.img" in picker
+    tmux.keys("Enter")
+    tmux.wait("Afterwards:")
+    tmux.keys("Enter")
+    summary = tmux.wait("and press Enter:")
+    assert "bootmedia apply" in summary
+    name = re.search(r"Type its name (loop\d+)", summary)
+    assert name, summary
+    tmux.keys("nope", "Enter")
+    tmux.wait("does not match. Nothing was written.")
+    tmux.keys(name.group(1), "Enter")
+    result = tmux.wait("OK: Restore finished", timeout=180)
+    assert "read back and checked" in result
+    assert not unsafe_glyphs(result), unsafe_glyphs(result)
+    tmux.keys("Enter")
+    tmux.wait("What do you want to do?")
+    tmux.keys("C-q")
+    time.sleep(3)  # the app detaches its lab on the way out
+    image = tmux.demo_dir / "disks" / "newpc-1.img"  # type: ignore[attr-defined]
+    reference = tmux.demo_dir / "disks" / "reference.img"  # type: ignore[attr-defined]
+    with (
+        lab.loop_disk(image, read_only=True) as dev,
+        lab.loop_disk(reference, read_only=True) as ref,
+    ):
+        for part, fstype in (("p2", "ext4"), ("p3", "ntfs")):
+            assert lab.file_checksums(dev + part, fstype) == lab.file_checksums(ref + part, fstype)
