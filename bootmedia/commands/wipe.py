@@ -41,8 +41,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
-def print_progress(stream: Any = sys.stderr) -> Any:
+def print_progress(stream: Any = None) -> Any:
     """A Progress callback for the terminal: one updating line, the step trail as it changes."""
+    stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced since import
     last_step = [""]
 
     def show(p: Progress) -> None:
