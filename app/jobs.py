@@ -263,31 +263,22 @@ def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
 # ---------------------------------------------------------------- partition
 
 
-def _partition_module() -> Any:
-    try:
-        import bootmedia.partition as partition  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise BootmediaError("partitioning is not part of this bootmedia build yet") from None
-    return partition
-
-
 def partition_layouts(target: DiskRow) -> list[tuple[str, str, str | None]]:
-    partition = _partition_module()
-    layouts = partition.LAYOUTS
-    items = layouts.items() if isinstance(layouts, dict) else ((name, "") for name in layouts)
-    return [(str(name), str(getattr(desc, "description", desc)), None) for name, desc in items]
+    from bootmedia.partition import LAYOUTS
+
+    return [(name, description, None) for name, description in LAYOUTS.items()]
 
 
 def plan_partition_job(target: DiskRow, layout: str) -> Job:
-    partition = _partition_module()
-    plan = partition.plan_partition(target.disk, layout)
+    from bootmedia.partition import apply_partition, plan_partition
+
+    plan = plan_partition(target.disk, layout)
     disk = target.disk
 
     def execute(reporter: Reporter) -> Outcome:
-        result = partition.apply_partition(plan, reporter)
-        lines = [f"{disk.label()} now has the {layout} layout:"]
-        lines += [str(x) for x in getattr(result, "lines", lambda: [])()] or list(_lines(plan))
-        return Outcome(True, f"Partitioned {disk.name} ({layout})", tuple(lines))
+        result = apply_partition(plan, reporter)
+        lines = (f"{disk.label()} now has the {layout} layout:", *result.lines())
+        return Outcome(True, f"Partitioned {disk.name} ({layout}), checked", lines)
 
     return Job(
         kind="partition",
@@ -295,6 +286,6 @@ def plan_partition_job(target: DiskRow, layout: str) -> Job:
         summary=_lines(plan),
         command=_command(plan),
         execute=execute,
-        cancel_note=f"{disk.name} may have no valid partition table.",
+        cancel_note=f"{disk.name} may be left without a valid partition table.",
         confirm=target,
     )

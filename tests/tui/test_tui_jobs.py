@@ -149,3 +149,33 @@ async def test_wipe_erases_and_saves_a_report(demo_lab: Any, make_app: Any) -> N
     assert report.is_file() and "PASSED" in report.read_text()
     with open(target, "rb") as f:
         assert f.read(4 << 20) == bytes(4 << 20)
+
+
+@async_test
+async def test_partition_lays_out_a_blank_disk(demo_lab: Any, make_app: Any) -> None:
+    from bootmedia.disks import find_disk
+
+    target = demo_lab.loops["newpc-2.img"]
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("p")
+        await choose_disk(pilot, target)
+        layouts = await wait_for_screen(pilot, "ChoicePickScreen")
+        menu = layouts.query_one("OptionList")
+        await wait_for(pilot, lambda: menu.option_count > 0, what="layouts")
+        menu.highlighted = menu.get_option_index("bios")  # uefi needs more than a lab disk
+        await pilot.press("enter")
+        summary = await wait_for_screen(pilot, "SummaryScreen")
+        await wait_for(pilot, lambda: summary.job is not None, what="partition plan")
+        assert "bootmedia partition" in screen_text(app)
+        await type_text(pilot, "wrong")
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert find_disk(target).partitions == ()  # a wrong confirmation wrote nothing
+        await type_text(pilot, Path(target).name)
+        await pilot.press("enter")
+        result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
+        assert result.outcome.ok, result.outcome
+    disk = find_disk(target)
+    assert disk.partition_table == "dos"
+    assert [p.fstype for p in disk.partitions] == ["ext4"]
