@@ -12,6 +12,7 @@ partition::
     after = "poweroff"        # poweroff | reboot | stay
     countdown = 10            # seconds the technician has to cancel
     verify = true
+    grow = true               # grow the last partition to fill a bigger disk
 
 The kernel command line wins when it names a job; `bootmedia.job=off` ignores the stick's file.
 
@@ -84,11 +85,12 @@ class JobSpec:
     repo: str = ""  # relative to the data partition, or absolute; "" = search it
     verify: bool = True
     countdown: int = 10
+    grow: bool = True
     source: str = ""  # where it came from, for messages: "kernel command line", a file path
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> JobSpec:
-        known = {"action", "image", "target", "after", "repo", "verify", "countdown"}
+        known = {"action", "image", "target", "after", "repo", "verify", "countdown", "grow"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UnattendedError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -106,9 +108,8 @@ class JobSpec:
         after = str(data.get("after", "stay")).strip().lower()
         if after not in AFTER:
             raise UnattendedError(f"{source}: after={after!r}: choose one of {', '.join(AFTER)}")
-        verify = data.get("verify", True)
-        if isinstance(verify, str):
-            verify = verify.strip().lower() not in ("0", "no", "false", "off")
+        verify = _flag(data.get("verify", True))
+        grow = _flag(data.get("grow", True))
         try:
             countdown = int(data.get("countdown", 10))
         except (TypeError, ValueError):
@@ -121,8 +122,9 @@ class JobSpec:
             target=target,
             after=after,
             repo=str(data.get("repo", "")).strip(),
-            verify=bool(verify),
+            verify=verify,
             countdown=countdown,
+            grow=grow,
             source=source,
         )
 
@@ -132,6 +134,12 @@ class JobSpec:
             f"{self.action} {self.image} onto the disk matching {self.target!r}, {verify}, "
             f"then {self.after}"
         )
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "no", "false", "off")
+    return bool(value)
 
 
 def parse_cmdline(text: str) -> dict[str, str]:
@@ -160,7 +168,7 @@ def job_from_cmdline(text: str) -> JobSpec | bool | None:
     if job in ("off", "none", "0", "no"):
         return False
     data: dict[str, Any] = {"action": job}
-    for key in ("image", "target", "after", "repo", "verify", "countdown"):
+    for key in ("image", "target", "after", "repo", "verify", "countdown", "grow"):
         if key in params:
             data[key] = params[key]
     return JobSpec.from_dict(data, "kernel command line")
@@ -612,7 +620,9 @@ def run_restore(job: ResolvedJob, reporter: Reporter) -> JobResult:
         from bootmedia.repo import Repository  # type: ignore[attr-defined,unused-ignore]
 
         repo = Repository.open(job.repo)
-        plan = plan_apply(repo, job.spec.image, job.target.path, grow=True, verify=job.spec.verify)
+        plan = plan_apply(
+            repo, job.spec.image, job.target.path, grow=job.spec.grow, verify=job.spec.verify
+        )
         outcome = apply_image(plan, reporter)
     except Cancelled as exc:
         return JobResult("cancelled", False, str(exc), started, time.time())

@@ -98,7 +98,11 @@ def test_toml_job_with_and_without_table() -> None:
         'action = "restore"\nimage = "golden"\ntarget = "internal"\ncountdown = 0\nverify = false\n'
     )
     job = u.job_from_toml(flat, "x")
-    assert job is not None and job.countdown == 0 and job.verify is False
+    assert job is not None and job.countdown == 0 and job.verify is False and job.grow is True
+    no_grow = u.job_from_cmdline(
+        "bootmedia.job=restore bootmedia.image=g bootmedia.target=internal bootmedia.grow=no"
+    )
+    assert isinstance(no_grow, u.JobSpec) and no_grow.grow is False
     assert u.job_from_toml("# nothing here\n", "x") is None
 
 

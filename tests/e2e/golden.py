@@ -22,6 +22,7 @@ CACHE_DIR = Path("/var/cache/bootmedia-build")
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("linux-image-cloud-amd64", "systemd-sysv", "udev", "e2fsprogs")
 DISK_SIZE = 640 << 20
+ESP_SIZE = 40 << 20  # FAT32's minimum is about 33 MiB
 HOSTNAME = "golden"
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -73,13 +74,12 @@ def build_golden_disk(path: Path, cache_dir: Path = CACHE_DIR) -> Path:
     layout = (
         "label: gpt\n"
         f"size=1MiB, type={BIOS_BOOT}, name=bios\n"
-        f"size=16MiB, type={ESP}, name=esp\n"
+        f"size={ESP_SIZE >> 20}MiB, type={ESP}, name=esp\n"
         f"type={LINUX}, name=root\n"
     )
     run(["sfdisk", "--quiet", str(path)], input=layout)
     with lab.loop_disk(path) as dev, tempfile.TemporaryDirectory(prefix="golden-") as tmp:
         esp, root = f"{dev}p2", f"{dev}p3"
-        run(["mkfs.fat", "-F", "32", "-n", "ESP", esp])
         run(["mkfs.ext4", "-q", "-L", "golden-root", root])
         uuid = run(["blkid", "-o", "value", "-s", "UUID", root]).stdout.strip()
         mnt = Path(tmp) / "root"
@@ -113,12 +113,11 @@ def build_golden_disk(path: Path, cache_dir: Path = CACHE_DIR) -> Path:
                     dev,
                 ]
             )
-            # UEFI: one standalone GRUB with a tiny config that finds the root and reads its
-            # grub.cfg, copied into the FAT ESP with mtools.
+            # UEFI: one standalone GRUB (its modules in a memdisk, so the prefix stays there)
+            # with a tiny config that finds the root and reads its grub.cfg.
             early = Path(tmp) / "early.cfg"
             early.write_text(
                 f"search --no-floppy --fs-uuid --set=root {uuid}\n"
-                "set prefix=($root)/boot/grub\n"
                 "configfile ($root)/boot/grub/grub.cfg\n"
             )
             efi = Path(tmp) / "BOOTX64.EFI"
@@ -133,8 +132,12 @@ def build_golden_disk(path: Path, cache_dir: Path = CACHE_DIR) -> Path:
                     f"boot/grub/grub.cfg={early}",
                 ]
             )
-            run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"])
-            run(["mcopy", "-i", esp, str(efi), "::/EFI/BOOT/BOOTX64.EFI"])
+            # mtools wants a file (it asks a block device for its geometry and fails on loop).
+            esp_img = Path(tmp) / "esp.img"
+            run(["mkfs.fat", "-F", "32", "-n", "ESP", "-C", str(esp_img), str(ESP_SIZE >> 10)])
+            run(["mmd", "-i", str(esp_img), "::/EFI", "::/EFI/BOOT"])
+            run(["mcopy", "-i", str(esp_img), str(efi), "::/EFI/BOOT/BOOTX64.EFI"])
+            run(["dd", f"if={esp_img}", f"of={esp}", "bs=1M", "conv=fsync", "status=none"])
         finally:
             run(["umount", str(mnt)])
     return path
