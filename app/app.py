@@ -57,6 +57,36 @@ class BootmediaApp(App[None]):
         from app.screens.home import HomeScreen
 
         self.push_screen(HomeScreen())
+        if self.session.check_unattended:
+            self.look_for_unattended_job()
+
+    @work(thread=True, exit_on_error=False, group="unattended")
+    def look_for_unattended_job(self) -> None:
+        from app.flows.unattended import find_unattended
+
+        try:
+            resolved = find_unattended()
+        except BootmediaError as exc:
+            self.post_message(LoadFailed("unattended", str(exc)))
+            return
+        if resolved is not None:
+            self.post_message(Loaded("unattended", resolved))
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what != "unattended":
+            return
+        from app.flows.unattended import unattended_flow
+
+        async def flow(app: BootmediaApp) -> None:
+            await unattended_flow(app, message.value)
+
+        self.start_flow(flow)
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        if message.what == "unattended":
+            # The job as written cannot run here: say why, loudly, and leave the menu usable.
+            log.error("unattended job: %s", message.reason)
+            self.show_error(message.reason, "The unattended job cannot run.")
 
     # ------------------------------------------------------------ workers
 
@@ -90,10 +120,11 @@ class BootmediaApp(App[None]):
             self.show_error(reason)
         return reason
 
-    def show_error(self, reason: str) -> None:
+    def show_error(self, reason: str, headline: str = "") -> None:
         from app.screens.result import ErrorScreen
 
-        self.push_screen(ErrorScreen(reason, str(self.session.log_path)))
+        log_path = str(self.session.log_path)
+        self.push_screen(ErrorScreen(reason, log_path, *([headline] if headline else [])))
 
     def start_flow(self, flow: Callable[[BootmediaApp], Coroutine[Any, Any, None]]) -> None:
         """Run a wizard: an async function that pushes its screens one after another."""

@@ -16,7 +16,7 @@ class Session:
     log_path: Path
     lab: DemoLab | None = None  # demo mode: only the lab's disks, never the machine's
     extra_repos: list[Path] = field(default_factory=list)  # paths the technician typed in
-    unattended: object | None = None  # a resolved unattended job, shown with a countdown
+    check_unattended: bool = False  # the live system: look for an unattended job at start
 
     @property
     def report_dir(self) -> Path:

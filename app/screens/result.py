@@ -74,14 +74,17 @@ class ErrorScreen(BaseScreen[None]):
         Binding("enter", "back", "Back to menu", key_display="Enter")
     ]
 
-    def __init__(self, reason: str, log_path: str) -> None:
+    def __init__(
+        self, reason: str, log_path: str, headline: str = "Something went wrong inside bootmedia."
+    ) -> None:
         super().__init__("Error")
         self.reason = reason
         self.log_path = log_path
+        self.headline = headline
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(classes="pane", id="error"):
-            yield Static("Something went wrong inside bootmedia.", classes="danger")
+            yield Static(self.headline, classes="danger")
             yield Static(f"\n{self.reason}\n", id="reason")
             yield Static(
                 f"The full details are in the log: {self.log_path}\n"

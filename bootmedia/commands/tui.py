@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 
@@ -41,7 +42,13 @@ def run_tui(args: argparse.Namespace) -> int:
         from bootmedia.demo import create_lab
 
         lab = create_lab(args.demo_dir, fresh=args.reset)
-    session = Session(log_path=log_path, lab=lab, extra_repos=list(args.repo))
+    session = Session(
+        log_path=log_path,
+        lab=lab,
+        extra_repos=list(args.repo),
+        # Only the live system runs unattended jobs; a developer's machine never does.
+        check_unattended=lab is None and os.environ.get("BOOTMEDIA_LIVE") == "1",
+    )
     try:
         BootmediaApp(session).run()
     finally:
