@@ -119,7 +119,7 @@ cp live/grub.cfg "$iso/boot/grub/grub.cfg"
 
 say "stage 3: squashfs (zstd)"
 mksquashfs "$rootfs" "$iso/live/filesystem.squashfs" -comp zstd -Xcompression-level 15 \
-    -b 1M -noappend -quiet -xattrs-exclude '^system\.posix_acl' -wildcards -e 'boot/vmlinuz*' -e 'boot/initrd.img*' -e 'tmp/*'
+    -b 1M -noappend -quiet -wildcards -e 'boot/vmlinuz*' -e 'boot/initrd.img*' -e 'tmp/*'
 say "stage 3: hybrid ISO"
 # Volume id is not BOOTMEDIA: that label belongs to the stick's data partition.
 grub-mkrescue --output "$OUT_DIR/bootmedia.iso.tmp" "$iso" -- -volid BOOTMEDIA_LIVE \
