@@ -70,9 +70,88 @@ def can_map(fstype: str, device: str | None = None) -> bool:
     return True
 
 
+def bitmap_ranges(bitmap: bytes, unit: int, limit: int) -> list[tuple[int, int]]:
+    """Byte ranges of the set bits of an allocation bitmap (bit i, LSB first, = unit i).
+    Whole 0x00/0xff bytes go by regex, so a 1 TB volume's 32 MB bitmap takes well under a
+    second; only mixed bytes are looked at bit by bit."""
+    ranges: list[tuple[int, int]] = []
+
+    def add(first: int, count: int) -> None:
+        start, end = first * unit, min((first + count) * unit, limit)
+        if end <= start:
+            return
+        if ranges and ranges[-1][0] + ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end - ranges[-1][0])
+        else:
+            ranges.append((start, end - start))
+
+    for m in re.finditer(rb"\xff+|[^\x00\xff]", bitmap):
+        if m.group()[0] == 0xFF:
+            add(m.start() * 8, (m.end() - m.start()) * 8)
+            continue
+        byte = m.group()[0]
+        for bit in range(8):
+            if byte >> bit & 1:
+                add(m.start() * 8 + bit, 1)
+    return ranges
+
+
+def _ntfs_used(device: str) -> list[tuple[int, int]]:
+    """NTFS's own cluster bitmap ($Bitmap, read with ntfscat). All metadata ($MFT, $LogFile,
+    ...) lives in clusters it marks; partclone.ntfs -D reads the same map, 50x slower."""
+    with open(device, "rb") as f:
+        boot = f.read(512)
+    sector = int.from_bytes(boot[11:13], "little")
+    spc = boot[13]
+    cluster = sector * (spc if spc <= 128 else 1 << (256 - spc))
+    volume = (int.from_bytes(boot[40:48], "little") + 1) * sector  # + the backup boot sector
+    bitmap = run(["ntfscat", "-f", device, "$Bitmap"]).stdout
+    return bitmap_ranges(bitmap, cluster, volume)
+
+
+def _fat_used(device: str) -> list[tuple[int, int]]:
+    """FAT16/FAT32: everything before the data area, plus each cluster whose FAT entry is not
+    zero (free). [] for FAT12 or anything odd, and partclone maps it instead."""
+    with open(device, "rb") as f:
+        boot = f.read(512)
+        sector = int.from_bytes(boot[11:13], "little")
+        spc, reserved, nfats = boot[13], int.from_bytes(boot[14:16], "little"), boot[16]
+        root_entries = int.from_bytes(boot[17:19], "little")
+        total = int.from_bytes(boot[19:21], "little") or int.from_bytes(boot[32:36], "little")
+        fat_sectors = int.from_bytes(boot[22:24], "little") or int.from_bytes(boot[36:40], "little")
+        if sector not in (512, 1024, 2048, 4096) or not spc or not nfats or not fat_sectors:
+            return []
+        root = (root_entries * 32 + sector - 1) // sector
+        data_start = (reserved + nfats * fat_sectors + root) * sector
+        clusters = (total * sector - data_start) // (spc * sector)
+        if clusters < 4085:
+            return []  # FAT12: 12-bit entries, leave it to partclone
+        width = 2 if clusters < 65525 else 4
+        f.seek(reserved * sector)
+        fat = f.read(fat_sectors * sector)
+    entries = memoryview(fat).cast("H" if width == 2 else "I")[2 : clusters + 2]
+    mask = 0x0FFFFFFF if width == 4 else 0xFFFF
+    # One byte per cluster: 0xff = used, so bitmap_ranges' byte-run scan applies unchanged.
+    flags = bytes(0xFF if e & mask else 0 for e in entries)
+    ranges = [(0, data_start)]
+    unit = spc * sector
+    for start, length in bitmap_ranges(flags, unit // 8, clusters * unit):
+        begin, end = data_start + start, data_start + start + length
+        if begin == ranges[-1][0] + ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], end - ranges[-1][0])
+        else:
+            ranges.append((begin, end - begin))
+    return ranges
+
+
 def used_ranges(device: str, fstype: str, workdir: Path) -> list[tuple[int, int]]:
-    """The byte ranges a filesystem uses, from partclone's domain log (`partclone.X -D`).
-    Only these are read at capture: free space is never read."""
+    """The byte ranges a filesystem uses. Only these are read at capture: free space is never
+    read. From the filesystem's own bitmap where we read it directly (NTFS), else from
+    partclone's domain log (`partclone.X -D`)."""
+    own = _ntfs_used(device) if fstype == "ntfs" and which("ntfscat") else []
+    own = _fat_used(device) if fstype == "vfat" else own
+    if own:
+        return own
     tool = PARTCLONE[fstype]
     domain = workdir / f"{Path(device).name}.domain"
     run([tool, "-D", "-q", "-s", device, "-o", str(domain), "-L", str(workdir / "partclone.log")])

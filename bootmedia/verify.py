@@ -95,6 +95,7 @@ def verify_repo(
             Path(tmp) / "refs.sqlite", isolation_level=None, check_same_thread=False
         )
         refs.execute("PRAGMA journal_mode=OFF")
+        refs.execute("PRAGMA synchronous=OFF")
         refs.execute(
             "CREATE TABLE refs(hash BLOB, image TEXT, area TEXT, offset INTEGER, length INTEGER)"
         )

@@ -53,6 +53,7 @@ def _collect(repo: Repository) -> GcResult:
     with tempfile.TemporaryDirectory() as tmp:
         live = sqlite3.connect(Path(tmp) / "live.sqlite", isolation_level=None)
         live.execute("PRAGMA journal_mode=OFF")
+        live.execute("PRAGMA synchronous=OFF")
         live.execute("CREATE TABLE live(hash BLOB PRIMARY KEY) WITHOUT ROWID")
         images, unreadable = repo.scan_images()
         if unreadable:
