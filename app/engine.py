@@ -192,14 +192,15 @@ def list_images(repos: list[Path]) -> list[ImageRow]:
     return rows
 
 
-def delete_image(row: ImageRow) -> None:
-    """Move the image to the repository's trash, then collect chunks nothing uses any more."""
+def delete_image(row: ImageRow) -> str:
+    """Unlist the image, then collect chunks no other image uses. Returns what was done."""
+    from bootmedia.progress import human_bytes
+    from bootmedia.repo.gc import collect
+
     with open_repository(row.repo, write=True) as repo:
         repo.delete_image(row.name)
-    try:
-        from bootmedia.repo import gc  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return
-    collect = getattr(gc, "collect", None)
-    if callable(collect):
-        collect(row.repo)
+        try:
+            gc = collect(repo)
+        except BootmediaError as exc:  # a restore is reading: space comes back next time
+            return f"Deleted {row.name} ({exc})"
+    return f"Deleted {row.name}; reclaimed {human_bytes(gc.bytes_freed)}"

@@ -32,14 +32,13 @@ class ImagesScreen(BaseScreen[None]):
     ImagesScreen #details { height: 11; }
     """
 
+    note = ""  # what the last action did, kept across the refresh that follows it
+
     def compose_body(self) -> ComposeResult:
         yield ImageTable(id="images")
         yield Static("", id="details", classes="pane")
 
     def on_mount(self) -> None:
-        self.action_refresh()
-
-    def on_screen_resume(self) -> None:
         self.action_refresh()
 
     def action_refresh(self) -> None:
@@ -51,14 +50,15 @@ class ImagesScreen(BaseScreen[None]):
 
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "deleted":
-            self.status(f"Deleted {message.value}.")
+            self.note = message.value
             self.action_refresh()
             return
         table = self.query_one(ImageTable)
         table.show(message.value)
         table.focus()
         self.query_one("#details", Static).update(image_details(table.current_row()))
-        self.status(f"{len(message.value)} image(s).")
+        self.status(f"{len(message.value)} image(s). {self.note}")
+        self.note = ""
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
@@ -97,8 +97,7 @@ class ImagesScreen(BaseScreen[None]):
 
     @staticmethod
     def delete(row: ImageRow) -> str:
-        engine.delete_image(row)
-        return row.name
+        return engine.delete_image(row)
 
     @work(exclusive=True, group="ask", exit_on_error=False)
     async def action_open_repo(self) -> None:

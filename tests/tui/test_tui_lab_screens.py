@@ -1,0 +1,53 @@
+"""The Disks and Images screens on the real lab: hotplug highlighting, delete with confirmation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import needs_loop
+from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
+
+from bootmedia.repo.store import Repository
+
+pytestmark = needs_loop
+
+
+@async_test
+async def test_disks_screen_highlights_a_plugged_in_disk(demo_lab: Any, make_app: Any) -> None:
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("d")
+        screen = await wait_for_screen(pilot, "DisksScreen")
+        table = screen.query_one("DiskTable")
+        await wait_for(pilot, lambda: table.row_count == 4, what="the lab's 4 disks")
+        await pilot.press("a")  # the lab's stand-in for plugging a USB disk in
+        await wait_for(pilot, lambda: table.row_count == 5, timeout=20, what="the new disk")
+        new = demo_lab.loops["usb-1.img"]
+        assert new in screen.fresh  # highlighted for a few seconds
+        assert "usb-1.img" in screen_text(app)
+        await wait_for(pilot, lambda: new not in screen.fresh, timeout=15, what="highlight ends")
+
+
+@async_test
+async def test_images_screen_deletes_only_after_the_name_is_typed(
+    demo_lab: Any, make_app: Any
+) -> None:
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("i")
+        screen = await wait_for_screen(pilot, "ImagesScreen")
+        await wait_for(pilot, lambda: screen.query_one("ImageTable").row_count == 1, what="golden")
+        await pilot.press("delete")
+        await wait_for_screen(pilot, "AskText")
+        await type_text(pilot, "gold")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Not deleted" in screen_text(app), what="refusal")
+        with Repository.open(demo_lab.repo_path) as r:
+            assert [m.name for m in r.images()] == ["golden"]
+        await pilot.press("delete")
+        await wait_for_screen(pilot, "AskText")
+        await type_text(pilot, "golden")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Deleted golden" in screen_text(app), what="deleted")
+    with Repository.open(demo_lab.repo_path) as r:
+        assert r.images() == []
