@@ -64,6 +64,11 @@ class ProgressScreen(BaseScreen[Outcome]):
         reason = self.bm.worker_failed(worker, show=False)
         self.dismiss(Outcome(False, f"{self.job.kind.capitalize()} failed", (), error=reason))
 
+    def on_unmount(self) -> None:
+        # The app is going away under a running job (Ctrl+Q): stop the job in its defined state
+        # rather than leave a thread writing to a disk nobody watches.
+        self.cancel.set()
+
     def on_job_progress(self, message: JobProgress) -> None:
         self.query_one(ProgressView).progress = message.progress
 

@@ -195,7 +195,8 @@ def frozen_job(release: threading.Event) -> Job:
     def execute(reporter: Reporter) -> Outcome:
         for mib in HISTORY:
             reporter.callback(Progress(**{**PROGRESS.__dict__, "rate": float(mib << 20)}))
-        release.wait(30)
+        while not (release.is_set() or reporter.cancel.wait(0.05)):
+            pass
         return Outcome(True, "done")
 
     return Job("restore", "Restore golden-win11 onto nvme0n1", (), "", execute, "")

@@ -98,3 +98,28 @@ SCREENS = {
 @pytest.mark.parametrize("name", list(SCREENS))
 def test_snapshot(name: str, app: Any, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=SCREENS[name])
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["serial-80x24", "big-200x60"])
+@pytest.mark.parametrize("name", ["home", "restore_target", "restore_summary", "progress"])
+def test_other_terminal_sizes(name: str, size: tuple[int, int], app: Any) -> None:
+    """A serial console (80x24) and a big terminal: the same screens, nothing important cut."""
+    import asyncio
+
+    from tui_helpers import screen_text
+
+    async def body() -> str:
+        async with app.run_test(size=size) as pilot:
+            await SCREENS[name](pilot)
+            return screen_text(app)
+
+    text = asyncio.run(body())
+    assert not unsafe_glyphs(text)
+    must_show = {
+        "home": ["Restore", "Power off", "golden-win11"],
+        "restore_target": ["REFUSED", "nvme0n1", "Choose"],
+        "restore_summary": ["Command line:", "--confirm 456X", "last 4 characters", "____"],
+        "progress": ["> Writing p3 (ntfs), 3 of 3", "Remaining 02:27", "Cancel job"],
+    }[name]
+    for needle in must_show:
+        assert needle in text, f"{needle!r} not visible at {size}:\n{text}"
