@@ -32,6 +32,7 @@ import contextlib
 import fnmatch
 import importlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -50,6 +51,8 @@ from bootmedia.errors import BootmediaError
 if TYPE_CHECKING:
     from bootmedia.disks.model import Disk
     from bootmedia.progress import Reporter
+
+log = logging.getLogger("bootmedia.unattended")
 
 DATA_DIR = Path("/run/bootmedia/data")  # where the live system mounts LABEL=BOOTMEDIA
 DATA_LABEL = "BOOTMEDIA"
@@ -418,7 +421,7 @@ def repo_has_image(path: Path, name: str) -> bool:
     if not path.is_dir():
         return False
     try:
-        from bootmedia.repo import Repository  # type: ignore[attr-defined,unused-ignore]
+        from bootmedia.repo.store import Repository
 
         repo = Repository.open(path)
         return any(getattr(m, "name", None) == name for m in repo.images())
@@ -616,18 +619,19 @@ def run_restore(job: ResolvedJob, reporter: Reporter) -> JobResult:
 
     started = time.time()
     try:
-        from bootmedia.apply import apply_image, plan_apply  # type: ignore[import-not-found,unused-ignore]
-        from bootmedia.repo import Repository  # type: ignore[attr-defined,unused-ignore]
+        from bootmedia.apply import apply_image, plan_apply
 
-        repo = Repository.open(job.repo)
         plan = plan_apply(
-            repo, job.spec.image, job.target.path, grow=job.spec.grow, verify=job.spec.verify
+            job.repo, job.spec.image, job.target.path, grow=job.spec.grow, verify=job.spec.verify
         )
         outcome = apply_image(plan, reporter)
     except Cancelled as exc:
         return JobResult("cancelled", False, str(exc), started, time.time())
     except BootmediaError as exc:
         return JobResult("failed", False, str(exc), started, time.time())
+    except Exception as exc:  # a bug; still a result on the stick, not a silent machine
+        log.exception("unattended restore failed")
+        return JobResult("failed", False, f"internal error: {exc!r}", started, time.time())
     verified = bool(getattr(outcome, "verified", False))
     if job.spec.verify and not verified:
         return JobResult(

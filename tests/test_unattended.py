@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bootmedia import unattended as u
 from bootmedia.disks.model import Disk, Partition
+from tests.conftest import root_only
 
 NVME = Disk(
     name="nvme0n1",
@@ -301,3 +303,56 @@ def test_after_command() -> None:
     assert u.after_command("poweroff") == ["systemctl", "poweroff"]
     assert u.after_command("reboot") == ["systemctl", "reboot"]
     assert u.after_command("stay") is None
+
+
+# ---------------------------------------------------------------- with the engine, on loop devices
+
+
+@root_only
+def test_run_restore_with_the_engine(tmp_path: Path) -> None:
+    from bootmedia import lab
+    from bootmedia.cli import main
+    from bootmedia.disks import find_disk
+    from bootmedia.progress import Reporter
+
+    source = lab.make_file(tmp_path / "source.img", 64 << 20)
+    subprocess.run(["sfdisk", "-q", str(source)], input=b"label: gpt\ntype=linux\n", check=True)
+    target = lab.make_file(tmp_path / "target.img", 96 << 20)
+    repo = tmp_path / "data" / "images"
+    with lab.loop_disk(source) as src:
+        subprocess.run(["mkfs.ext4", "-q", "-L", "golden", f"{src}p1"], check=True)
+        argv = ["--log-dir", str(tmp_path), "capture", src, str(repo), "--name", "golden", "-q"]
+        assert main(argv) == 0
+    assert u.repo_has_image(repo, "golden") and not u.repo_has_image(repo, "other")
+    with lab.loop_disk(target) as tgt:
+        spec = u.JobSpec.from_dict(
+            {"action": "restore", "image": "golden", "target": "internal"}, "test"
+        )
+        job = u.ResolvedJob(spec, find_disk(tgt), repo, tmp_path / "data")
+        result = u.run_restore(job, Reporter())
+        assert (result.status, result.verified) == ("success", True), result.message
+        label = subprocess.run(
+            ["blkid", "-p", "-o", "value", "-s", "LABEL", f"{tgt}p1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        assert label == "golden"
+        path = u.write_result(tmp_path / "data", job, result, {"serial": "LAB1"})
+    assert json.loads(path.read_text())["status"] == "success"
+
+
+@root_only
+def test_run_restore_records_a_failure_instead_of_raising(tmp_path: Path) -> None:
+    from bootmedia import lab
+    from bootmedia.disks import find_disk
+    from bootmedia.progress import Reporter
+
+    target = lab.make_file(tmp_path / "target.img", 16 << 20)
+    with lab.loop_disk(target) as tgt:
+        spec = u.JobSpec.from_dict(
+            {"action": "restore", "image": "nope", "target": "internal"}, "t"
+        )
+        job = u.ResolvedJob(spec, find_disk(tgt), tmp_path / "no-repo", None)
+        result = u.run_restore(job, Reporter())
+    assert result.status == "failed" and not result.verified and result.message
