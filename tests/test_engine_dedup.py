@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def test_recapture_adds_almost_nothing_and_small_changes_add_little(
     second = capture_image(plan_capture(src, repo, "tuesday"))
     assert second.new_bytes == 0
     assert second.stored_bytes == first.stored_bytes
+    listing = json.loads(sample.bootmedia("images", str(repo), "--json").stdout)
+    assert [i["name"] for i in listing["images"]] == ["monday", "tuesday"]
+    # the second copy cost nothing (pack and record headers aside)
+    assert abs(listing["dedup_saved_bytes"] - first.stored_bytes) < 0.01 * first.stored_bytes
 
     # change ~1% of the files on the ext4 partition, in place
     mnt = tmp_path / "mnt"

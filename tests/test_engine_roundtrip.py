@@ -70,8 +70,8 @@ def test_restore_to_larger_disk_grows_last_partition(loopdev, tmp_path: Path) ->
     before = sample.sums(src, layout)
     capture_image(plan_capture(src, tmp_path / "repo", "img"))
     dst = loopdev(400 * MiB)
-    plan = plan_apply(tmp_path / "repo", "img", dst, grow=True)
-    assert plan.grow == 2
+    plan = plan_apply(tmp_path / "repo", "img", dst, grow=True, discard=True)
+    assert plan.grow == 2 and "--grow" in plan.command() and "--discard" in plan.command()
     apply_image(plan)
     assert sample.fsck_clean(dst, layout) == {}
     assert sample.sums(dst, layout) == before
