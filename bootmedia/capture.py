@@ -299,15 +299,17 @@ class _Worker:
     def __init__(self, level: int, has: object) -> None:
         self.level = level
         self.has = has
-        self.zero = bytes(1 << 20)
+        self.zeros: dict[int, bytes] = {}
         self.local = threading.local()
 
     def __call__(self, c: _Chunk) -> tuple[bytes, bytes | None]:
-        view = memoryview(c.data)
-        if len(self.zero) < c.length:
-            self.zero = bytes(c.length)
-        if view == memoryview(self.zero)[: c.length]:
+        zero = self.zeros.get(c.length)
+        if zero is None:
+            zero = self.zeros[c.length] = bytes(c.length)
+        # bytearray == bytes is a memcmp; comparing memoryviews goes item by item (100x slower).
+        if c.data == zero:
             return ZERO_HASH, None
+        view = memoryview(c.data)
         digest = chunk_hash(view)
         if self.has(digest):  # type: ignore[operator]
             return digest, None
