@@ -92,7 +92,9 @@ def confirm_code(disk: Disk) -> str:
 
 
 def confirm_matches(disk: Disk, typed: str) -> bool:
-    return typed.strip().lower() == confirm_code(disk).lower()
+    from bootmedia.disks import confirm_matches as engine_rule
+
+    return bool(engine_rule(disk, typed))
 
 
 # ---------------------------------------------------------------- disks

@@ -15,6 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from app import engine
 from app.jobs import Job
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
@@ -79,9 +80,16 @@ class SummaryScreen(BaseScreen[Job]):
         if job.confirm is not None:
             self.query_one(ConfirmInput).focus_input()
 
-    def on_confirm_input_confirmed(self, event: ConfirmInput.Confirmed) -> None:
-        if self.job is not None:
+    def on_confirm_input_attempt(self, event: ConfirmInput.Attempt) -> None:
+        # The engine's rule decides (last 4 of the serial, the whole serial or a by-id name;
+        # the kernel name only for a disk without a serial), exactly as for --confirm.
+        if self.job is None or self.job.confirm is None:
+            return
+        if engine.confirm_matches(self.job.confirm.disk, event.text):
+            event.confirm.accept()
             self.dismiss(self.job)
+        else:
+            event.confirm.reject(event.text)
 
     def action_scroll_plan(self, direction: int) -> None:
         box = self.query_one("#summary", VerticalScroll)

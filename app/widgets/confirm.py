@@ -9,8 +9,8 @@ from textual.widgets import Input, Static
 
 
 class ConfirmInput(Vertical):
-    """Posts Confirmed only when the typed text matches `code`; anything else does nothing
-    but say so. Matching ignores case and surrounding spaces."""
+    """Posts Attempt(text) on Enter; the screen decides whether it names the disk and calls
+    accept() or reject(). `code` only sizes the placeholder."""
 
     DEFAULT_CSS = """
     ConfirmInput { height: auto; }
@@ -19,10 +19,11 @@ class ConfirmInput(Vertical):
     ConfirmInput > #confirm-error { color: $error; height: 1; }
     """
 
-    class Confirmed(Message):
-        def __init__(self, confirm: ConfirmInput) -> None:
+    class Attempt(Message):
+        def __init__(self, confirm: ConfirmInput, text: str) -> None:
             super().__init__()
             self.confirm = confirm
+            self.text = text
 
     def __init__(self, code: str, prompt: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -34,19 +35,18 @@ class ConfirmInput(Vertical):
         yield Input(placeholder="_" * len(self.code), id="confirm-input")
         yield Static("", id="confirm-error")
 
-    def matches(self, typed: str) -> bool:
-        return typed.strip().lower() == self.code.lower()
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if self.matches(event.value):
-            self.query_one("#confirm-error", Static).update("")
-            self.post_message(self.Confirmed(self))
-        else:
-            self.query_one("#confirm-error", Static).update(
-                f"'{event.value.strip()}' does not match. Nothing was written."
-            )
-            event.input.value = ""
+        self.post_message(self.Attempt(self, event.value))
+
+    def reject(self, text: str) -> None:
+        self.query_one("#confirm-error", Static).update(
+            f"'{text.strip()}' does not match. Nothing was written."
+        )
+        self.query_one(Input).value = ""
+
+    def accept(self) -> None:
+        self.query_one("#confirm-error", Static).update("")
 
     def focus_input(self) -> None:
         self.query_one(Input).focus()

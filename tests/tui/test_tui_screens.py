@@ -10,15 +10,21 @@ from typing import Any
 from textual.app import App, ComposeResult
 from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
 
+from app import engine
 from app.glyphs import unsafe_glyphs
 from app.jobs import Job, Outcome
 from app.widgets.confirm import ConfirmInput
 from app.widgets.progress_view import ProgressView
+from bootmedia.disks.model import Disk
 from bootmedia.errors import Cancelled
 from bootmedia.progress import Progress, Reporter
 
 
 class ConfirmApp(App[None]):
+    """Decides like SummaryScreen: with the engine's rule, for a disk with serial ...7F3A."""
+
+    DISK = Disk(name="sdb", path="/dev/sdb", size=1, serial="WD-WCC6Y7KL7F3A")
+
     def __init__(self) -> None:
         super().__init__()
         self.confirmed = 0
@@ -29,15 +35,19 @@ class ConfirmApp(App[None]):
     def on_mount(self) -> None:
         self.query_one(ConfirmInput).focus_input()
 
-    def on_confirm_input_confirmed(self, _: ConfirmInput.Confirmed) -> None:
-        self.confirmed += 1
+    def on_confirm_input_attempt(self, event: ConfirmInput.Attempt) -> None:
+        if engine.confirm_matches(self.DISK, event.text):
+            event.confirm.accept()
+            self.confirmed += 1
+        else:
+            event.confirm.reject(event.text)
 
 
 @async_test
-async def test_confirmation_needs_the_exact_code() -> None:
+async def test_confirmation_needs_the_serial() -> None:
     app = ConfirmApp()
     async with app.run_test(size=(80, 25)) as pilot:
-        for wrong in ("7F3", "7F3AX", "A3F7", ""):
+        for wrong in ("7F3", "7F3AX", "A3F7", "sdb", ""):  # sdX never counts: it moves
             await type_text(pilot, wrong)
             await pilot.press("enter")
             await pilot.pause()
