@@ -353,8 +353,11 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
     try:
         with reporter.step("Checking the image"):
             check_image(repo, m, plan.areas)
+            # Again, just before writing: a disk can be mounted or swapped since the plan.
             if plan.disk is not None:
-                check_writable(plan.disk, repo_path=plan.repo)  # again: things change
+                check_writable(plan.disk, repo_path=plan.repo)
+            elif plan.to is not None and blockdev.is_block(plan.to):
+                _check_partition_writable(plan.to, plan.repo)
         fd = blockdev.open_device(plan.target, write=True)
         whole = plan.partition is None
         # Writes inside this region wait until everything else is written and verified, so
