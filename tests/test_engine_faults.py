@@ -213,3 +213,21 @@ def test_boot_stick_holding_the_repository_is_refused(loopdev, tmp_path: Path) -
             plan_apply(mnt / "repo", "img", stick)
     finally:
         lab.run(["umount", str(mnt)])
+
+
+def test_partition_mode_refuses_mounted_or_whole_disk(captured, loopdev, tmp_path: Path) -> None:
+    _, repo = captured
+    dst = loopdev(256 * MiB)
+    sample.build(dst, "gpt", seed=3)
+    with pytest.raises(BootmediaError, match="whole disk"):
+        plan_apply(repo, "img", dst, partition=2)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    lab.run(["mount", f"{dst}p2", str(mnt)])
+    try:
+        with pytest.raises(BootmediaError, match="mounted"):
+            plan_apply(repo, "img", f"{dst}p2", partition=2)
+    finally:
+        lab.run(["umount", str(mnt)])
+    with pytest.raises(BootmediaError, match="too small"):
+        plan_apply(repo, "img", f"{dst}p5", partition=2)
