@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import recorded
+import textual
 from tui_helpers import screen_text, wait_for, wait_for_screen
 
 from app.glyphs import unsafe_glyphs
@@ -95,9 +97,45 @@ SCREENS = {
 }
 
 
+RECORDED_WITH = (Path(__file__).parent / "__snapshots__" / "TEXTUAL_VERSION").read_text().strip()
+
+
+@pytest.mark.skipif(
+    textual.__version__ != RECORDED_WITH,
+    reason=f"SVG snapshots were recorded with textual {RECORDED_WITH}, this is "
+    f"{textual.__version__}: run --snapshot-update and update __snapshots__/TEXTUAL_VERSION "
+    "(the text and glyph checks below still run)",
+)
 @pytest.mark.parametrize("name", list(SCREENS))
 def test_snapshot(name: str, app: Any, snap_compare: Any) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=SCREENS[name])
+
+
+@pytest.mark.parametrize("name", list(SCREENS))
+def test_screen_at_80x25_on_any_textual(name: str, app: Any) -> None:
+    """What the snapshots show, as text, so a Textual upgrade still checks the screens."""
+    import asyncio
+
+    from tui_helpers import screen_text
+
+    async def body() -> str:
+        async with app.run_test(size=SIZE) as pilot:
+            await SCREENS[name](pilot)
+            return screen_text(app)
+
+    text = asyncio.run(body())
+    for needle in EXPECTED_80x25[name]:
+        assert needle in text, f"{needle!r} not on the {name} screen:\n{text}"
+
+
+EXPECTED_80x25 = {
+    "home": ["What do you want to do?", "This machine", "refused: is the live boot", "F5 Refresh"],
+    "restore_target": ["Restore 2/4: target disk", "REFUSED: is the live", "Enter Choose"],
+    "restore_summary": ["EVERYTHING on nvme0n1 will be overwritten.", "--confirm 456X"],
+    "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GiB of 82.0 GiB", "Esc Cancel job"],
+    "result": ["OK: Restore finished", "Written: 41.0 GiB", "Enter Done"],
+    "disks": ["Plug a disk in", "3 disk(s). Watching", "by-id/nvme-Samsung"],
+}
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["serial-80x24", "big-200x60"])
