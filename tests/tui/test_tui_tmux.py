@@ -58,10 +58,13 @@ def tmux(tmp_path: Path, lab_template: Path) -> Any:
     shutil.copytree(lab_template, demo_dir, copy_function=sparse_copy)
     socket = tmp_path / "tmux.sock"
     t = Tmux("bm", socket)
+    shell = tmp_path / "fake-shell"
+    shell.write_text("#!/bin/sh\necho IN-THE-SHELL; sleep 1\n")
+    shell.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "linux"}
     env.pop("COLORTERM", None)
     command = (
-        f"TERM=linux {sys.executable} -m bootmedia --log-dir {tmp_path} "
+        f"TERM=linux SHELL={shell} {sys.executable} -m bootmedia --log-dir {tmp_path} "
         f"tui --demo --demo-dir {demo_dir}; sleep 2"
     )
     subprocess.run(
@@ -114,3 +117,12 @@ def test_full_restore_on_the_linux_console(tmux: Tmux, tmp_path: Path) -> None:
     ):
         for part, fstype in (("p2", "ext4"), ("p3", "ntfs")):
             assert lab.file_checksums(dev + part, fstype) == lab.file_checksums(ref + part, fstype)
+
+
+def test_shell_and_back(tmux: Tmux) -> None:
+    tmux.wait("What do you want to do?")
+    tmux.keys("s")
+    tmux.wait("IN-THE-SHELL", timeout=20)  # the app gave the terminal to the shell
+    home = tmux.wait("What do you want to do?", timeout=20)  # and took it back after exit
+    assert "DEMO LAB" in home
+    tmux.keys("C-q")
