@@ -53,7 +53,13 @@ class Tmux:
 
 
 @pytest.fixture
-def tmux(tmp_path: Path, lab_template: Path) -> Any:
+def console() -> tuple[str, int, int]:
+    return ("linux", 80, 25)  # the Linux VT
+
+
+@pytest.fixture
+def tmux(tmp_path: Path, lab_template: Path, console: tuple[str, int, int]) -> Any:
+    term, cols, rows = console
     demo_dir = tmp_path / "lab"
     shutil.copytree(lab_template, demo_dir, copy_function=sparse_copy)
     socket = tmp_path / "tmux.sock"
@@ -61,14 +67,14 @@ def tmux(tmp_path: Path, lab_template: Path) -> Any:
     shell = tmp_path / "fake-shell"
     shell.write_text("#!/bin/sh\necho IN-THE-SHELL; sleep 1\n")
     shell.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "linux"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": term}
     env.pop("COLORTERM", None)
     command = (
-        f"TERM=linux SHELL={shell} {sys.executable} -m bootmedia --log-dir {tmp_path} "
+        f"TERM={term} SHELL={shell} {sys.executable} -m bootmedia --log-dir {tmp_path} "
         f"tui --demo --demo-dir {demo_dir}; sleep 2"
     )
     subprocess.run(
-        [*t.base, "new-session", "-d", "-s", "bm", "-x", "80", "-y", "25", command],
+        [*t.base, "new-session", "-d", "-s", "bm", "-x", str(cols), "-y", str(rows), command],
         check=True,
         env=env,
         cwd=ROOT,
@@ -125,4 +131,21 @@ def test_shell_and_back(tmux: Tmux) -> None:
     tmux.wait("IN-THE-SHELL", timeout=20)  # the app gave the terminal to the shell
     home = tmux.wait("What do you want to do?", timeout=20)  # and took it back after exit
     assert "DEMO LAB" in home
+    tmux.keys("C-q")
+
+
+@pytest.mark.parametrize("console", [("vt100", 80, 24), ("xterm", 80, 24)], ids=["vt100", "xterm"])
+def test_serial_console_80x24(tmux: Tmux, console: tuple[str, int, int]) -> None:
+    home = tmux.wait("What do you want to do?")
+    assert len(home.splitlines()) <= 24 and "Power off" in home
+    tmux.keys("r")
+    tmux.wait("Which image should go onto the disk?")
+    tmux.keys("Enter")
+    picker = tmux.wait("can be chosen")
+    assert "REFUSED" in picker and "Enter Choose" in picker
+    assert not unsafe_glyphs(picker), unsafe_glyphs(picker)
+    tmux.keys("Escape")
+    tmux.wait("Which image should go onto the disk?")
+    tmux.keys("Escape")
+    tmux.wait("What do you want to do?")
     tmux.keys("C-q")
