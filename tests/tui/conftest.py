@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bootmedia import lab
-
-CAN_LOOP, WHY_NOT = lab.can_use_loop()
-needs_loop = pytest.mark.skipif(not CAN_LOOP, reason=WHY_NOT or "loop devices unavailable")
+from tui_helpers import CAN_LOOP, WHY_NOT, sparse_copy
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +35,6 @@ def demo_lab(lab_template: Path, tmp_path: Path) -> Iterator[Any]:
         yield the_lab
     finally:
         the_lab.close()
-
-
-def sparse_copy(src: str, dst: str) -> None:
-    import subprocess
-
-    subprocess.run(["cp", "--sparse=always", src, dst], check=True)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_loop
+from tui_helpers import needs_loop
 
 from app import engine
 from app.session import Session

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import needs_loop
-from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
+from tui_helpers import async_test, needs_loop, screen_text, type_text, wait_for, wait_for_screen
 
 from bootmedia.repo.store import Repository
 

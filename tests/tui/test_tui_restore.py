@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_loop
-from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
+from tui_helpers import async_test, needs_loop, screen_text, type_text, wait_for, wait_for_screen
 
 from bootmedia import lab
 from bootmedia.disks import find_disk

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_loop, sparse_copy
+from tui_helpers import needs_loop, sparse_copy
 
 from app.glyphs import unsafe_glyphs
 from bootmedia import lab

@@ -9,7 +9,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from rich.console import Console
+
+from bootmedia import lab
+
+CAN_LOOP, WHY_NOT = lab.can_use_loop()
+needs_loop = pytest.mark.skipif(not CAN_LOOP, reason=WHY_NOT or "loop devices unavailable")
+
+
+def sparse_copy(src: str, dst: str) -> None:
+    """copytree's copy_function for the lab's sparse disk files."""
+    import subprocess
+
+    subprocess.run(["cp", "--sparse=always", src, dst], check=True)
 
 
 def screen_text(app: Any) -> str:
