@@ -15,6 +15,7 @@ shows only these disks, never the machine's.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -47,6 +48,7 @@ class DemoLab:
     loops: dict[str, str] = field(default_factory=dict)  # backing file name -> /dev/loopN
     mounted: bool = False
     use_loops: bool = False
+    lock_fd: int = -1  # flock on ROOT/lab.lock: one bootmedia per lab
 
     @property
     def disk_dir(self) -> Path:
@@ -95,6 +97,12 @@ class DemoLab:
         return LabMonitor(self)
 
     def close(self) -> None:
+        self._unmount_and_detach()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def _unmount_and_detach(self) -> None:
         if self.mounted:
             run(["umount", "-l", str(self.stick_dir)], check=False)
             self.mounted = False
@@ -142,15 +150,17 @@ def create_lab(root: Path | None = None, *, fresh: bool = False, say: object = p
         # so plain files are not enough for a lab where every job really runs.
         raise BootmediaError(f"the demo lab needs loop devices ({why}); run it as root (sudo)")
     root = root or default_root()
-    the_lab = DemoLab(root, use_loops=True)
+    root.mkdir(parents=True, exist_ok=True)
+    the_lab = DemoLab(root, use_loops=True, lock_fd=_lock(root))
     disk_dir = the_lab.disk_dir
-    _detach_stale(disk_dir)
-    if fresh and root.exists():
-        shutil.rmtree(root)
-    disk_dir.mkdir(parents=True, exist_ok=True)
-    for extra in disk_dir.glob("usb-*.img"):
-        extra.unlink()  # disks "plugged in" during the last run are unplugged
     try:
+        _detach_stale(disk_dir)  # safe: we hold the lab's lock, so no other bootmedia uses them
+        if fresh:
+            shutil.rmtree(disk_dir, ignore_errors=True)
+            shutil.rmtree(the_lab.stick_dir, ignore_errors=True)
+        disk_dir.mkdir(parents=True, exist_ok=True)
+        for extra in disk_dir.glob("usb-*.img"):
+            extra.unlink()  # disks "plugged in" during the last run are unplugged
         reference = disk_dir / "reference.img"
         if not reference.exists():
             _say(say, "demo lab: building a sample PC disk (ESP, ext4, NTFS, swap)...")
@@ -197,6 +207,16 @@ def _ensure_sample_image(the_lab: DemoLab, say: object) -> None:
         description="Sample PC: EFI system partition, Linux ext4, Windows NTFS, swap",
     )
     capture_image(plan)
+
+
+def _lock(root: Path) -> int:
+    fd = os.open(root / "lab.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BootmediaError(f"the demo lab at {root} is in use by another bootmedia") from None
+    return fd
 
 
 def _detach_stale(disk_dir: Path) -> None:

@@ -27,7 +27,9 @@ log = logging.getLogger("bootmedia.tui")
 
 class ProgressScreen(BaseScreen[Outcome]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel job", key_display="Esc")
+        Binding("escape", "cancel", "Cancel job", key_display="Esc"),
+        # Quitting under a running job would abandon it: Ctrl+Q asks to cancel instead.
+        Binding("ctrl+q", "cancel", "Cancel job", show=False),
     ]
 
     def __init__(self, job: Job) -> None:

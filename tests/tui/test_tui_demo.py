@@ -40,3 +40,10 @@ def test_the_lab_shows_only_its_own_disks(demo_lab: Any, tmp_path: Path) -> None
     images = engine.list_images([demo_lab.repo_path])
     assert [i.name for i in images] == ["golden"]
     assert {a.fstype for a in images[0].manifest.partitions} >= {"vfat", "ext4", "ntfs"}
+
+
+@needs_loop
+def test_one_bootmedia_per_lab(demo_lab: Any) -> None:
+    with pytest.raises(BootmediaError, match="in use by another bootmedia"):
+        demo.create_lab(demo_lab.root, say=None)
+    assert len(demo_lab.disks()) == 4  # still attached: a detached loop has no medium
