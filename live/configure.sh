@@ -16,6 +16,10 @@ for timer in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.ti
     systemctl mask "$timer" >/dev/null 2>&1 || true
 done
 ln -sf /opt/bootmedia/bin/bootmedia /usr/local/bin/bootmedia
+# console-setup keeps compiled copies of the font and keymap; make them from our settings
+# (live/overlay/etc/default/) so the first boot does not redo it.
+setupcon --force --save-only
+
 # The consoles go straight to the TUI: no legal notice scrolling past first.
 : >/etc/motd
 touch /root/.hushlogin

@@ -141,6 +141,9 @@ class VM:
     drives: Sequence[Drive] = ()
     memory: int = 2048
     name: str = "vm"
+    network: bool = (
+        False  # qemu user networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2
+    )
     extra: Sequence[str] = ()
     child: pexpect.spawn | None = field(default=None, init=False)
     screen: Screen | None = field(default=None, init=False)
@@ -153,7 +156,8 @@ class VM:
         qemu = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
         accel = os.environ.get("BOOTMEDIA_E2E_ACCEL", "tcg")
         argv = [qemu, "-machine", f"q35,accel={accel}", "-m", str(self.memory), "-smp", "2"]
-        argv += ["-display", "none", "-vga", "std", "-nic", "none", "-no-reboot"]
+        nic = "user,model=virtio-net-pci" if self.network else "none"
+        argv += ["-display", "none", "-vga", "std", "-nic", nic, "-no-reboot"]
         argv += ["-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server=on,wait=off"]
         if self.firmware == "uefi":
             vars_copy = self.workdir / f"{self.name}-OVMF_VARS.fd"

@@ -13,10 +13,15 @@ Each boot of the ISO takes about a minute under TCG.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -82,6 +87,20 @@ def _power_off_from_menu(vm: VM, screen: Screen) -> None:
     assert vm.wait_exit(180) == 0
 
 
+def _tty1_progress_screenshot(vm: VM, work: Path) -> None:
+    """tty1 runs its own TUI: start a verify there with the VGA keyboard and photograph the
+    progress screen. (The screen is only seen as pixels here; the PNG is for people.)"""
+    vm.send_key("v")
+    time.sleep(4)
+    vm.send_key("ret")  # the one image
+    time.sleep(6)
+    vm.send_key("ret")  # start
+    time.sleep(8)
+    shot = vm.screendump(work / "tty1-progress.png")
+    assert shot.stat().st_size > 2000  # more than a blank screen
+    _keep_screenshot(shot, "tty1-progress.png")
+
+
 def _boot_restored(work: Path, target: Path, firmware: str) -> str:
     vm = VM(work, firmware=firmware, drives=[Drive(target, "RESTORED")], name="restored")
     screen = vm.start()
@@ -112,12 +131,13 @@ def test_restore_through_the_tui_then_boot_the_restored_disk(
         _home(screen)
         text = screen.text()
         assert TARGET_SERIAL[:8] in text or "vda" in text
-        if firmware == "bios":
-            shot = vm.screendump(work / "tty1-home.png")
-            _keep_screenshot(shot, "tty1-home.png")
+        name = "tty1-home.png" if firmware == "bios" else "tty1-home-uefi.png"
+        _keep_screenshot(vm.screendump(work / name), name)
         result = _restore_through_tui(screen)
         assert result.startswith("OK: Restore finished"), result
         assert "read back and checked" in result, result
+        if firmware == "bios":
+            _tty1_progress_screenshot(vm, work)
         _power_off_from_menu(vm, screen)
     finally:
         vm.stop()
@@ -165,6 +185,60 @@ def test_unattended_restore_powers_off_and_leaves_a_result(
     with lab.loop_disk(disks["target"], read_only=True) as dev:
         table = json.loads(run(["sfdisk", "--json", dev]).stdout)["partitiontable"]
     assert [p["name"] for p in table["partitions"]] == ["bios", "esp", "root"]
+
+
+def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -> None:
+    """The PXE/iPXE recipe of docs/LIVE.md, minus the PXE ROM: the netboot kernel and initrd
+    with fetch= pointing at filesystem.squashfs served over HTTP on this host's loopback. Also:
+    bootmedia.keymap= on the command line, and the TUI -> shell -> TUI round trip."""
+    netboot = live_iso.parent / "netboot"
+    folder = work / "netboot"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(netboot))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        append = (
+            f"boot=live fetch=http://10.0.2.2:{port}/filesystem.squashfs "
+            "console=tty0 console=ttyS0,115200 quiet bootmedia.keymap=de"
+        )
+        vm = VM(
+            folder,
+            network=True,
+            name="netboot",
+            extra=[
+                *("-kernel", str(netboot / "vmlinuz")),
+                *("-initrd", str(netboot / "initrd.img")),
+                *("-append", append),
+            ],
+        )
+        screen = vm.start()
+        try:
+            screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
+            assert any("filesystem.squashfs" in p for p in _QuietHandler.served)
+            # Leaving the TUI gives a root shell; `exit` there returns to the TUI.
+            screen.press("\x11")  # Ctrl+Q
+            screen.wait_for(r"root shell", 60)
+            # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.
+            screen.type("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
+            screen.wait_for(r"keycode  21 = \+z", 30)
+            screen.type("exit\r")
+            screen.wait_for(r"What do you want to do\?", 120)
+            screen.press("o")
+            screen.wait_for(r"Power off this machine now\?", 60)
+            screen.press("y")
+            assert vm.wait_exit(180) == 0
+        finally:
+            vm.stop()
+            server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    served: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        type(self).served.append(self.path)
 
 
 # ---------------------------------------------------------------- helpers
