@@ -50,3 +50,18 @@ async def test_images_screen_deletes_only_after_the_name_is_typed(
         await wait_for(pilot, lambda: "Deleted golden" in screen_text(app), what="deleted")
     with Repository.open(demo_lab.repo_path) as r:
         assert r.images() == []
+
+
+@async_test
+async def test_images_screen_verifies_the_highlighted_image(demo_lab: Any, make_app: Any) -> None:
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("i")
+        screen = await wait_for_screen(pilot, "ImagesScreen")
+        await wait_for(pilot, lambda: screen.query_one("ImageTable").row_count == 1, what="golden")
+        await pilot.press("v")
+        result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
+        assert result.outcome.ok
+        assert "Intact: image golden" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for_screen(pilot, "ImagesScreen")  # back where the technician was
