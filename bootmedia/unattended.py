@@ -459,10 +459,12 @@ def find_job(
     *,
     cmdline_path: Path = Path("/proc/cmdline"),
     data_dir: Path | None = None,
+    lock_dir: Path = Path("/run/bootmedia"),
 ) -> ResolvedJob | None:
     """The live system's entry point: read the command line and the stick, resolve the job.
 
-    Returns None when there is no job. Raises UnattendedError when there is one that cannot run.
+    Returns None when there is no job. Raises UnattendedError when there is one that cannot run,
+    after recording that on the data partition (status "stopped").
     """
     if data_dir is None and DATA_DIR.is_dir() and os.path.ismount(DATA_DIR):
         data_dir = DATA_DIR
@@ -477,7 +479,18 @@ def find_job(
         from bootmedia.disks.discover import find_disks
 
         disks = find_disks()
-    return resolve_job(spec, disks, data_dir=data_dir)
+    try:
+        return resolve_job(spec, disks, data_dir=data_dir)
+    except AlreadyDone:
+        raise
+    except UnattendedError as exc:
+        # A batch operator walks the room afterwards: the stick says which machine stopped, and
+        # why. Only one console records it (both look for the job).
+        if data_dir is not None and claim_job(lock_dir):
+            now = time.time()
+            with contextlib.suppress(OSError):
+                write_result(data_dir, spec, JobResult("stopped", False, str(exc), now, now))
+        raise
 
 
 # ---------------------------------------------------------------- results

@@ -287,6 +287,21 @@ def test_find_job_reads_cmdline_file(tmp_path: Path) -> None:
         u.find_job([NVME], cmdline_path=cmdline, data_dir=tmp_path)
 
 
+def test_a_job_that_stops_is_recorded_once_on_the_stick(tmp_path: Path) -> None:
+    data, locks = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("bootmedia.job=restore bootmedia.image=golden bootmedia.target=internal")
+    for _ in range(2):  # tty1 and ttyS0 both look
+        with pytest.raises(u.UnattendedError, match="matches 2 disks"):
+            u.find_job([NVME, SATA], cmdline_path=cmdline, data_dir=data, lock_dir=locks)
+    results = sorted((data / "results").glob("2*.json"))
+    assert len(results) == 1
+    doc = json.loads(results[0].read_text())
+    assert doc["status"] == "stopped" and "matches 2 disks" in doc["message"]
+    assert doc["job"]["image"] == "golden" and "target" not in doc
+
+
 def test_claim_job_once_per_boot(tmp_path: Path) -> None:
     assert u.claim_job(tmp_path) is True
     assert u.claim_job(tmp_path) is False
