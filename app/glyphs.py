@@ -13,13 +13,15 @@ import string
 
 # Code page 437's graphic characters that Terminus has, plus printable ASCII.
 BOX = "─│┌┐└┘├┤┬┴┼═║╔╗╚╝╠╣╦╩╬╒╓╕╖╘╙╛╜╞╟╡╢╤╥╧╨╪╫"
-BLOCKS = "█▄▀▌▐░▒▓■"
+# Half blocks are in code page 437 but not in every console font (the e2e screenshot of tty1
+# showed them as diamonds), so only the full block and the shades are used.
+BLOCKS = "█░▒▓"
 SYMBOLS = "←↑→↓·•°±×÷«»¦"
 SAFE = frozenset(string.printable.replace("\t", "").replace("\r", "") + BOX + BLOCKS + SYMBOLS)
 
 BAR_FULL = "█"
 BAR_EMPTY = "░"
-SPARK = " ▄█"  # two levels per row: the sparkline is two rows tall
+SPARK_ROWS = 4  # the sparkline is drawn in whole cells of BAR_FULL, four rows tall
 
 
 def unsafe_glyphs(text: str) -> set[str]:

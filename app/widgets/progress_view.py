@@ -9,7 +9,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
-from app.glyphs import BAR_EMPTY, BAR_FULL, SPARK
+from app.glyphs import BAR_EMPTY, BAR_FULL, SPARK_ROWS
 from bootmedia.progress import Progress, human_bytes, human_duration
 
 
@@ -30,19 +30,22 @@ class Bar(Widget):
 
 
 class Sparkline(Widget):
-    """Throughput history, two rows tall, drawn with half and full blocks (no eighth blocks)."""
+    """Throughput history in whole full-block cells, SPARK_ROWS tall (no eighth or half
+    blocks: console fonts lack them)."""
 
-    DEFAULT_CSS = "Sparkline { height: 2; }"
+    DEFAULT_CSS = f"Sparkline {{ height: {SPARK_ROWS}; }}"
     values: reactive[tuple[float, ...]] = reactive(())
 
     def render(self) -> Text:
         width = self.size.width
         data = list(self.values)[-width:]
         peak = max(data, default=0.0) or 1.0
-        levels = [round(v / peak * 4) for v in data]  # 0..4: two rows of ' ', half, full
-        top = "".join(SPARK[max(0, lv - 2)] for lv in levels)
-        bottom = "".join(SPARK[min(2, lv)] for lv in levels)
-        return Text(top.rjust(width) + "\n" + bottom.rjust(width))
+        levels = [max(1, round(v / peak * SPARK_ROWS)) if v > 0 else 0 for v in data]
+        rows = [
+            "".join(BAR_FULL if level >= row else " " for level in levels).rjust(width)
+            for row in range(SPARK_ROWS, 0, -1)
+        ]
+        return Text("\n".join(rows))
 
 
 class ProgressView(Vertical):
