@@ -31,6 +31,7 @@ from bootmedia.run import run
 log = logging.getLogger("bootmedia.demo")
 
 DISK_SIZE = 160 << 20  # the sample layout needs 114 MiB plus its ext4 root
+BLANK_SIZE = 1 << 30  # room for every partition layout, and for restore --grow (sparse files)
 STICK_SIZE = 256 << 20
 FILL = 0.2  # of each sample filesystem: ~25 MiB of real files
 BLANKS = ("newpc-1", "newpc-2")
@@ -87,7 +88,7 @@ class DemoLab:
     def add_disk(self) -> Disk:
         """Plug in another blank virtual disk (the Disks screen's hotplug demonstration)."""
         n = 1 + sum(1 for _ in self.disk_dir.glob("usb-*.img"))
-        image = lab.make_file(self.disk_dir / f"usb-{n}.img", DISK_SIZE)
+        image = lab.make_file(self.disk_dir / f"usb-{n}.img", BLANK_SIZE)
         self.loops[image.name] = lab.attach(image)
         from bootmedia.disks import find_disk
 
@@ -170,7 +171,7 @@ def create_lab(root: Path | None = None, *, fresh: bool = False, say: object = p
             (disk_dir / "reference.tmp").rename(reference)
         for name in BLANKS:
             if not (disk_dir / f"{name}.img").exists():
-                lab.make_file(disk_dir / f"{name}.img", DISK_SIZE)
+                lab.make_file(disk_dir / f"{name}.img", BLANK_SIZE)
         stick = disk_dir / "stick.img"
         if not stick.exists():
             lab.make_file(disk_dir / "stick.tmp", STICK_SIZE)

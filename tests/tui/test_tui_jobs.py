@@ -162,7 +162,7 @@ async def test_partition_lays_out_a_blank_disk(demo_lab: Any, make_app: Any) -> 
         layouts = await wait_for_screen(pilot, "ChoicePickScreen")
         menu = layouts.query_one("OptionList")
         await wait_for(pilot, lambda: menu.option_count > 0, what="layouts")
-        menu.highlighted = menu.get_option_index("bios")  # uefi needs more than a lab disk
+        menu.highlighted = menu.get_option_index("uefi")
         await pilot.press("enter")
         summary = await wait_for_screen(pilot, "SummaryScreen")
         await wait_for(pilot, lambda: summary.job is not None, what="partition plan")
@@ -176,5 +176,5 @@ async def test_partition_lays_out_a_blank_disk(demo_lab: Any, make_app: Any) -> 
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
         assert result.outcome.ok, result.outcome
     disk = find_disk(target)
-    assert disk.partition_table == "dos"
-    assert [p.fstype for p in disk.partitions] == ["ext4"]
+    assert disk.partition_table == "gpt"
+    assert [p.fstype for p in disk.partitions] == ["vfat", "ext4"]
