@@ -18,6 +18,7 @@ from bootmedia.disks.safety import (
     confirm_hint,
     confirm_matches,
     live_system_disks,
+    snapshot_refusal,
     write_refusal,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "find_disk",
     "find_disks",
     "live_system_disks",
+    "snapshot_refusal",
     "load_machine",
     "write_refusal",
 ]
