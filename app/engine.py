@@ -48,7 +48,13 @@ class DiskRow:
         d = self.disk
         if d.transport == "loop" and d.backing_file:
             return f"loop: {Path(d.backing_file).name}"
+        if d.transport == "file":
+            return "image file"
         return d.title
+
+    @property
+    def bus(self) -> str:
+        return "image file" if self.disk.transport == "file" else (self.disk.transport or "?")
 
     @property
     def confirm_code(self) -> str:
@@ -61,6 +67,8 @@ class DiskRow:
                 f"Type the [b]last 4 characters of the serial[/b] {self.disk.serial} "
                 "and press Enter:"
             )
+        if self.disk.transport == "file":
+            return f"An image file. Type its name [b]{self.disk.name}[/b] and press Enter:"
         return f"This disk has no serial. Type its name [b]{self.disk.name}[/b] and press Enter:"
 
     def partitions_text(self) -> str:

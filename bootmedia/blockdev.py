@@ -109,7 +109,10 @@ def partition_path(disk: str, number: int) -> str:
 
 def rescan(dev: str) -> None:
     """Make the kernel's partition nodes match the table. There is no udev on a bare host, so
-    partx does it; `udevadm settle` then waits for udev where one runs so the nodes exist."""
+    partx does it; `udevadm settle` then waits for udev where one runs so the nodes exist.
+    An image file has no kernel partitions to update: nothing to do."""
+    if not is_block(dev):
+        return
     run(["partx", "-u", dev], check=False)
     run(["udevadm", "settle", "--timeout=10"], check=False)
     # devtmpfs creates the nodes asynchronously; give it a moment.

@@ -20,6 +20,7 @@ from pathlib import Path
 import zstandard
 
 from bootmedia import __version__, blockdev
+from bootmedia.disks.files import extract, is_image_file, probe_at
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, min_size, probe, used_ranges
 from bootmedia.identity import source_identity
@@ -139,8 +140,9 @@ def plan_capture(
         raise UsageError("--level must be between 1 and 19")
     if not os.path.exists(source):
         raise UsageError(f"{source}: no such disk")
-    if not blockdev.is_block(source):
-        raise UsageError(f"{source}: not a block device (attach an image file with losetup -P)")
+    is_file = is_image_file(source)
+    if not blockdev.is_block(source) and not is_file:
+        raise UsageError(f"{source}: neither a disk nor an image file")
     repo = Path(repo)
     if (repo / "images" / name).exists():
         raise UsageError(f"an image named {name!r} already exists in {repo}")
@@ -150,7 +152,9 @@ def plan_capture(
     nodes = [source] + (
         [blockdev.partition_path(source, p.number) for p in table.partitions] if table else []
     )
-    rw = [m for m in mounts_of(nodes) if not m.read_only]
+    # An image file has no partition nodes to be mounted (nothing mounts a file without a loop
+    # device, and a loop device would be the source instead).
+    rw = [m for m in mounts_of(nodes) if not m.read_only] if not is_file else []
     if rw:
         m = rw[0]
         raise UsageError(
@@ -175,7 +179,9 @@ def plan_capture(
                     areas.append(AreaPlan(area, node))
                 else:
                     swap = p.type in SWAP_TYPES
-                    areas.append(ex.submit(_plan_area, area, node, Path(work), swap))
+                    plan_one = _plan_file_area if is_file else _plan_area
+                    node = source if is_file else node
+                    areas.append(ex.submit(plan_one, area, node, Path(work), swap))
             if table.label == "gpt":
                 backup = (table.last_lba + 1) * ss
                 areas.append(AreaPlan(Area("gpt-backup", backup, disk.size - backup, RAW), source))
@@ -212,6 +218,26 @@ def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> Ar
         )
     log.info("%s: %s, captured raw", node, fs.type or "no filesystem recognised")
     return AreaPlan(area, node)
+
+
+def _plan_file_area(area: Area, source: str, work: Path, swap_type: bool = False) -> AreaPlan:
+    """A partition inside an image file: blkid probes it in place; a filesystem whose used
+    blocks we map is copied (sparse) into the work directory, because partclone, ntfscat and
+    the FAT reader take a path, not an offset. The copy is only looked at for the map: the
+    capture itself reads the image file at the partition's offset, like a disk."""
+    found = probe_at(source, area.offset, area.size)
+    fstype = found.get("TYPE", "")
+    if fstype and fstype != "swap" and can_map(fstype):
+        part = extract(source, area.offset, area.size, work / f"{area.name}.part")
+        try:
+            return replace(_plan_area(area, str(part), work, swap_type), device=source)
+        finally:
+            part.unlink()
+    area = replace(area, fstype=fstype, uuid=found.get("UUID", ""), label=found.get("LABEL", ""))
+    if fstype == "swap" or (swap_type and not fstype):
+        return AreaPlan(replace(area, mode=SWAP), source)
+    log.info("%s at %d: %s, captured raw", source, area.offset, fstype or "nothing recognised")
+    return AreaPlan(area, source)
 
 
 EDGE = 64 << 10

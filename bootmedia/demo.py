@@ -9,8 +9,10 @@
     stick/images/         (mounted) the repository, with image "golden" captured from reference
 
 As root the files are attached as loop devices, so every job runs exactly as on real disks, and
-the stick is mounted, so the safety rules refuse it like the real stick. In demo mode the UI
-shows only these disks, never the machine's.
+the stick is mounted, so the safety rules refuse it like the real stick. Without root the files
+themselves are the disks (bootmedia.disks.files): no stick, the repository is the plain folder
+repository/, and every job works on byte ranges of the files. In demo mode the UI shows only
+these disks, never the machine's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootmedia import lab
+from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import Disk
 from bootmedia.errors import BootmediaError
 from bootmedia.run import run
@@ -61,14 +64,18 @@ class DemoLab:
 
     @property
     def repo_path(self) -> Path:
-        return self.stick_dir / "images"
+        return self.stick_dir / "images" if self.use_loops else self.root / "repository"
 
     def disks(self) -> list[Disk]:
-        """The lab's disks as the engine sees them (loop devices)."""
+        """The lab's disks as the engine sees them (loop devices, or the image files)."""
         from bootmedia.disks import find_disk
 
         found = []
         for image in sorted(self.disk_dir.glob("*.img")):
+            if not self.use_loops:
+                if image.name != "stick.img":  # a stick only stands in for one with loops
+                    found.append(file_disk(image))
+                continue
             dev = self.loops.get(image.name)
             if dev is None:
                 continue
@@ -81,7 +88,7 @@ class DemoLab:
     def refusal(self, disk: Disk) -> str | None:
         """The lab's stick stands in for the boot stick. The engine's rules refuse it already
         (mounted, holds the repository); this says so even between unmount and remount."""
-        if disk.backing_file.endswith("/stick.img"):
+        if self.use_loops and disk.backing_file.endswith("/stick.img"):
             return f"{disk.ident}: is the bootmedia stick (holds the image repository)"
         return None
 
@@ -89,6 +96,8 @@ class DemoLab:
         """Plug in another blank virtual disk (the Disks screen's hotplug demonstration)."""
         n = 1 + sum(1 for _ in self.disk_dir.glob("usb-*.img"))
         image = lab.make_file(self.disk_dir / f"usb-{n}.img", BLANK_SIZE)
+        if not self.use_loops:
+            return file_disk(image)
         self.loops[image.name] = lab.attach(image)
         from bootmedia.disks import find_disk
 
@@ -142,17 +151,27 @@ class LabMonitor:
         pass
 
 
-def create_lab(root: Path | None = None, *, fresh: bool = False, say: object = print) -> DemoLab:
+def create_lab(
+    root: Path | None = None,
+    *,
+    fresh: bool = False,
+    say: object = print,
+    files: bool | None = None,
+) -> DemoLab:
     """Build the lab (or reuse the one at root), attach it, and make sure the sample image is in
-    the repository. Takes seconds: the disks are small and sparse."""
-    can_loop, why = lab.can_use_loop()
-    if not can_loop:
-        # The engine reads and writes partitions through the kernel (partclone, mkfs, mount),
-        # so plain files are not enough for a lab where every job really runs.
-        raise BootmediaError(f"the demo lab needs loop devices ({why}); run it as root (sudo)")
+    the repository. Takes seconds: the disks are small and sparse. Loop devices where they can
+    be attached (root), else plain image files; files=True/False forces one or the other."""
+    use_loops = lab.can_use_loop()[0] if files is None else not files
     root = root or default_root()
     root.mkdir(parents=True, exist_ok=True)
-    the_lab = DemoLab(root, use_loops=True, lock_fd=_lock(root))
+    the_lab = DemoLab(root, use_loops=use_loops, lock_fd=_lock(root))
+    if not use_loops:
+        try:
+            _build_file_lab(the_lab, fresh, say)
+        except BaseException:
+            the_lab.close()
+            raise
+        return the_lab
     disk_dir = the_lab.disk_dir
     try:
         _detach_stale(disk_dir)  # safe: we hold the lab's lock, so no other bootmedia uses them
@@ -189,7 +208,29 @@ def create_lab(root: Path | None = None, *, fresh: bool = False, say: object = p
     return the_lab
 
 
-def _ensure_sample_image(the_lab: DemoLab, say: object) -> None:
+def _build_file_lab(the_lab: DemoLab, fresh: bool, say: object) -> None:
+    """The lab without root: the same disks as plain files, built without attaching or mounting
+    anything, and the repository in a folder of the lab."""
+    disk_dir = the_lab.disk_dir
+    if fresh:
+        shutil.rmtree(disk_dir, ignore_errors=True)
+        shutil.rmtree(the_lab.repo_path, ignore_errors=True)
+    disk_dir.mkdir(parents=True, exist_ok=True)
+    for extra in disk_dir.glob("usb-*.img"):
+        extra.unlink()
+    reference = disk_dir / "reference.img"
+    if not reference.exists():
+        _say(say, "demo lab (image files): building a sample PC disk (ESP, ext4, NTFS, swap)...")
+        lab.make_file(disk_dir / "reference.tmp", DISK_SIZE)
+        lab.populate_sample_file(disk_dir / "reference.tmp", fill=FILL)
+        (disk_dir / "reference.tmp").rename(reference)
+    for name in BLANKS:
+        if not (disk_dir / f"{name}.img").exists():
+            lab.make_file(disk_dir / f"{name}.img", BLANK_SIZE)
+    _ensure_sample_image(the_lab, say, str(reference))
+
+
+def _ensure_sample_image(the_lab: DemoLab, say: object, source: str | None = None) -> None:
     from bootmedia.capture import capture_image, plan_capture
     from bootmedia.repo.store import Repository
 
@@ -202,7 +243,7 @@ def _ensure_sample_image(the_lab: DemoLab, say: object) -> None:
         return
     _say(say, "demo lab: capturing the sample image 'golden' from the reference disk...")
     plan = plan_capture(
-        the_lab.loops["reference.img"],
+        source or the_lab.loops["reference.img"],
         the_lab.repo_path,
         SAMPLE_IMAGE,
         description="Sample PC: EFI system partition, Linux ext4, Windows NTFS, swap",

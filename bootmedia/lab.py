@@ -190,6 +190,84 @@ def populate_sample_disk(
                     f.write(rng.randbytes(size // 2))
 
 
+def populate_sample_file(
+    image: str | Path,
+    label: str = "gpt",
+    layout: tuple[SamplePart, ...] = DEFAULT_LAYOUT,
+    seed: int = 1,
+    fill: float = 0.5,
+) -> None:
+    """populate_sample_disk for a plain image file, without root: nothing is attached or
+    mounted. Each filesystem is made in a scratch file (mkfs -d, mcopy, ntfscp) and copied into
+    the image at its partition's offset. NTFS gets its files in its root (ntfscp makes no
+    directories)."""
+    from bootmedia.disks.files import write_at
+    from bootmedia.table import read_table
+
+    rng = random.Random(seed)
+    image = str(image)
+    disk_mib = Path(image).stat().st_size // MiB
+    rest = disk_mib - 2 - sum(p.size_mib for p in layout)  # 1 MiB head, GPT backup
+    lines = [f"label: {label}", ""]
+    for p in layout:
+        lines.append(f"size={p.size_mib or rest}MiB, type={_TYPES[label][p.fstype]}")
+    run(["sfdisk", "-q", "--wipe", "always", image], input="\n".join(lines).encode())
+    table = read_table(image)
+    assert table is not None
+    ss = table.sector_size
+    starts = {p.number: (p.start * ss, p.size * ss) for p in table.partitions}
+    for p in layout:
+        offset, size = starts[p.number]
+        budget = int(size * fill)
+        with tempfile.TemporaryDirectory(prefix="bootmedia-lab-") as tmp:
+            src, img = Path(tmp) / "src", make_file(Path(tmp) / "part.img", size)
+            if p.fstype in ("ext4", "vfat", "ntfs"):
+                _sample_files(src, rng, budget, f"{p.fstype}-dir")
+            if p.fstype == "ext4":
+                mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "sample-root"]
+                run([*mkfs, "-d", str(src), str(img)])
+            elif p.fstype == "vfat":
+                run(["mkfs.vfat", "-F", "32", "-S", str(ss), "-n", "SAMPLE-ESP", str(img)])
+                run(["mcopy", "-s", "-i", str(img), *(str(x) for x in src.iterdir()), "::/"])
+            elif p.fstype == "ntfs":
+                geometry = ["-s", str(ss), "-p", str(offset // ss), "-H", "255", "-S", "63"]
+                run(["mkntfs", "-Q", "-F", "-q", "-L", "sample-data", *geometry, str(img)])
+                for f in sorted(src.rglob("*")):
+                    if f.is_file():
+                        run(["ntfscp", "-q", str(img), str(f), f"{f.parent.name}-{f.name}"])
+            elif p.fstype == "swap":
+                run(["mkswap", "-L", "sample-swap", str(img)])
+            elif p.fstype == "raw":
+                with open(img, "r+b") as raw:
+                    raw.write(rng.randbytes(size // 2))
+            write_at(img, image, offset, size)
+
+
+def file_checksums_at(image: str | Path, offset: int, size: int, fstype: str) -> dict[str, str]:
+    """file_checksums for a partition inside an image file, read without mounting anything:
+    mtools for FAT, debugfs rdump for ext2/3/4, ntfsls + ntfscat for NTFS."""
+    from bootmedia.disks.files import extract
+
+    sums: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bootmedia-sum-") as tmp:
+        part = str(extract(image, offset, size, Path(tmp) / "part.img"))
+        out = Path(tmp) / "out"
+        out.mkdir()
+        if fstype == "vfat":
+            run(["mcopy", "-s", "-n", "-i", part, "::/*", str(out)])
+        elif fstype in ("ext2", "ext3", "ext4"):
+            run(["debugfs", "-R", f"rdump / {out}", part])
+        elif fstype == "ntfs":
+            names = run_text(["ntfsls", "-f", part]).splitlines()
+            for name in names:
+                if name and not name.startswith("$") and name not in (".", ".."):
+                    (out / name).write_bytes(run(["ntfscat", "-f", part, name]).stdout)
+        else:
+            raise ValueError(f"no file checksums for {fstype}")
+        _hash_tree(out, sums)
+    return sums
+
+
 def file_checksums(node: str, fstype: str) -> dict[str, str]:
     """sha256 of every file on a filesystem, read through the filesystem itself."""
     sums: dict[str, str] = {}

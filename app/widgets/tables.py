@@ -62,7 +62,7 @@ class DiskTable(DataTable[Text]):
                 r.title[:18],
                 serial if len(serial) <= 12 else ".." + serial[-10:],
                 human_size(r.disk.size),
-                r.disk.transport or "?",
+                r.bus,
                 info,
             )
             self.add_row(*(Text(c, style=style, no_wrap=True) for c in cells), key=r.key)

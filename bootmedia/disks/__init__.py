@@ -37,7 +37,7 @@ __all__ = [
     "find_disk",
     "find_disks",
     "live_system_disks",
-    "snapshot_refusal",
     "load_machine",
+    "snapshot_refusal",
     "write_refusal",
 ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bootmedia.disks import check_writable
+from bootmedia.disks.files import TRANSPORT, extract, probe_at, write_at
 from bootmedia.errors import BootmediaError
-from bootmedia.partition.plan import PartitionPlan
+from bootmedia.partition.plan import PartitionPlan, PlannedPartition
 from bootmedia.progress import Reporter
 from bootmedia.run import require_tools, run
 
@@ -99,6 +101,52 @@ def _blkid(path: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def _probe(plan: PartitionPlan, p: PlannedPartition, result: PartitionResult) -> dict[str, str]:
+    """blkid of a new partition: its node, or its byte range when the disk is an image file."""
+    if plan.disk.transport != TRANSPORT:
+        result.commands.append(shlex.join(["blkid", "-p", "-o", "export", p.path]))
+        return _blkid(p.path)
+    offset, size = p.start * plan.sector_size, p.sectors * plan.sector_size
+    result.commands.append(
+        shlex.join(["blkid", "-p", "-o", "export", "-O", str(offset), "--size", str(size)])
+        + f" {shlex.quote(plan.disk.path)}"
+    )
+    return probe_at(plan.disk.path, offset, size)
+
+
+def _fsck_vfat(plan: PartitionPlan, p: PlannedPartition, result: PartitionResult) -> bool:
+    if plan.disk.transport != TRANSPORT:
+        return bool(_run(result, ["fsck.vfat", "-n", p.path], check=False).returncode == 0)
+    with tempfile.TemporaryDirectory(prefix="bootmedia-part-") as tmp:
+        part = extract(
+            plan.disk.path,
+            p.start * plan.sector_size,
+            p.sectors * plan.sector_size,
+            Path(tmp) / "part.img",
+        )
+        return bool(_run(result, ["fsck.vfat", "-n", str(part)], check=False).returncode == 0)
+
+
+def _mkfs_in_file(
+    plan: PartitionPlan, p: PlannedPartition, argv: list[str], result: PartitionResult
+) -> None:
+    """An image file has no partition node for mkfs: make the filesystem in a sparse scratch
+    file of the partition's size, then copy it into the image at the partition's offset."""
+    offset, size = p.start * plan.sector_size, p.sectors * plan.sector_size
+    # Beside the image: the same filesystem, so the scratch file fits where the image does.
+    with tempfile.TemporaryDirectory(
+        prefix=".bootmedia-mkfs-", dir=Path(plan.disk.path).parent
+    ) as tmp:
+        scratch = Path(tmp) / f"p{p.number}.img"
+        with open(scratch, "wb") as f:
+            f.truncate(size)
+        _run(result, [*argv[:-1], str(scratch)])
+        result.commands.append(
+            f"(bootmedia) copy {scratch.name} into {plan.disk.path} at byte {offset}"
+        )
+        write_at(scratch, plan.disk.path, offset, size)
+
+
 def check_result(plan: PartitionPlan, result: PartitionResult) -> None:
     """Compare `sfdisk -J` and blkid with the plan; raise BootmediaError on any difference."""
     table = json.loads(_run(result, ["sfdisk", "-J", plan.disk.path]).stdout)["partitiontable"]
@@ -121,8 +169,7 @@ def check_result(plan: PartitionPlan, result: PartitionResult) -> None:
             )
         if str(got["type"]).lower() != p.type.lower():
             problems.append(f"partition {p.number} has type {got['type']}, planned {p.type}")
-        probe = _blkid(p.path)
-        result.commands.append(shlex.join(["blkid", "-p", "-o", "export", p.path]))
+        probe = _probe(plan, p, result)
         want = BLKID_TYPE.get(p.fs, "")
         if probe.get("TYPE", "") != want:
             problems.append(
@@ -140,11 +187,9 @@ def check_result(plan: PartitionPlan, result: PartitionResult) -> None:
                 probe.get("LABEL", ""),
             )
         )
-        if p.fs == "vfat":
-            # A second opinion on FAT, read by dosfstools itself (no kernel vfat module needed).
-            fsck = _run(result, ["fsck.vfat", "-n", p.path], check=False)
-            if fsck.returncode != 0:
-                problems.append(f"{p.path}: fsck.vfat -n found errors")
+        # A second opinion on FAT, read by dosfstools itself (no kernel vfat module needed).
+        if p.fs == "vfat" and not _fsck_vfat(plan, p, result):
+            problems.append(f"{p.path}: fsck.vfat -n found errors")
     if problems:
         raise BootmediaError(
             f"{plan.disk.path}: partitioning did not land as planned: " + "; ".join(problems)
@@ -164,9 +209,10 @@ def apply_partition(
     when the disk may not be written, BootmediaError/ToolError when a step fails."""
     check_writable(plan.disk, repo_path=repo_path, mountinfo=mountinfo)
     mkfs = plan.mkfs_commands()
+    in_file = plan.disk.transport == TRANSPORT
     require_tools(
         "sfdisk",
-        "partx",
+        *([] if in_file else ["partx"]),
         "blkid",
         *{argv[0] for argv in mkfs},
         *(["fsck.vfat"] if any(p.fs == "vfat" for p in plan.partitions) else []),
@@ -174,11 +220,16 @@ def apply_partition(
     result = PartitionResult(plan)
     with reporter.step("Writing the partition table"):
         _run(result, plan.sfdisk_command(), input=plan.sfdisk_script().encode())
-        reread_partitions(plan.disk.path, [p.number for p in plan.partitions], result)
+        if not in_file:
+            reread_partitions(plan.disk.path, [p.number for p in plan.partitions], result)
+    by_path = {p.path: p for p in plan.partitions}
     for argv in mkfs:
         reporter.check_cancel()
         with reporter.step(f"Making {argv[0].split('.')[-1]} on {argv[-1]}"):
-            _run(result, argv)
+            if in_file:
+                _mkfs_in_file(plan, by_path[argv[-1]], argv, result)
+            else:
+                _run(result, argv)
     with reporter.step("Checking the result (sfdisk -J, blkid)"):
         check_result(plan, result)
     return result

@@ -105,6 +105,10 @@ class PartitionPlan:
             "EOF",
         ]
         lines += [f"$ {shlex.join(argv)}" for argv in self.mkfs_commands()]
+        if self.disk.transport == "file":
+            lines.append(
+                "(an image file: each mkfs runs on a scratch file copied in at its offset)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

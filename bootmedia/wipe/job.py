@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from bootmedia.disks import check_writable
+from bootmedia.disks.files import TRANSPORT
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter
 from bootmedia.run import require_tools, run
 from bootmedia.wipe import ata, nvme, report, verify
 from bootmedia.wipe.overwrite import write_range
-from bootmedia.wipe.plan import HARDWARE, WipePlan
+from bootmedia.wipe.plan import HARDWARE, WipePlan, file_edges
 
 log = logging.getLogger("bootmedia.wipe")
 MiB = 1 << 20
@@ -53,7 +54,9 @@ class _Job:
 
     def reread(self) -> None:
         # The kernel still has the old partitions; make it re-read the (now empty) table, or the
-        # partition nodes of the erased disk linger until the next boot.
+        # partition nodes of the erased disk linger until the next boot. A file has none.
+        if self.disk.transport == TRANSPORT:
+            return
         argv = ["blockdev", "--rereadpt", self.disk.path]
         self.report.commands.append(shlex.join(argv))
         if run(argv, check=False).returncode != 0:
@@ -65,6 +68,8 @@ class _Job:
         if plan.method == "quick":
             for argv in plan.commands:
                 self.tool(argv)
+            for start, length in file_edges(self.disk):
+                self.write(start, length)
             edge = min(MiB, size)
             self.write(0, edge)
             if size > edge:
@@ -142,7 +147,7 @@ def wipe_disk(
     """
     check_writable(plan.disk, repo_path=repo_path, mountinfo=mountinfo)
     tools = {"quick": ["wipefs", "blkid"], "discard": ["blkdiscard"]}.get(plan.method, [])
-    require_tools("blockdev", *tools)
+    require_tools(*(["blockdev"] if plan.disk.transport != TRANSPORT else []), *tools)
     job = _Job(plan, reporter, runner)
     size = plan.disk.size
     # quick leaves the data in place by design: only its edges are expected to read as zeros.

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bootmedia.disks import Disk
+from bootmedia.disks.files import TRANSPORT
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.progress import human_size
 from bootmedia.run import run, which
@@ -24,6 +25,7 @@ METHODS = {
     "ata-secure-erase": "ATA SECURITY ERASE UNIT through hdparm",
 }
 HARDWARE = ("nvme-format", "nvme-sanitize", "ata-secure-erase")
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ def available_methods(
 
     if which("wipefs") is None and runner is run:
         off("quick", "wipefs is not installed")
+    if disk.transport == TRANSPORT:
+        # Only writing bytes means anything for a file: the rest are commands to a device.
+        for name in ("discard", *HARDWARE):
+            off(name, "an image file, not a device")
+        return list(infos.values())
     discard_max = _sysfs(disk, "queue/discard_max_bytes")
     if not discard_max or discard_max == "0":
         off("discard", "the device does not support discard (TRIM/UNMAP)")
@@ -158,7 +165,23 @@ def available_methods(
 
 
 def _partition_nodes(disk: Disk) -> list[str]:
-    return [p.path for p in disk.partitions]
+    # An image file's partitions have no nodes: quick clears their edges instead (file_edges).
+    return [] if disk.transport == TRANSPORT else [p.path for p in disk.partitions]
+
+
+def file_edges(disk: Disk) -> list[tuple[int, int]]:
+    """The first and last MiB of every partition of an image file: where the signatures that
+    wipefs would remove through a partition node live (superblocks, boot sectors, NTFS's backup
+    boot sector, the swap header)."""
+    if disk.transport != TRANSPORT:
+        return []
+    edges = []
+    for p in disk.partitions:
+        edge = min(MIB, p.size)
+        edges.append((p.start, edge))
+        if p.size > edge:
+            edges.append((p.start + p.size - edge, edge))
+    return edges
 
 
 def plan_wipe(
@@ -197,6 +220,8 @@ def plan_wipe(
         for node in [*_partition_nodes(disk), disk.path]:
             commands.append(["wipefs", "--all", "--force", node])
         actions = [shlex.join(c) for c in commands]
+        if file_edges(disk):
+            actions.append("zero the first and the last MiB of every partition (signatures)")
         actions.append("zero the first and the last MiB (partition tables and the GPT backup)")
         notes.append("quick removes signatures and tables only: the data itself stays readable")
     elif method == "zero":
@@ -230,7 +255,8 @@ def plan_wipe(
         actions = [shlex.join(c) for c in commands]
         timeout = ata.timeout_for(sec)
         notes.append(f"the temporary password {ata.PASSWORD!r} is cleared by a successful erase")
-    actions.append("re-read the partition table so the kernel forgets the old partitions")
+    if disk.transport != TRANSPORT:
+        actions.append("re-read the partition table so the kernel forgets the old partitions")
     if method in HARDWARE:
         actions.insert(0, "read a sample of blocks before the erase, to compare with afterwards")
     if method == "quick":
