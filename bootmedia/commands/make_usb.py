@@ -60,5 +60,8 @@ def main(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     print("\n".join(result.lines))
-    print("Done: the stick boots by BIOS and UEFI.")
+    print(
+        "Done. Boot a machine from the stick (BIOS or UEFI); the data partition mounts at "
+        "/run/bootmedia/data."
+    )
     return 0

@@ -129,6 +129,7 @@ class Screen:
 class Drive:
     path: Path
     serial: str
+    usb: bool = False  # a USB stick (usb-storage on xHCI) instead of an internal virtio disk
 
 
 @dataclass
@@ -169,10 +170,13 @@ class VM:
             argv += ["-drive", f"file={self.cdrom},if=none,id=cd0,media=cdrom,readonly=on"]
             argv += ["-device", f"ide-cd,drive=cd0,bus=ide.0,bootindex={boot}"]
             boot += 1
+        if any(d.usb for d in self.drives):
+            argv += ["-device", "qemu-xhci,id=xhci"]
         for i, drive in enumerate(self.drives):
             # cache=unsafe: nothing survives a host crash anyway, and guest flushes cost seconds.
             argv += ["-drive", f"file={drive.path},if=none,id=d{i},format=raw,cache=unsafe"]
-            argv += ["-device", f"virtio-blk-pci,drive=d{i},serial={drive.serial},bootindex={boot}"]
+            device = "usb-storage,bus=xhci.0,removable=on" if drive.usb else "virtio-blk-pci"
+            argv += ["-device", f"{device},drive=d{i},serial={drive.serial},bootindex={boot}"]
             boot += 1
         return [*argv, *self.extra]
 
@@ -214,6 +218,19 @@ class VM:
         png.parent.mkdir(parents=True, exist_ok=True)
         ppm_to_png(ppm, png)
         ppm.unlink()
+        return png
+
+    def steady_screendump(self, png: Path, *, wait: float = 8, timeout: float = 40) -> Path:
+        """A screendump once tty1 has stopped changing (its TUI loads on its own schedule)."""
+        time.sleep(wait)
+        deadline = time.monotonic() + timeout
+        previous = self.screendump(png).read_bytes()
+        while time.monotonic() < deadline:
+            time.sleep(3)
+            current = self.screendump(png).read_bytes()
+            if current == previous:
+                break
+            previous = current
         return png
 
     def send_key(self, keys: str) -> None:

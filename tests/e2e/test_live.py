@@ -111,18 +111,27 @@ def _boot_restored(work: Path, target: Path, firmware: str) -> str:
         vm.stop()
 
 
-@pytest.mark.parametrize("firmware", ["bios", pytest.param("uefi", marks=needs_ovmf)])
+@pytest.mark.parametrize(
+    ("firmware", "medium"),
+    [("bios", "cd"), pytest.param("uefi", "usb", marks=needs_ovmf)],
+    ids=["bios-cd", "uefi-usb"],
+)
 def test_restore_through_the_tui_then_boot_the_restored_disk(
-    firmware: str, live_iso: Path, disks: dict[str, Path]
+    firmware: str, medium: str, live_iso: Path, disks: dict[str, Path]
 ) -> None:
+    """BIOS boots the ISO as a CD with the data partition on a second disk; UEFI boots a USB
+    stick made by `bootmedia make-usb`, with the repository on the stick's own data partition."""
     work = disks["dir"]
-    vm = VM(
-        work,
-        firmware=firmware,
-        cdrom=live_iso,
-        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(disks["data"], DATA_SERIAL)],
-        name=f"live-{firmware}",
-    )
+    target = Drive(disks["target"], TARGET_SERIAL)
+    if medium == "cd":
+        vm = VM(work, firmware=firmware, cdrom=live_iso, name=f"live-{firmware}")
+        vm.drives = [target, Drive(disks["data"], DATA_SERIAL)]
+        data_disk, data_part = disks["data"], 1
+    else:
+        stick = _make_stick(work, live_iso, disks["data"])
+        vm = VM(work, firmware=firmware, name=f"live-{firmware}")
+        vm.drives = [Drive(stick, "E2E-STICK-0001", usb=True), target]
+        data_disk, data_part = stick, 5
     screen = vm.start()
     try:
         if firmware == "bios":
@@ -132,7 +141,7 @@ def test_restore_through_the_tui_then_boot_the_restored_disk(
         text = screen.text()
         assert TARGET_SERIAL[:8] in text or "vda" in text
         name = "tty1-home.png" if firmware == "bios" else "tty1-home-uefi.png"
-        _keep_screenshot(vm.screendump(work / name), name)
+        _keep_screenshot(vm.steady_screendump(work / name), name)
         result = _restore_through_tui(screen)
         assert result.startswith("OK: Restore finished"), result
         assert "read back and checked" in result, result
@@ -142,10 +151,36 @@ def test_restore_through_the_tui_then_boot_the_restored_disk(
     finally:
         vm.stop()
     # The data partition kept the session's log.
-    with lab.loop_disk(disks["data"]) as dev:
-        logs = _read_from_ext4(f"{dev}p1", "logs/bootmedia.log", work)
+    with lab.loop_disk(data_disk) as dev:
+        logs = _read_from_ext4(f"{dev}p{data_part}", "logs/bootmedia.log", work)
     assert "apply" in logs or "restore" in logs.lower()
     assert "golden login:" in _boot_restored(work, disks["target"], firmware)
+
+
+def _make_stick(work: Path, iso: Path, data_template: Path) -> Path:
+    """A 1 GiB stick made by make-usb (ext4 data partition, so this host can fill it), holding
+    the repository of the data disk."""
+    from bootmedia import usb
+    from bootmedia.disks import find_disk
+    from bootmedia.progress import Reporter
+
+    stick = lab.make_file(work / "stick.img", 1024 << 20)
+    mnt, src = work / "mnt-stick", work / "mnt-src"
+    mnt.mkdir(exist_ok=True)
+    src.mkdir(exist_ok=True)
+    with lab.loop_disk(stick) as dev, lab.loop_disk(data_template, read_only=True) as data:
+        plan = usb.plan_usb(usb.inspect_iso(iso), find_disk(dev), "ext4")
+        result = usb.make_usb(plan, Reporter())
+        run(["mount", result.data_partition, str(mnt)])
+        try:
+            run(["mount", "-o", "ro", f"{data}p1", str(src)])
+            try:
+                run(["cp", "-a", str(src / "images"), str(mnt)])
+            finally:
+                run(["umount", str(src)])
+        finally:
+            run(["umount", str(mnt)])
+    return stick
 
 
 def test_unattended_restore_powers_off_and_leaves_a_result(
@@ -220,10 +255,11 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
             # Leaving the TUI gives a root shell; `exit` there returns to the TUI.
             screen.press("\x11")  # Ctrl+Q
             screen.wait_for(r"root shell", 60)
+            screen.wait_for(r"root@bootmedia:~# ", 60)
             # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.
-            screen.type("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
-            screen.wait_for(r"keycode  21 = \+z", 30)
-            screen.type("exit\r")
+            screen.press("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
+            screen.wait_for(r"keycode  21 = \+z", 60)
+            screen.press("exit\r")
             screen.wait_for(r"What do you want to do\?", 120)
             screen.press("o")
             screen.wait_for(r"Power off this machine now\?", 60)
