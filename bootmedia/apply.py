@@ -206,7 +206,10 @@ def plan_apply(
             notes.append("nothing to grow")
         elif area.mode == SWAP or (area.mode == USED and fs.grow_tool(area.fstype)):
             if disk is None:
-                raise UsageError("growing a filesystem needs a real block device as target")
+                raise UsageError(
+                    f"growing a filesystem needs a real block device as target; {target} is "
+                    "an image file: restore it without grow"
+                )
             grow_n = last.number
         else:
             notes.append(

@@ -14,13 +14,20 @@ from bootmedia import demo, lab
 from bootmedia.errors import BootmediaError
 
 
-def test_without_loop_devices_the_demo_says_why(
+def test_without_loop_devices_the_lab_is_image_files(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(lab, "can_use_loop", lambda: (False, "needs root to attach loop devices"))
-    with pytest.raises(BootmediaError, match="needs root"):
-        demo.create_lab(tmp_path / "lab", say=None)
-    assert not (tmp_path / "lab").exists()  # nothing half-built left behind
+    said: list[str] = []
+    the_lab = demo.create_lab(tmp_path / "lab", say=said.append)
+    try:
+        assert not the_lab.use_loops and not the_lab.loops
+        assert [d.transport for d in the_lab.disks()] == ["file", "file", "file"]
+        assert the_lab.repo_path == tmp_path / "lab" / "repository"
+        assert any("image files" in s for s in said)
+    finally:
+        the_lab.close()
+    assert not (tmp_path / "lab" / "stick").exists()  # nothing to mount without root
 
 
 @needs_loop
