@@ -25,7 +25,8 @@ import zstandard
 
 from bootmedia import blockdev, fs
 from bootmedia.disks import Disk, check_writable, find_disk, live_system_disks
-from bootmedia.disks.model import INCOMPLETE_MARKER
+from bootmedia.disks.files import file_disk
+from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
 from bootmedia.mounts import disk_of_path, mounts_of, swaps
 from bootmedia.pipeline import OrderedPool
@@ -65,6 +66,7 @@ class ApplyPlan:
     partition: int | None = None  # partition mode: restore only this area ...
     to: str | None = None  # ... onto this existing partition
     notes: tuple[str, ...] = ()
+    file_partitions: tuple[Partition, ...] = ()  # what an image-file target holds now
 
     @property
     def areas(self) -> tuple[Area, ...]:
@@ -89,8 +91,8 @@ class ApplyPlan:
         else:
             lines.append(f"Target: {self.target_label()}")
             lines.append("EVERYTHING on the target is overwritten:")
-            if self.disk:
-                for p in self.disk.partitions:
+            if self.disk or self.file_partitions:
+                for p in self.disk.partitions if self.disk else self.file_partitions:
                     desc = " ".join(x for x in (p.fstype, p.label and f"'{p.label}'") if x)
                     lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
             lines.append(
@@ -218,7 +220,19 @@ def plan_apply(
             )
     script = render_sfdisk(table, grow=grow_n) if table else ""
     return ApplyPlan(
-        repo, m, target, size, ss, disk, table, script, grow_n, verify, discard, notes=tuple(notes)
+        repo,
+        m,
+        target,
+        size,
+        ss,
+        disk,
+        table,
+        script,
+        grow_n,
+        verify,
+        discard,
+        notes=tuple(notes),
+        file_partitions=file_disk(target).partitions if disk is None else (),
     )
 
 

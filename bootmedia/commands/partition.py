@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from bootmedia.commands.wipe import print_progress
-from bootmedia.disks import check_confirm, check_writable, find_disk
+from bootmedia.disks import check_confirm, check_writable
+from bootmedia.disks.files import find_disk_or_file
 from bootmedia.partition import BUILTIN, apply_partition, plan_partition
 from bootmedia.progress import Reporter
 
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    disk = find_disk(args.disk)
+    disk = find_disk_or_file(args.disk)
     plan = plan_partition(disk, args.layout, fs=args.fs)
     if args.dry_run:
         print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render())

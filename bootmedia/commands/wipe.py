@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bootmedia.disks import check_confirm, check_writable, find_disk
+from bootmedia.disks import check_confirm, check_writable
+from bootmedia.disks.files import find_disk_or_file
 from bootmedia.errors import UsageError
 from bootmedia.log import default_log_dir
 from bootmedia.progress import Progress, Reporter, human_bytes, human_duration
@@ -66,7 +67,7 @@ def print_progress(stream: Any = None) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    disk = find_disk(args.disk)
+    disk = find_disk_or_file(args.disk)
     if args.list_methods:
         infos = available_methods(disk)
         if args.json:

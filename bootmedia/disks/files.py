@@ -151,3 +151,13 @@ def write_at(src: str | Path, path: str | Path, offset: int, length: int) -> Non
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def find_disk_or_file(path: str | Path) -> Disk:
+    """The disk at a node or by-id name, or the image file standing in for one (the commands
+    the TUI shows for a demo lab without root name the lab's files)."""
+    if is_image_file(path):
+        return file_disk(path)
+    from bootmedia.disks.discover import find_disk
+
+    return find_disk(path)
