@@ -53,6 +53,7 @@ class DemoLab:
     mounted: bool = False
     use_loops: bool = False
     lock_fd: int = -1  # flock on ROOT/lab.lock: one bootmedia per lab
+    file_cache: dict[str, tuple[tuple[int, int], Disk]] = field(default_factory=dict)
 
     @property
     def disk_dir(self) -> Path:
@@ -74,7 +75,7 @@ class DemoLab:
         for image in sorted(self.disk_dir.glob("*.img")):
             if not self.use_loops:
                 if image.name != "stick.img":  # a stick only stands in for one with loops
-                    found.append(file_disk(image))
+                    found.append(self._file_disk(image))
                 continue
             dev = self.loops.get(image.name)
             if dev is None:
@@ -84,6 +85,16 @@ class DemoLab:
             except BootmediaError as exc:
                 log.warning("%s: %s", dev, exc)
         return found
+
+    def _file_disk(self, image: Path) -> Disk:
+        """file_disk, remembered until the file changes: the Disks screen polls twice a second,
+        and reading a file's table and filesystems runs sfdisk and blkid."""
+        st = image.stat()
+        key = (st.st_size, st.st_mtime_ns)
+        cached = self.file_cache.get(image.name)
+        if cached is None or cached[0] != key:
+            cached = self.file_cache[image.name] = (key, file_disk(image))
+        return cached[1]
 
     def refusal(self, disk: Disk) -> str | None:
         """The lab's stick stands in for the boot stick. The engine's rules refuse it already
