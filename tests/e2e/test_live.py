@@ -1,14 +1,18 @@
 """The live system, booted for real under qemu (TCG), the way a technician meets it.
 
-- BIOS and UEFI: boot the ISO with a blank target disk (with a serial) and a disk holding the
-  stick's BOOTMEDIA data partition; the TUI comes up on ttyS0 by itself; restore the golden
-  image through it; the result screen says the restore was read back and checked; power off
-  from the menu; boot the restored disk alone and see its login prompt.
+- BIOS from the ISO as a CD, with the stick's BOOTMEDIA data partition on a second disk; UEFI
+  from a USB stick made by `bootmedia make-usb`, with the repository on its own data partition.
+  Both with a blank target disk that has a serial. The TUI comes up on ttyS0 by itself; the test
+  restores the golden image through it, reads "read back and checked" on the result screen,
+  powers off from the menu, then boots the restored disk alone and sees its login prompt.
 - Unattended: the data partition's bootmedia.toml names a restore job; with no input at all
   the machine restores, writes a result file to the data partition and powers off.
-- A screenshot of tty1 (the VGA console) of the home screen, for docs/screenshots.
+- Netboot: the kernel and initrd with fetch= over HTTP (docs/LIVE.md's PXE recipe), a keymap
+  from the command line, and the TUI -> shell -> TUI round trip.
+- Screenshots of tty1 (the VGA console): home at 80x25 (BIOS, text mode), home on UEFI's
+  framebuffer, a progress screen.
 
-Each boot of the ISO takes about a minute under TCG.
+Each boot of the live system takes about a minute and a half under TCG.
 """
 
 from __future__ import annotations
