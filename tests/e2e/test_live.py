@@ -259,11 +259,11 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
             # Leaving the TUI gives a root shell; `exit` there returns to the TUI.
             screen.press("\x11")  # Ctrl+Q
             screen.wait_for(r"root shell", 60)
-            screen.wait_for(r"root@bootmedia:~# ", 60)
+            screen.wait_for(r"root@bootmedia:~#", 60)
             # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.
-            screen.press("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
+            screen.type("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
             screen.wait_for(r"keycode  21 = \+z", 60)
-            screen.press("exit\r")
+            screen.type("exit\r")
             screen.wait_for(r"What do you want to do\?", 120)
             screen.press("o")
             screen.wait_for(r"Power off this machine now\?", 60)
