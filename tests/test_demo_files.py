@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,21 @@ def test_partition_a_file(layout: str, tmp_path: Path) -> None:
     assert not any(Path(tmp_path).glob(".bootmedia-mkfs-*"))  # scratch files removed
     # The file is still sparse: the scratch filesystems were copied in without their holes.
     assert os.stat(target).st_blocks * 512 < 64 * MiB
+
+
+def test_the_commands_take_an_image_file(tmp_path: Path) -> None:
+    """The TUI's summary shows `bootmedia wipe|partition FILE`: those commands must work."""
+    target = lab.make_file(tmp_path / "cli.img", 256 * MiB)
+
+    def bootmedia(*args: str) -> str:
+        argv = [sys.executable, "-m", "bootmedia", "--log-dir", str(tmp_path), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    methods = bootmedia("wipe", str(target), "--list-methods")
+    assert "an image file, not a device" in methods
+    bootmedia("partition", str(target), "--layout", "bios", "--confirm", "cli.img")
+    assert [(p.fstype, p.label) for p in file_disk(target).partitions] == [("ext4", "system")]
+    bootmedia("wipe", str(target), "--method", "quick", "--confirm", "cli.img")
+    assert file_disk(target).partitions == ()
