@@ -162,8 +162,7 @@ def plan_apply(
     if not os.path.exists(target):
         raise UsageError(f"{target}: no such disk")
     disk = find_disk(target) if blockdev.is_block(target) else None
-    if disk is not None:
-        check_writable(disk, repo_path=repo)
+    check_writable(disk if disk is not None else target, repo_path=repo)
     fd = blockdev.open_device(target)
     try:
         size = blockdev.size_of(fd)
@@ -371,8 +370,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         with reporter.step("Checking the image"):
             check_image(repo, m, plan.areas)
             # Again, just before writing: a disk can be mounted or swapped since the plan.
-            if plan.disk is not None:
-                check_writable(plan.disk, repo_path=plan.repo)
+            if plan.partition is None:
+                check_writable(plan.disk or plan.target, repo_path=plan.repo)
             elif plan.to is not None and blockdev.is_block(plan.to):
                 _check_partition_writable(plan.to, plan.repo)
         fd = blockdev.open_device(plan.target, write=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import zstandard
 
 from bootmedia import __version__, blockdev
-from bootmedia.disks.files import extract, is_image_file, probe_at
+from bootmedia.disks.files import attached_loops, extract, is_image_file, probe_at
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, min_size, probe, used_ranges
 from bootmedia.identity import source_identity
@@ -152,9 +152,10 @@ def plan_capture(
     nodes = [source] + (
         [blockdev.partition_path(source, p.number) for p in table.partitions] if table else []
     )
-    # An image file has no partition nodes to be mounted (nothing mounts a file without a loop
-    # device, and a loop device would be the source instead).
-    rw = [m for m in mounts_of(nodes) if not m.read_only] if not is_file else []
+    if is_file:
+        # A file has no nodes of its own; it is mounted only through a loop device it backs.
+        nodes = [n for loop in attached_loops(source) for n in (loop, *_partitions_of(loop))]
+    rw = [m for m in mounts_of(nodes) if not m.read_only]
     if rw:
         m = rw[0]
         raise UsageError(
@@ -218,6 +219,11 @@ def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> Ar
         )
     log.info("%s: %s, captured raw", node, fs.type or "no filesystem recognised")
     return AreaPlan(area, node)
+
+
+def _partitions_of(dev: str) -> list[str]:
+    name = Path(dev).name
+    return [f"/dev/{p.name}" for p in Path("/sys/class/block", name).glob(f"{name}p*")]
 
 
 def _plan_file_area(area: Area, source: str, work: Path, swap_type: bool = False) -> AreaPlan:

@@ -16,7 +16,7 @@ from bootmedia import lab
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.disks.files import extract, file_disk, probe_at
-from bootmedia.errors import UsageError
+from bootmedia.errors import Refused, UsageError
 from bootmedia.partition import apply_partition, plan_partition
 from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import RAW, SWAP, USED
@@ -151,4 +151,29 @@ def test_the_commands_take_an_image_file(tmp_path: Path) -> None:
     bootmedia("partition", str(target), "--layout", "bios", "--confirm", "cli.img")
     assert [(p.fstype, p.label) for p in file_disk(target).partitions] == [("ext4", "system")]
     bootmedia("wipe", str(target), "--method", "quick", "--confirm", "cli.img")
+    assert file_disk(target).partitions == ()
+
+
+@pytest.mark.skipif(not lab.can_use_loop()[0], reason="needs root and /dev/loop-control")
+def test_a_file_attached_as_a_loop_device_is_refused(
+    golden: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Writing the file under its loop device would change a disk the kernel may have mounted."""
+    target = lab.make_file(tmp_path / "attached.img", 256 * MiB)
+    source = tmp_path / "source.img"
+    shutil.copyfile(golden[0], source)
+    with lab.loop_disk(target) as dev, lab.loop_disk(source) as src_dev:
+        with pytest.raises(Refused, match=f"attached as {dev}"):
+            plan_apply(golden[1], "golden", str(target))
+        with pytest.raises(Refused, match="attached as"):
+            apply_partition(plan_partition(file_disk(target), "bios"), Reporter())
+        plan_capture(str(source), tmp_path / "repo", "attached")  # reading is fine...
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        run(["mount", "-o", "rw", f"{src_dev}p2", str(mnt)])
+        try:
+            with pytest.raises(UsageError, match="mounted read-write"):  # ...unless mounted rw
+                plan_capture(str(source), tmp_path / "repo", "mounted")
+        finally:
+            run(["umount", str(mnt)])
     assert file_disk(target).partitions == ()

@@ -161,3 +161,29 @@ def find_disk_or_file(path: str | Path) -> Disk:
     from bootmedia.disks.discover import find_disk
 
     return find_disk(path)
+
+
+def attached_loops(path: str | Path) -> list[str]:
+    """The loop devices backed by this file (read from sysfs, so any user can ask). Writing the
+    file under an attached loop device would change a disk the kernel may have mounted."""
+    real = os.path.realpath(path)
+    found = []
+    for backing in sorted(Path("/sys/block").glob("loop*/loop/backing_file")):
+        try:
+            name = backing.read_text().strip()
+        except OSError:
+            continue
+        if name == real:
+            found.append(f"/dev/{backing.parent.parent.name}")
+    return found
+
+
+def file_refusal(path: str | Path) -> str | None:
+    """Why an image file must not be written or captured as a disk right now, or None."""
+    loops = attached_loops(path)
+    if loops:
+        return (
+            f"{Path(path).name}: is attached as {loops[0]}; use {loops[0]} instead, "
+            "or detach it (losetup -d) first"
+        )
+    return None

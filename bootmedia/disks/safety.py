@@ -68,11 +68,14 @@ def write_refusal(
 ) -> str | None:
     """The reason bootmedia must not write to this disk ("<disk>: <reason>"), or None.
 
-    A regular file (an image file standing in for a disk) has no disk to protect: None.
-    A path that is no disk at all raises UsageError.
+    A regular file (an image file standing in for a disk) is refused only while a loop device
+    uses it. A path that is no disk at all raises UsageError.
     """
-    if os.path.isfile(disk.path if isinstance(disk, Disk) else disk):
-        return None
+    path = disk.path if isinstance(disk, Disk) else disk
+    if os.path.isfile(path):
+        from bootmedia.disks.files import file_refusal
+
+        return file_refusal(path)
     now = _current(disk, mountinfo)
     if isinstance(now, str):
         return now
