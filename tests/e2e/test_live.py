@@ -5,8 +5,9 @@
   Both with a blank target disk that has a serial. The TUI comes up on ttyS0 by itself; the test
   restores the golden image through it, reads "read back and checked" on the result screen,
   powers off from the menu, then boots the restored disk alone and sees its login prompt.
-- Unattended: the data partition's bootmedia.toml names a restore job; with no input at all
-  the machine restores, writes a result file to the data partition and powers off.
+- Unattended, from a make-usb stick booted by BIOS: the stick's bootmedia.toml names a restore
+  job; with no input at all the machine restores, writes a result file to the stick's data
+  partition and powers off.
 - Netboot: the kernel and initrd with fetch= over HTTP (docs/LIVE.md's PXE recipe), a keymap
   from the command line, and the TUI -> shell -> TUI round trip.
 - Screenshots of tty1 (the VGA console): home at 80x25 (BIOS, text mode), home on UEFI's
@@ -187,9 +188,10 @@ def _make_stick(work: Path, iso: Path, data_template: Path) -> Path:
     return stick
 
 
-def test_unattended_restore_powers_off_and_leaves_a_result(
+def test_unattended_restore_from_a_stick_powers_off_and_leaves_a_result(
     live_iso: Path, disks: dict[str, Path]
 ) -> None:
+    """A make-usb stick booted by BIOS, whose bootmedia.toml names a restore job."""
     work = disks["dir"]
     job = (
         "[job]\n"
@@ -200,13 +202,13 @@ def test_unattended_restore_powers_off_and_leaves_a_result(
         'after = "poweroff"\n'
         "countdown = 5\n"
     )
-    with lab.loop_disk(disks["data"]) as dev:
-        _write_to_ext4(f"{dev}p1", "bootmedia.toml", job, work)
+    stick = _make_stick(work, live_iso, disks["data"])
+    with lab.loop_disk(stick) as dev:
+        _write_to_ext4(f"{dev}p5", "bootmedia.toml", job, work)
     vm = VM(
         work,
         firmware="bios",
-        cdrom=live_iso,
-        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(disks["data"], DATA_SERIAL)],
+        drives=[Drive(stick, "E2E-STICK-0002", usb=True), Drive(disks["target"], TARGET_SERIAL)],
         name="unattended",
     )
     vm.start()
@@ -215,8 +217,8 @@ def test_unattended_restore_powers_off_and_leaves_a_result(
         assert vm.wait_exit(BOOT_TIMEOUT + RESTORE_TIMEOUT) == 0
     finally:
         vm.stop()
-    with lab.loop_disk(disks["data"]) as dev:
-        result = json.loads(_read_from_ext4(f"{dev}p1", "results/last.json", work))
+    with lab.loop_disk(stick) as dev:
+        result = json.loads(_read_from_ext4(f"{dev}p5", "results/last.json", work))
     assert result["status"] == "success", result
     assert result["verified"] is True
     assert result["target"]["serial"] == TARGET_SERIAL
