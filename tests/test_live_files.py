@@ -77,3 +77,41 @@ def test_console_font_is_one_that_exists_in_every_size_the_launcher_picks() -> N
         pytest.skip("console-setup fonts are not installed on this host")
     for size in ("16", "32x16", "28x14", "24x12", "22x11", "20x10", "18x10"):
         assert (fonts / f"Vietnamese-Terminus{size}.psf.gz").exists()
+
+
+def test_launcher_restarts_the_tui_gives_a_shell_and_comes_back(tmp_path: Path) -> None:
+    """bootmedia-launch with a fake TUI: it crashes three times in a row (restarted, then the
+    technician gets a shell), then quits normally (a shell; `exit` returns to the TUI)."""
+    pexpect = pytest.importorskip("pexpect")
+    runs = tmp_path / "runs"
+    fake = tmp_path / "fake-tui"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'n=$(( $(cat "$1" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$1"\n'
+        'echo "fake tui run $n"\n'
+        'case "$n" in 1|2|3) exit 1 ;; 4) exit 0 ;; *) exec sleep 60 ;; esac\n'
+    )
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(tmp_path),
+        "TERM": "xterm",
+        "BOOTMEDIA_TUI_COMMAND": f"bash {fake} {runs}",
+    }
+    launcher = LIVE / "overlay/usr/local/bin/bootmedia-launch"
+    child = pexpect.spawn("bash", [str(launcher)], env=env, timeout=30, encoding="utf-8")
+    try:
+        child.expect("fake tui run 1")
+        child.expect(r"the TUI stopped \(exit 1\); restarting in 3 seconds")
+        child.expect("fake tui run 2")
+        child.expect("fake tui run 3")
+        child.expect(r"the TUI keeps stopping \(exit 1\)")
+        child.sendline("exit")
+        child.expect("fake tui run 4")
+        child.expect("root shell. Type 'exit' to return to bootmedia.")
+        child.sendline("echo inside-$BOOTMEDIA_SHELL")
+        child.expect("inside-1")
+        child.sendline("exit")
+        child.expect("fake tui run 5")
+    finally:
+        child.terminate(force=True)
+    assert runs.read_text().strip() == "5"
