@@ -128,7 +128,9 @@ def refusal_for(session: Session, disk: Disk, repos: list[Path]) -> str | None:
         if reason:
             return reason
     if disk.transport == "file":
-        return None  # a plain image file standing in for a disk: nothing mounted on it
+        from bootmedia.disks.files import file_refusal
+
+        return file_refusal(disk.path)  # a plain image file: refused only while a loop uses it
     from bootmedia.disks.safety import snapshot_refusal
 
     for repo in [*repos, None]:
