@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import pytest
 
-from bootmedia import lab
+from bootmedia import lab, usb
 from tests.e2e.conftest import ROOT, e2e, needs_ovmf
 from tests.e2e.harness import VM, Drive, Screen, run
 
@@ -165,7 +165,6 @@ def test_restore_through_the_tui_then_boot_the_restored_disk(
 def _make_stick(work: Path, iso: Path, data_template: Path) -> Path:
     """A 1 GiB stick made by make-usb (ext4 data partition, so this host can fill it), holding
     the repository of the data disk."""
-    from bootmedia import usb
     from bootmedia.disks import find_disk
     from bootmedia.progress import Reporter
 
@@ -231,7 +230,8 @@ def test_unattended_restore_from_a_stick_powers_off_and_leaves_a_result(
 def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -> None:
     """The PXE/iPXE recipe of docs/LIVE.md, minus the PXE ROM: the netboot kernel and initrd
     with fetch= pointing at filesystem.squashfs served over HTTP on this host's loopback. Also:
-    bootmedia.keymap= on the command line, and the TUI -> shell -> TUI round trip."""
+    bootmedia.keymap= on the command line, an exFAT data partition mounted by label, and the
+    TUI -> shell -> TUI round trip."""
     netboot = live_iso.parent / "netboot"
     folder = work / "netboot"
     shutil.rmtree(folder, ignore_errors=True)
@@ -247,6 +247,7 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
         vm = VM(
             folder,
             network=True,
+            drives=[Drive(_exfat_data_disk(folder), "E2E-EXFAT")],
             name="netboot",
             extra=[
                 *("-kernel", str(netboot / "vmlinuz")),
@@ -265,6 +266,9 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
             # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.
             screen.type("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
             screen.wait_for(r"keycode  21 = \+z", 60)
+            # An exFAT data partition (make-usb's default) is mounted where the TUI looks.
+            screen.type("findmnt -n -o FSTYPE,TARGET LABEL=BOOTMEDIA\r")
+            screen.wait_for(r"exfat +/run/bootmedia/data", 60)
             screen.type("exit\r")
             screen.wait_for(r"What do you want to do\?", 120)
             screen.press("o")
@@ -274,6 +278,18 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
         finally:
             vm.stop()
             server.shutdown()
+
+
+def _exfat_data_disk(folder: Path) -> Path:
+    """A disk with one exFAT partition labelled BOOTMEDIA, as make-usb formats it by default."""
+    path = lab.make_file(folder / "exfat.img", 128 << 20)
+    run(
+        ["sfdisk", "--quiet", str(path)],
+        input=f"label: gpt\ntype={usb.GPT_TYPES['exfat']}, name=BOOTMEDIA\n",
+    )
+    with lab.loop_disk(path) as dev:
+        run(["mkfs.exfat", "-L", "BOOTMEDIA", f"{dev}p1"])
+    return path
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
