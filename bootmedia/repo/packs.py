@@ -29,7 +29,7 @@ RECORD_SIZE = RECORD.size + 4  # + crc32 of the packed header
 FLAG_ZSTD = 1
 
 
-def chunk_hash(data: bytes | memoryview) -> bytes:
+def chunk_hash(data: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
