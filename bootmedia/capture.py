@@ -214,9 +214,7 @@ def _plan_area(area: Area, node: str, work: Path, swap_type: bool = False) -> Ar
         for start, length in _with_edges(used_ranges(node, fs.type, work), area.size):
             pairs.extend((start, length))
         used = sum(pairs[1::2])
-        return AreaPlan(
-            replace(area, mode=USED, used=used, min_size=min_size(node, fs.type)), node, pairs
-        )
+        return AreaPlan(replace(area, mode=USED, used=used), node, pairs)
     log.info("%s: %s, captured raw", node, fs.type or "no filesystem recognised")
     return AreaPlan(area, node)
 
@@ -372,6 +370,15 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
         fd = blockdev.open_device(plan.source)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         chunk = repo.chunk_size
+        # How small each filesystem could shrink (ntfsresize takes seconds on a big NTFS): asked
+        # in the background while the data is read, and only needed for the manifest.
+        sizer = ThreadPoolExecutor(1, thread_name_prefix="bm-minsize")
+        min_sizes = {
+            a.area.name: sizer.submit(min_size, a.device, a.area.fstype)
+            for a in plan.areas
+            if a.area.mode == USED
+        }
+        sizer.shutdown(wait=False)
         pool = OrderedPool(_Worker(plan.level, writer.has), plan.threads)
         areas: list[Area] = []
         stored = data = chunks = 0
@@ -408,9 +415,18 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
                 reporter.check_cancel()
                 data += area_data
                 areas.append(
-                    replace(area, map=mapw.path.name, map_hash=mapw.close(), data_bytes=area_data)
+                    replace(
+                        area,
+                        map=mapw.path.name,
+                        map_hash=mapw.close(),
+                        data_bytes=area_data,
+                    )
                 )
         with reporter.step("Saving the image"):
+            areas = [
+                replace(a, min_size=min_sizes[a.name].result()) if a.name in min_sizes else a
+                for a in areas
+            ]
             writer.close()
             os.close(fd)
             fd = -1

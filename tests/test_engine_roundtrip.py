@@ -14,6 +14,7 @@ from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.errors import ImageError
 from bootmedia.lab import SamplePart
+from bootmedia.repo.store import Repository
 from tests import sample
 from tests.conftest import root_only
 
@@ -30,6 +31,9 @@ def test_round_trip(loopdev, tmp_path: Path, label: str, sector: int) -> None:
     before = sample.sums(src, layout)
     repo = tmp_path / "repo"
     capture_image(plan_capture(src, repo, "img"))
+    with Repository.open(repo) as r:
+        sizes = {a.fstype: a.min_size for a in r.image("img").areas if a.fstype}
+    assert sizes["ext4"] and sizes["ntfs"], "ext4 and NTFS say how small they can get"
 
     dst = loopdev(256 * MiB, sector)
     lab.run(["dd", "if=/dev/urandom", f"of={dst}", "bs=1M", "count=256", "status=none"])  # old junk
