@@ -29,7 +29,7 @@ from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
 from bootmedia.mounts import disk_of_path, mounts_of, swaps
-from bootmedia.pipeline import OrderedPool
+from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest, Table
 from bootmedia.repo.maps import Extent, check_map
@@ -328,8 +328,19 @@ class _Packs:
 class _Item:
     area: Area
     extent: Extent
-    location: Location | None
-    payload: bytes | None
+    location: Location | None  # None for a run of zeros
+
+    def load(self, packs: _Packs, dctx: zstandard.ZstdDecompressor) -> bytes:
+        """Read the stored chunk and check it against its name."""
+        loc, e = self.location, self.extent
+        assert loc is not None
+        try:
+            return decode(loc.record(e.hash), packs.read(loc, e.hash), dctx)
+        except ImageError as exc:
+            raise ImageError(
+                f"{self.area.name} offset {e.offset}: stored chunk is damaged ({exc}) in "
+                f"{loc.pack} at byte {loc.offset}"
+            ) from None
 
 
 def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
@@ -493,17 +504,20 @@ def _items(
         if only_below is not None and e.offset >= only_below:
             continue
         if e.is_zero:
-            yield _Item(area, e, None, None)
+            yield _Item(area, e, None)
             continue
         loc = repo.locate(e.hash)
         if loc is None:
             raise ImageError(f"{area.name} offset {e.offset}: chunk missing from the repository")
-        yield _Item(area, e, loc, packs.read(loc, e.hash))
+        yield _Item(area, e, loc)
 
 
 class _Writer:
-    def __init__(self, fd: int, base: int) -> None:
-        self.fd, self.base = fd, base
+    """Reads, decompresses, checks and writes one extent. Workers read the packs themselves, so
+    several reads are in flight and they overlap with decompression and writing."""
+
+    def __init__(self, fd: int, base: int, packs: _Packs) -> None:
+        self.fd, self.base, self.packs = fd, base, packs
         self.local = threading.local()
 
     def __call__(self, item: _Item) -> int:
@@ -514,15 +528,7 @@ class _Writer:
         dctx = getattr(self.local, "dctx", None)
         if dctx is None:
             dctx = self.local.dctx = zstandard.ZstdDecompressor()
-        assert item.payload is not None
-        try:
-            data = decode(item.location.record(e.hash), item.payload, dctx)
-        except ImageError as exc:
-            raise ImageError(
-                f"{item.area.name} offset {e.offset}: stored chunk is damaged ({exc}) in "
-                f"{item.location.pack} at byte {item.location.offset}"
-            ) from None
-        view = memoryview(data)
+        view = memoryview(item.load(self.packs, dctx))
         pos = self.base + e.offset
         while view:
             n = os.pwrite(self.fd, view, pos)
@@ -548,7 +554,8 @@ def _write_area(
                 continue
             yield item
 
-    pool = OrderedPool(_Writer(fd, base))
+    # Twice as many workers as cores: while one waits on a pack or the disk, another decodes.
+    pool = OrderedPool(_Writer(fd, base, packs), default_threads() * 2)
     for item, n in pool.run(wanted(), reporter.cancel):
         reporter.check_cancel()
         if item.location is not None:
@@ -569,8 +576,7 @@ def _finish_deferred(
     for area, e in deferred:
         base = area.offset if whole else 0
         loc = repo.locate(e.hash) if not e.is_zero else None
-        item = _Item(area, e, loc, packs.read(loc, e.hash) if loc else None)
-        _Writer(fd, base)(item)
+        _Writer(fd, base, packs)(_Item(area, e, loc))
         blockdev.flush(fd)
         if plan.verify:
             _check_extent(fd, area, e, base)
@@ -602,7 +608,7 @@ def _verify_area(
         return e.length
 
     extents = (e for e in repo.extents(m, area.name) if base + e.offset >= skip_below)
-    for e, n in OrderedPool(check).run(extents, reporter.cancel):
+    for e, n in OrderedPool(check, default_threads() * 2).run(extents, reporter.cancel):
         reporter.check_cancel()
         if not e.is_zero:
             reporter.advance(n)
@@ -631,12 +637,10 @@ def _write_boot_area(
     if head is None or not head.map:
         return
     data = bytearray(head.size)
+    dctx = zstandard.ZstdDecompressor()
     for item in _items(repo, m, head, packs):
         if item.location is not None:
-            assert item.payload is not None
-            chunk = decode(
-                item.location.record(item.extent.hash), item.payload, zstandard.ZstdDecompressor()
-            )
+            chunk = item.load(packs, dctx)
             data[item.extent.offset : item.extent.offset + item.extent.length] = chunk
     os.pwrite(fd, bytes(data[:BOOT_CODE]), 0)
     src = m.table
