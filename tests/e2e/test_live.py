@@ -32,7 +32,7 @@ import pytest
 
 from bootmedia import lab, usb
 from tests.e2e.conftest import ROOT, e2e, needs_ovmf
-from tests.e2e.harness import VM, Drive, Screen, run
+from tests.e2e.harness import VM, Drive, Screen, ScreenTimeout, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), e2e]
 
@@ -55,12 +55,25 @@ def _choose_grub_entry(screen: Screen, downs: int) -> None:
     screen.press(*(["down"] * downs), "enter")
 
 
+def _press_until(screen: Screen, key: str, pattern: str, timeout: float, tries: int = 3) -> None:
+    """Press a key until the screen moves on. Under TCG a key can arrive while a table is
+    still being filled by its worker and do nothing; pressing again then is what a person does."""
+    for attempt in range(tries):
+        screen.press(key)
+        try:
+            screen.wait_for(pattern, timeout / tries)
+            return
+        except ScreenTimeout:
+            if attempt == tries - 1:
+                raise
+
+
 def _restore_through_tui(screen: Screen) -> str:
     screen.press("r")
     screen.wait_for(r"Which image should go onto the disk\?", 60)
     screen.wait_for(r"golden", 60)
-    screen.press("enter")
-    screen.wait_for(r"Which disk gets golden\?", 60)
+    screen.settle()
+    _press_until(screen, "enter", r"Which disk gets golden\?", 90)
     screen.wait_for(TARGET_SERIAL[-8:], 60)
     screen.settle()
     # The details pane describes the highlighted disk: walk down to the target.
