@@ -27,8 +27,9 @@ from bootmedia import blockdev, fs
 from bootmedia.disks import Disk, check_writable, find_disk, live_system_disks
 from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
+from bootmedia.disks.system import read_swaps
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
-from bootmedia.mounts import disk_of_path, mounts_of, swaps
+from bootmedia.mounts import mounts_of
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest, Table
@@ -284,14 +285,13 @@ def _check_partition_writable(node: str, repo: Path) -> None:
         raise Refused(f"{node}: its disk {live[parent]}")
     for m in mounts_of([node]):
         raise Refused(f"{node}: is mounted on {m.mountpoint}; unmount it first")
-    if any(os.path.realpath(s) == os.path.realpath(node) for s in swaps()):
+    if any(os.path.realpath(s) == os.path.realpath(node) for s in read_swaps()):
         raise Refused(f"{node}: is in use as swap; run swapoff first")
     if any((sysdir / "holders").iterdir()):
         raise Refused(f"{node}: is in use (LVM, RAID or encryption)")
     if (sysdir / "ro").read_text().strip() == "1":
         raise Refused(f"{node}: is read-only")
-    repo_disk = disk_of_path(repo)
-    if repo_disk and os.stat(repo).st_dev == os.stat(node).st_rdev:
+    if os.stat(repo).st_dev == os.stat(node).st_rdev:
         raise Refused(f"{node}: holds the image repository {repo}")
 
 

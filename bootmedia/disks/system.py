@@ -34,6 +34,7 @@ class Mount:
     mountpoint: str
     fstype: str
     source: str  # "/dev/sda1", "overlay", ...
+    read_only: bool = False
 
 
 def _unescape(field: str) -> str:
@@ -65,6 +66,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 mountpoint=_unescape(fields[4]),
                 fstype=fields[sep + 1],
                 source=_unescape(fields[sep + 2]),
+                read_only="ro" in fields[5].split(",")
+                or "ro" in (fields[sep + 3].split(",") if len(fields) > sep + 3 else []),
             )
         )
     return mounts
