@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_helpers import async_test, screen_text, sparse_copy, type_text, wait_for, wait_for_screen
+from tui_helpers import (
+    async_test,
+    pick_choice,
+    screen_text,
+    sparse_copy,
+    type_text,
+    wait_for,
+    wait_for_plan,
+    wait_for_screen,
+)
 
 from app import engine
 from app.session import Session
@@ -82,8 +91,7 @@ async def test_restore_golden_onto_a_blank_file(files_lab: Any, make_app: Any) -
         await pilot.press("enter")
         await wait_for_screen(pilot, "RestoreOptionsScreen")
         await pilot.press("enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="restore plan")
+        summary = await wait_for_plan(pilot, "restore plan")
         assert "newpc-1.img" in screen_text(app)
         await type_text(pilot, "newpc-2.img")  # another disk's name writes nothing
         await pilot.press("enter")
@@ -117,8 +125,7 @@ async def test_capture_wipe_and_partition_files(files_lab: Any, make_app: Any) -
         form.query_one("#name").value = ""
         await type_text(pilot, "again")
         await pilot.press("tab", "tab", "enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="capture plan")
+        await wait_for_plan(pilot, "capture plan")
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
@@ -128,13 +135,9 @@ async def test_capture_wipe_and_partition_files(files_lab: Any, make_app: Any) -
         await pilot.press("p")
         await choose_disk(pilot, blank)
         await pilot.press("enter")
-        layouts = await wait_for_screen(pilot, "ChoicePickScreen")
-        menu = layouts.query_one("OptionList")
-        await wait_for(pilot, lambda: menu.option_count > 0, what="layouts")
-        menu.highlighted = menu.get_option_index("uefi")
+        menu = await pick_choice(pilot, "uefi", what="layouts")
         await pilot.press("enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="partition plan")
+        await wait_for_plan(pilot, "partition plan")
         await type_text(pilot, "newpc-2.img")
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
@@ -149,15 +152,11 @@ async def test_capture_wipe_and_partition_files(files_lab: Any, make_app: Any) -
         await pilot.press("w")
         await choose_disk(pilot, blank)
         await pilot.press("enter")
-        methods = await wait_for_screen(pilot, "ChoicePickScreen")
-        menu = methods.query_one("OptionList")
-        await wait_for(pilot, lambda: menu.option_count > 0, what="methods")
+        menu = await pick_choice(pilot, "quick", what="methods")
         assert menu.get_option("discard").disabled and menu.get_option("nvme-format").disabled
         assert "an image file, not a device" in screen_text(app)
-        menu.highlighted = menu.get_option_index("quick")
         await pilot.press("enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="wipe plan")
+        await wait_for_plan(pilot, "wipe plan")
         await type_text(pilot, "newpc-2.img")
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)

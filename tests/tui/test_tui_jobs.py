@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_helpers import async_test, needs_loop, screen_text, type_text, wait_for, wait_for_screen
+from tui_helpers import (
+    async_test,
+    needs_loop,
+    pick_choice,
+    screen_text,
+    type_text,
+    wait_for,
+    wait_for_plan,
+    wait_for_screen,
+)
 
 from bootmedia.repo.store import Repository
 
@@ -38,8 +47,7 @@ async def capture_to_summary(pilot: Any, the_lab: Any, name: str) -> Any:
     await pilot.press("tab")
     await type_text(pilot, "made by a test")
     await pilot.press("tab", "enter")
-    summary = await wait_for_screen(pilot, "SummaryScreen")
-    await wait_for(pilot, lambda: summary.job is not None, what="capture plan")
+    summary = await wait_for_plan(pilot, "capture plan")
     return summary
 
 
@@ -91,8 +99,7 @@ async def verify_golden(pilot: Any) -> Any:
     images = await wait_for_screen(pilot, "ImagePickScreen")
     await wait_for(pilot, lambda: images.query_one("ImageTable").row_count > 0, what="images")
     await pilot.press("enter")
-    summary = await wait_for_screen(pilot, "SummaryScreen")
-    await wait_for(pilot, lambda: summary.job is not None, what="verify plan")
+    await wait_for_plan(pilot, "verify plan")
     await pilot.press("enter")
     return await wait_for_screen(pilot, "ResultScreen", timeout=120)
 
@@ -130,14 +137,10 @@ async def test_wipe_erases_and_saves_a_report(demo_lab: Any, make_app: Any) -> N
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.press("w")
         await choose_disk(pilot, target)
-        methods = await wait_for_screen(pilot, "ChoicePickScreen")
-        menu = methods.query_one("OptionList")
-        await wait_for(pilot, lambda: menu.option_count > 0, what="methods")
+        menu = await pick_choice(pilot, "zero", what="methods")
         assert menu.get_option("nvme-format").disabled  # a loop device is no NVMe drive
-        menu.highlighted = menu.get_option_index("zero")
         await pilot.press("enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="wipe plan")
+        await wait_for_plan(pilot, "wipe plan")
         assert "bootmedia wipe" in screen_text(app)
         await type_text(pilot, Path(target).name)
         await pilot.press("enter")
@@ -159,13 +162,9 @@ async def test_partition_lays_out_a_blank_disk(demo_lab: Any, make_app: Any) -> 
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.press("p")
         await choose_disk(pilot, target)
-        layouts = await wait_for_screen(pilot, "ChoicePickScreen")
-        menu = layouts.query_one("OptionList")
-        await wait_for(pilot, lambda: menu.option_count > 0, what="layouts")
-        menu.highlighted = menu.get_option_index("uefi")
+        await pick_choice(pilot, "uefi", what="layouts")
         await pilot.press("enter")
-        summary = await wait_for_screen(pilot, "SummaryScreen")
-        await wait_for(pilot, lambda: summary.job is not None, what="partition plan")
+        await wait_for_plan(pilot, "partition plan")
         assert "bootmedia partition" in screen_text(app)
         await type_text(pilot, "wrong")
         await pilot.press("enter")

@@ -66,6 +66,23 @@ async def type_text(pilot: Any, text: str) -> None:
     await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
 
 
+async def pick_choice(pilot: Any, option: str, what: str) -> Any:
+    """On a ChoicePickScreen (layouts, wipe methods): wait for the list, highlight `option`.
+    Returns the OptionList so a test can look at the other choices before pressing Enter."""
+    picker = await wait_for_screen(pilot, "ChoicePickScreen")
+    menu = picker.query_one("OptionList")
+    await wait_for(pilot, lambda: menu.option_count > 0, what=what)
+    menu.highlighted = menu.get_option_index(option)
+    return menu
+
+
+async def wait_for_plan(pilot: Any, what: str) -> Any:
+    """The SummaryScreen, once its job's plan is ready."""
+    summary = await wait_for_screen(pilot, "SummaryScreen")
+    await wait_for(pilot, lambda: summary.job is not None, what=what)
+    return summary
+
+
 def async_test(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run an async test body with asyncio.run (keeps the test extras free of an async plugin)."""
 
