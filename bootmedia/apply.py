@@ -33,8 +33,8 @@ from bootmedia.mounts import mounts_of
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest, Table
-from bootmedia.repo.maps import Extent, check_map
-from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_header
+from bootmedia.repo.maps import Extent
+from bootmedia.repo.packs import chunk_hash, decode
 from bootmedia.repo.store import Location, Repository
 from bootmedia.run import require_tools
 from bootmedia.table import (
@@ -299,29 +299,16 @@ def _check_partition_writable(node: str, repo: Path) -> None:
 
 
 class _Packs:
-    """Reads stored chunks; pack files stay open for the job."""
+    """Reads stored chunks through the repository's storage (which keeps packs open)."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.fds: dict[str, int] = {}
-        self.lock = threading.Lock()
 
     def read(self, loc: Location, digest: bytes) -> bytes:
-        with self.lock:
-            fd = self.fds.get(loc.pack)
-            if fd is None:
-                fd = self.fds[loc.pack] = os.open(self.repo.pack_path(loc.pack), os.O_RDONLY)
-        buf = os.pread(fd, RECORD_SIZE + loc.stored_len, loc.offset - RECORD_SIZE)
-        head = parse_record_header(buf[:RECORD_SIZE], loc.offset)
-        if head is None or head.hash != digest:
-            raise ImageError(
-                f"{loc.pack}: damaged record header at byte {loc.offset - RECORD_SIZE}"
-            )
-        return buf[RECORD_SIZE:]
+        return self.repo.read_payload(loc, digest)
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
+        pass
 
 
 @dataclass(frozen=True)
@@ -349,7 +336,7 @@ def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
     for a in areas:
         if not a.map:
             continue
-        check_map(repo.image_dir(m.name) / a.map, a.map_hash)
+        repo.check_map(m, a.name)
         for e in repo.extents(m, a.name):
             if e.is_zero:
                 continue
@@ -361,8 +348,8 @@ def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
                 )
             ends[loc.pack] = max(ends.get(loc.pack, 0), loc.offset + loc.stored_len)
     for pack, end in ends.items():
-        path = repo.pack_path(pack)
-        have = path.stat().st_size if path.exists() else -1
+        rel = f"packs/{pack}"
+        have = repo.storage.size(rel) if repo.storage.exists(rel) else -1
         if have < end:
             what = "missing" if have < 0 else f"truncated ({have} of at least {end} bytes)"
             raise ImageError(f"image {m.name}: pack {pack} is {what}")

@@ -14,7 +14,6 @@ from bootmedia.errors import ImageError
 from bootmedia.pipeline import OrderedPool
 from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import Manifest
-from bootmedia.repo.maps import check_map
 from bootmedia.repo.packs import decode
 from bootmedia.repo.store import Location, Repository
 
@@ -137,7 +136,7 @@ def _collect(repo: Repository, m: Manifest, refs: sqlite3.Connection, report: ob
         if not a.map:
             continue
         try:
-            check_map(repo.image_dir(m.name) / a.map, a.map_hash)
+            repo.check_map(m, a.name)
             rows = [
                 (e.hash, m.name, a.name, e.offset, e.length)
                 for e in repo.extents(m, a.name)

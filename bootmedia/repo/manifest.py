@@ -167,11 +167,17 @@ def dump_manifest(m: Manifest) -> bytes:
 
 
 def load_manifest(path: Path) -> Manifest:
-    where = path.parent.name
     try:
-        envelope = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"image {where}: manifest is missing") from None
+        raise ImageError(f"image {path.parent.name}: manifest is missing") from None
+    return parse_manifest(data, path.parent.name)
+
+
+def parse_manifest(data: bytes, where: str) -> Manifest:
+    """A manifest from its bytes (read through a Storage); `where` names the image."""
+    try:
+        envelope = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ImageError(f"image {where}: manifest is corrupt (not valid JSON)") from None
     if not isinstance(envelope, dict) or envelope.get("format") != IMAGE_FORMAT:

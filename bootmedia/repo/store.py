@@ -25,10 +25,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
+
 from bootmedia.errors import BootmediaError, ImageError, UsageError
-from bootmedia.repo.manifest import Manifest, dump_manifest, load_manifest
-from bootmedia.repo.maps import Extent, read_map
-from bootmedia.repo.packs import FLAG_ZSTD, PackWriter, Record, read_pack_header, scan_pack
+from bootmedia.repo.manifest import Manifest, dump_manifest, parse_manifest
+from bootmedia.repo.maps import ENTRY, MAP_MAGIC, Extent
+from bootmedia.repo.packs import (
+    FLAG_ZSTD,
+    RECORD_SIZE,
+    PackWriter,
+    Record,
+    parse_record_header,
+    read_pack_header,
+    scan_pack,
+)
+from bootmedia.repo.storage import LocalStorage, MissingFile, Storage
 
 log = logging.getLogger("bootmedia.repo")
 
@@ -89,6 +100,7 @@ class Repository:
         self.chunk_size = int(config["chunk_size"])
         self.pack_size = int(config["pack_size"])
         self.write = write
+        self.storage: Storage = LocalStorage(path)
         self._locks = locks
         self.gc_lock_fd = locks[0] if locks else -1
         self._db_lock = threading.Lock()
@@ -129,12 +141,12 @@ class Repository:
     def open(cls, path: str | Path, write: bool = False) -> Repository:
         path = Path(path)
         try:
-            config = json.loads((path / REPO_FILE).read_text())
-        except FileNotFoundError:
+            config = json.loads(LocalStorage(path).read_bytes(REPO_FILE, limit=1 << 16))
+        except MissingFile:
             raise UsageError(f"{path}: not a bootmedia repository (no {REPO_FILE})") from None
         except (ValueError, UnicodeDecodeError):
             raise ImageError(f"{path}/{REPO_FILE} is corrupt") from None
-        if config.get("format") != REPO_FORMAT:
+        if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
             raise ImageError(f"{path}: not a bootmedia repository")
         if config.get("version") != REPO_VERSION:
             raise ImageError(
@@ -160,6 +172,7 @@ class Repository:
 
     def close(self) -> None:
         self._db.close()
+        self.storage.close()
         for fd in self._locks:
             os.close(fd)
         self._locks = []
@@ -295,6 +308,17 @@ class Repository:
     def pack_path(self, name: str) -> Path:
         return self.path / "packs" / name
 
+    def read_payload(self, loc: Location, digest: bytes) -> bytes:
+        """The stored bytes of one record, through the storage; its header is checked first."""
+        rel = f"packs/{loc.pack}"
+        buf = self.storage.pread(rel, loc.offset - RECORD_SIZE, RECORD_SIZE + loc.stored_len)
+        head = parse_record_header(buf[:RECORD_SIZE], loc.offset)
+        if head is None or head.hash != digest:
+            raise ImageError(
+                f"{loc.pack}: damaged record header at byte {loc.offset - RECORD_SIZE}"
+            )
+        return buf[RECORD_SIZE:]
+
     def stored_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._pack_files().values())
 
@@ -318,7 +342,7 @@ class Repository:
             if not d.is_dir():
                 continue
             try:
-                good.append(load_manifest(d / "manifest.json"))
+                good.append(self.load_image(d.name))
             except ImageError as exc:
                 bad.append(str(exc))
         good.sort(key=lambda m: (m.created, m.name))
@@ -331,7 +355,7 @@ class Repository:
         """An image by name, or by its 1-based number in `bootmedia images`."""
         path = self.path / "images" / ref
         if NAME_RE.match(ref) and path.is_dir():
-            return load_manifest(path / "manifest.json")
+            return self.load_image(ref)
         images = self.images()
         if ref.lstrip("#").isdigit():
             n = int(ref.lstrip("#"))
@@ -343,10 +367,50 @@ class Repository:
     def image_dir(self, name: str) -> Path:
         return self.path / "images" / name
 
-    def extents(self, m: Manifest, area_name: str) -> Iterator[Extent]:
+    def load_image(self, name: str) -> Manifest:
+        try:
+            data = self.storage.read_bytes(f"images/{name}/manifest.json", limit=16 << 20)
+        except MissingFile:
+            raise ImageError(f"image {name}: manifest is missing") from None
+        return parse_manifest(data, name)
+
+    def check_map(self, m: Manifest, area_name: str) -> None:
+        """The area's map file against its hash in the manifest (streamed)."""
         area = m.area(area_name)
-        assert area is not None and area.map
-        return read_map(self.image_dir(m.name) / area.map, area.map_hash)
+        if area is None or not area.map:
+            raise ImageError(f"image {m.name}: area {area_name} has no extent map")
+        rel = f"images/{m.name}/{area.map}"
+        h = blake3.blake3()
+        for buf in self._map_blocks(m, rel):
+            h.update(buf)
+        if h.hexdigest() != area.map_hash:
+            raise ImageError(f"{m.name}/{area.map}: extent map is damaged (checksum mismatch)")
+
+    def _map_blocks(self, m: Manifest, rel: str) -> Iterator[bytes]:
+        try:
+            size = self.storage.size(rel)
+        except MissingFile:
+            raise ImageError(f"{m.name}: missing extent map {rel.rsplit('/', 1)[-1]}") from None
+        yield self.storage.pread(rel, 0, min(len(MAP_MAGIC), size))
+        step = ENTRY.size * 4096
+        for pos in range(len(MAP_MAGIC), size, step):
+            yield self.storage.pread(rel, pos, min(step, size - pos))
+
+    def extents(self, m: Manifest, area_name: str) -> Iterator[Extent]:
+        """Stream an area's extents, after checking the whole map against its hash, so a
+        damaged map is refused before anything is written from it."""
+        self.check_map(m, area_name)
+        area = m.area(area_name)
+        assert area is not None
+        rel = f"images/{m.name}/{area.map}"
+        blocks = self._map_blocks(m, rel)
+        if next(blocks, b"") != MAP_MAGIC:
+            raise ImageError(f"{m.name}/{area.map}: not an extent map of a known version")
+        for buf in blocks:
+            if len(buf) % ENTRY.size:
+                raise ImageError(f"{m.name}/{area.map}: truncated extent map")
+            for offset, length, digest in ENTRY.iter_unpack(buf):
+                yield Extent(offset, length, digest)
 
     def new_image_dir(self, name: str) -> Path:
         if not NAME_RE.match(name):
