@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bootmedia {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log to the screen")
     parser.add_argument("--log-dir", help="where bootmedia.log goes (default /var/log/bootmedia)")
+    parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="passwords and keys for smb://, ssh:// repositories (default: "
+        "bootmedia-credentials.toml on the stick; see docs/NETWORK.md)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -65,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = setup_logging(args.verbose, Path(args.log_dir) if args.log_dir else None)
     log.info("bootmedia %s: %s", __version__, " ".join(sys.argv))
     try:
-        return int(args.func(args) or 0)
+        from bootmedia.net.attach import network_repos
+
+        with network_repos(args):
+            return int(args.func(args) or 0)
     except Cancelled as exc:
         print(f"\nbootmedia: cancelled: {exc}", file=sys.stderr)
         return exc.exit_code

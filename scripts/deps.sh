@@ -8,6 +8,10 @@ APT_PACKAGES=(
     # build_iso.sh and the e2e tests (tests/e2e): the live image, and qemu to boot it
     debootstrap squashfs-tools xorriso grub-common grub2-common grub-pc-bin grub-efi-amd64-bin
     qemu-system-x86 ovmf
+    # network repositories and multicast (bootmedia/net, bootmedia/cast) and their real-server
+    # tests (tests/net): clients, and the servers the tests start inside network namespaces
+    iproute2 sshfs openssh-client openssh-server cifs-utils nfs-common udpcast
+    nginx-light samba smbclient nfs-ganesha nfs-ganesha-vfs dnsmasq-base ipxe
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

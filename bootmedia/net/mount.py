@@ -1,0 +1,259 @@
+"""Mount SMB, NFS and SSH repositories as local directories, so capture, apply, verify and
+delete use the same crash-safe code on a share as on the stick.
+
+SMB and NFS are mounted by the kernel (mount.cifs, mount.nfs); SSH with sshfs. sshfs rather than
+paramiko or asyncssh: the repository is then a directory like any other, with the same O_EXCL
+creates, renames and fsyncs (sshfs maps them to OpenSSH's posix-rename and fsync extensions),
+so there is one write path to get right instead of two, and the live system needs no second SFTP
+client. Mounts live under /run/bootmedia/net/ and stay for the session (the TUI) or for one
+command (the CLI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootmedia.errors import BootmediaError, ToolError, UsageError
+from bootmedia.net import credentials as creds_mod
+from bootmedia.net.credentials import Credentials
+from bootmedia.net.url import RepoURL, is_url, parse_url
+from bootmedia.run import require_tools, run
+
+log = logging.getLogger("bootmedia.net")
+
+MOUNT_ROOT = Path(os.environ.get("BOOTMEDIA_NET_DIR", "/run/bootmedia/net"))
+TIMEOUT = 60  # seconds for a mount to answer
+# Asked for a password: (url, what) -> password, or None to give up. The TUI shows a prompt.
+Prompt = Callable[[RepoURL, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Share:
+    url: RepoURL
+    mountpoint: Path
+
+    @property
+    def path(self) -> Path:
+        """The repository directory: the mount itself for NFS and SSH (the URL's path is what
+        is mounted), the path inside the share for SMB."""
+        if self.url.scheme == "smb":
+            return self.mountpoint / self.url.path.lstrip("/")
+        return self.mountpoint
+
+    def describe(self) -> str:
+        return f"{self.url} (mounted on {self.mountpoint})"
+
+
+def _slug(url: RepoURL) -> str:
+    where = url.share if url.scheme == "smb" else url.path
+    digest = hashlib.blake2s(f"{url.key}{where}".encode(), digest_size=5).hexdigest()
+    return f"{url.scheme}-{url.host.strip('[]').replace(':', '_')}-{digest}"
+
+
+def _mounted(mountpoint: Path) -> bool:
+    target = str(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def mount(url: RepoURL, creds: Credentials | None = None, prompt: Prompt | None = None) -> Share:
+    """Mount url's share (or reuse the session's mount of it) and return where it is."""
+    if not url.mounted:
+        raise UsageError(f"{url}: {url.scheme}:// repositories are not mounted")
+    mp = MOUNT_ROOT / _slug(url)
+    share = Share(url, mp)
+    if _mounted(mp):
+        return share
+    mp.mkdir(parents=True, exist_ok=True)
+    if url.scheme == "smb":
+        _mount_smb(url, mp, creds, prompt)
+    elif url.scheme == "nfs":
+        _mount_nfs(url, mp)
+    else:
+        _mount_ssh(url, mp, creds, prompt)
+    log.info("mounted %s on %s", url, mp)
+    if not share.path.is_dir():
+        unmount(share)
+        raise UsageError(f"{url}: {url.path} is not a directory on the share")
+    return share
+
+
+def unmount(share: Share) -> None:
+    if not _mounted(share.mountpoint):
+        return
+    if share.url.scheme == "ssh":
+        run(["fusermount3", "-u", str(share.mountpoint)], timeout=TIMEOUT)
+    else:
+        run(["umount", str(share.mountpoint)], timeout=TIMEOUT)
+    with contextlib.suppress(OSError):
+        share.mountpoint.rmdir()
+    log.info("unmounted %s", share.url)
+
+
+def _mount_smb(url: RepoURL, mp: Path, creds: Credentials | None, prompt: Prompt | None) -> None:
+    require_tools("mount.cifs")
+    user = (creds.user if creds else "") or url.user
+    password = creds.password if creds else ""
+    domain = (creds.domain if creds else "") or url.domain
+    if user and not password and prompt is not None:
+        password = prompt(url, f"password for {user} on {url.host}") or ""
+    opts = ["uid=0", "gid=0", "file_mode=0644", "dir_mode=0755", "nobrl"]
+    if url.version:
+        opts.append(f"vers={url.version}")
+    with tempfile.TemporaryDirectory(prefix="bootmedia-cred-") as tmp:
+        if user:
+            cred = Path(tmp) / "credentials"
+            fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            lines = [f"username={user}", f"password={password}"]
+            if domain:
+                lines.append(f"domain={domain}")
+            os.write(fd, ("\n".join(lines) + "\n").encode())
+            os.close(fd)
+            opts.append(f"credentials={cred}")
+        else:
+            opts.append("guest")
+        source = f"//{url.host.strip('[]')}/{url.share}"
+        try:
+            run(["mount", "-t", "cifs", source, str(mp), "-o", ",".join(opts)], timeout=TIMEOUT)
+        except ToolError as exc:
+            raise BootmediaError(f"{url}: cannot mount the share: {_tail(exc)}") from None
+
+
+def _mount_nfs(url: RepoURL, mp: Path) -> None:
+    require_tools("mount.nfs")
+    opts = ["hard", "timeo=150", "retrans=3"]
+    if url.version:
+        opts.append(f"vers={url.version}")
+    try:
+        run(
+            ["mount", "-t", "nfs", f"{url.host}:{url.path}", str(mp), "-o", ",".join(opts)],
+            timeout=TIMEOUT * 3,
+        )
+    except ToolError as exc:
+        raise BootmediaError(f"{url}: cannot mount the export: {_tail(exc)}") from None
+
+
+def _mount_ssh(url: RepoURL, mp: Path, creds: Credentials | None, prompt: Prompt | None) -> None:
+    require_tools("sshfs", "fusermount3")
+    user = (creds.user if creds else "") or url.user
+    where = f"{user}@{url.host}" if user else url.host
+    opts = [
+        "reconnect",
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=3",
+        "ConnectTimeout=20",
+        "max_conns=4",
+        "dir_cache=no",  # another machine may capture into the same repository
+    ]
+    if url.port:
+        opts.append(f"port={url.port}")
+    if creds and creds.key:
+        opts += [f"IdentityFile={creds.key}", "IdentitiesOnly=yes"]
+    if creds and creds.known_hosts:
+        opts += [f"UserKnownHostsFile={creds.known_hosts}", "StrictHostKeyChecking=yes"]
+    else:
+        opts.append("StrictHostKeyChecking=accept-new")
+    password = creds.password if creds else ""
+    if (
+        not password
+        and not (creds and creds.key)
+        and prompt is not None
+        and _needs_password(url, where, opts)
+    ):
+        password = prompt(url, f"password for {where}") or ""
+    if password:
+        opts += ["password_stdin", "PubkeyAuthentication=no", "NumberOfPasswordPrompts=1"]
+    else:
+        opts.append("BatchMode=yes")
+    argv = ["sshfs", f"{where}:{url.path}", str(mp), "-o", ",".join(opts)]
+    _run_detached(argv, (password + "\n").encode() if password else None, url)
+
+
+def _needs_password(url: RepoURL, where: str, opts: list[str]) -> bool:
+    """Whether the server refuses us without a password (keys in ~/.ssh tried first)."""
+    ssh_opts = [o for o in opts if o[0].isupper()]
+    argv = ["ssh", "-o", "BatchMode=yes", *(x for o in ssh_opts for x in ("-o", o))]
+    if url.port:
+        argv += ["-p", str(url.port)]
+    try:
+        run([*argv, where, "true"], timeout=TIMEOUT)
+    except ToolError:
+        return True
+    return False
+
+
+def _run_detached(argv: list[str], stdin: bytes | None, url: RepoURL) -> None:
+    """sshfs forks into the background, but its ssh child keeps the stderr it was given: capture
+    stderr in a file, not a pipe, so waiting for sshfs does not wait for the ssh session."""
+    log.info("+ %s", " ".join(argv))
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run(
+                argv,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BootmediaError(f"{url}: sshfs did not connect in {TIMEOUT} s") from None
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        tail = " | ".join(s.strip() for s in text.strip().splitlines()[-3:] if s.strip())
+        raise BootmediaError(
+            f"{url}: sshfs failed (exit {proc.returncode}){': ' + tail if tail else ''}"
+        )
+
+
+def _tail(exc: ToolError) -> str:
+    lines = [s.strip() for s in exc.stderr.strip().splitlines() if s.strip()]
+    return " | ".join(lines[-2:]) or f"exit {exc.returncode}"
+
+
+def _wait_gone(mp: Path, seconds: float = 5) -> None:
+    end = time.monotonic() + seconds
+    while _mounted(mp) and time.monotonic() < end:
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def attach(
+    ref: str | os.PathLike[str],
+    *,
+    credentials_file: Path | None = None,
+    prompt: Prompt | None = None,
+    keep: bool = False,
+) -> Iterator[str]:
+    """A repository named by path or URL -> something Repository.open takes: a local path
+    for directories and mounted shares, the URL itself for http(s). The mount made here is
+    undone at the end unless keep (the TUI keeps shares for the session)."""
+    text = os.fspath(ref)
+    if not is_url(text):
+        yield text
+        return
+    url = parse_url(text)
+    if not url.mounted:
+        yield text
+        return
+    creds = creds_mod.load(url, credentials_file)
+    mp = MOUNT_ROOT / _slug(url)
+    already = _mounted(mp)
+    share = mount(url, creds, prompt)
+    try:
+        yield str(share.path)
+    finally:
+        if not keep and not already:
+            unmount(share)
+            _wait_gone(share.mountpoint)

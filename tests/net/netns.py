@@ -1,0 +1,130 @@
+"""Network namespaces for the network tests, and real servers started inside them.
+
+Every server and client of tests/net runs in a namespace created here: nothing is sent to any
+address outside it. `Netns.entered()` moves the test's own thread into the namespace (setns), so
+threads and processes the engine starts from there (HTTP workers, sshfs, mount) are in it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_counter = itertools.count()
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def why_not() -> str:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return "iproute2 is not installed"
+    name = f"bmt-probe-{os.getpid()}"
+    proc = sh("ip", "netns", "add", name, check=False)
+    if proc.returncode:
+        return f"cannot create a network namespace: {proc.stderr.strip()}"
+    sh("ip", "netns", "del", name, check=False)
+    return ""
+
+
+class Netns:
+    """A named network namespace with its loopback up. Processes started with popen() are
+    killed when it is deleted."""
+
+    def __init__(self, tag: str = "t") -> None:
+        self.name = f"bmt-{os.getpid()}-{tag}{next(_counter)}"
+        sh("ip", "netns", "add", self.name)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ip("link", "set", "lo", "up")
+
+    def ip(self, *args: str) -> None:
+        sh("ip", "-n", self.name, *args)
+
+    def cmd(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh(*self.cmd(*argv), check=check)
+
+    def popen(
+        self, argv: list[str], log: Path | None = None, **kw: object
+    ) -> subprocess.Popen[bytes]:
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(
+            self.cmd(*argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
+        )  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the calling thread (and what it starts) inside this namespace."""
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            _setns(target)
+            yield
+        finally:
+            _setns(home)
+            os.close(home)
+            os.close(target)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        # Anything else still running in the namespace (sshfs, smbd's children) was started
+        # by this test; end it by pid.
+        pids = sh("ip", "netns", "pids", self.name, check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+def wait_port(ns: Netns, port: int, host: str = "127.0.0.1", seconds: float = 20) -> None:
+    """Wait until something listens on host:port inside ns."""
+    end = time.monotonic() + seconds
+    with ns.entered():
+        while True:
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            s.settimeout(1)
+            try:
+                s.connect((host, port))
+                return
+            except OSError:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"nothing listens on {host}:{port} in {ns.name}") from None
+                time.sleep(0.1)
+            finally:
+                s.close()

@@ -1,0 +1,180 @@
+"""Real servers for the network tests, each started inside a test's namespace: OpenSSH's sshd,
+nginx, Samba's smbd, nfs-ganesha. Configs, keys and logs all live in the test's directory."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.net.netns import Netns, sh, wait_port
+
+
+@dataclass(frozen=True)
+class Sshd:
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    credentials: Path  # a bootmedia-credentials.toml naming the key and the host key
+    log: Path
+
+    def url(self, path: Path | str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+
+def start_sshd(ns: Netns, work: Path, port: int = 2222) -> Sshd:
+    work.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    host_key, user_key = work / "host_ed25519", work / "id_ed25519"
+    for key in (host_key, user_key):
+        if not key.exists():
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    (work / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
+    pub = Path(f"{host_key}.pub").read_text().split()
+    known = work / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+    cfg = work / "sshd_config"
+    cfg.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"AuthorizedKeysFile {work}/authorized_keys\nPidFile none\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+    )
+    log = work / "sshd.log"
+    ns.popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], log=log)
+    wait_port(ns, port)
+    creds = work / "bootmedia-credentials.toml"
+    creds.write_text(
+        f'[[share]]\nurl = "ssh://root@127.0.0.1:{port}"\nkey = "{user_key.name}"\n'
+        f'known_hosts = "{known.name}"\n'
+    )
+    return Sshd(port, "root", user_key, known, creds, log)
+
+
+@dataclass(frozen=True)
+class Nginx:
+    port: int
+    root: Path
+    access_log: Path
+    error_log: Path
+
+    def url(self, rel: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+
+def start_nginx(ns: Netns, work: Path, root: Path, port: int = 8080) -> Nginx:
+    """nginx serving root read-only (GET and HEAD only), with JSON directory listings."""
+    work.mkdir(parents=True, exist_ok=True)
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / sub).mkdir(exist_ok=True)
+    access, error = work / "access.log", work / "error.log"
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+user root;
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {error} info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {access};
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    sendfile on;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{
+            autoindex on;
+            autoindex_format json;
+            limit_except GET {{ deny all; }}
+        }}
+    }}
+}}
+"""
+    )
+    ns.popen(["nginx", "-c", str(conf), "-p", str(work)], log=work / "nginx.out")
+    wait_port(ns, port)
+    return Nginx(port, root, access, error)
+
+
+@dataclass(frozen=True)
+class Smbd:
+    port: int
+    share: str
+    user: str
+    password: str
+    path: Path
+    config: Path
+    credentials: Path
+    log: Path
+
+    def url(self, sub: str = "") -> str:
+        return f"smb://{self.user}@127.0.0.1/{self.share}{'/' + sub if sub else ''}"
+
+    def client(self, ns: Netns, command: str) -> subprocess.CompletedProcess[str]:
+        auth = self.config.parent / "smbclient.auth"
+        auth.write_text(f"username = {self.user}\npassword = {self.password}\n")
+        auth.chmod(0o600)
+        return ns.run(
+            "smbclient", f"//127.0.0.1/{self.share}", "-p", str(self.port), "-A", str(auth),
+            "-s", str(self.config), "-c", command, check=False,
+        )  # fmt: skip
+
+
+def start_smbd(ns: Netns, work: Path, share: Path, port: int = 445) -> Smbd:
+    """smbd with one share and one user (root, with a password in a private passdb)."""
+    work.mkdir(parents=True, exist_ok=True)
+    for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc"):
+        (work / sub).mkdir(exist_ok=True)
+    conf = work / "smb.conf"
+    log = work / "smbd.log"
+    conf.write_text(
+        f"""[global]
+   server role = standalone server
+   smb ports = {port}
+   interfaces = lo
+   bind interfaces only = yes
+   lock directory = {work}/lock
+   state directory = {work}/state
+   cache directory = {work}/cache
+   private dir = {work}/private
+   pid directory = {work}/pid
+   ncalrpc dir = {work}/ncalrpc
+   passdb backend = tdbsam:{work}/private/passdb.tdb
+   log file = {log}
+   log level = 1
+   load printers = no
+   printing = bsd
+   printcap name = /dev/null
+   disable spoolss = yes
+   map to guest = never
+   server min protocol = SMB2_02
+[images]
+   path = {share}
+   read only = no
+   valid users = root
+   force user = root
+"""
+    )
+    password = "bm-test-Pa55"
+    subprocess.run(
+        ["smbpasswd", "-c", str(conf), "-s", "-a", "root"],
+        input=f"{password}\n{password}\n",
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    ns.popen(
+        ["smbd", "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
+        log=work / "smbd.out",
+    )
+    wait_port(ns, port)
+    creds = work / "bootmedia-credentials.toml"
+    creds.write_text(f'[[share]]\nurl = "smb://root@127.0.0.1/images"\npassword = "{password}"\n')
+    return Smbd(port, "images", "root", password, share, conf, creds, log)
