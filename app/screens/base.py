@@ -62,6 +62,15 @@ class BaseScreen(Screen[T]):
     def action_back(self) -> None:
         self.dismiss(None)
 
+    def finish(self, result: T | None) -> None:
+        """Dismiss this screen with result even when a dialog is open over it: dismiss() pops
+        the top screen, so the dialogs above are answered "no" and closed first."""
+        if self not in self.app.screen_stack:
+            return
+        while self.app.screen is not self:
+            self.app.screen.dismiss(None)
+        self.dismiss(result)
+
     def run_blocking(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         """Run fn in a thread worker; post Loaded(what, value) or LoadFailed(what, reason)."""
         self.bm.load_in_thread(self, what, fn, *args, **kwargs)

@@ -4,6 +4,7 @@ job to stop in its defined state."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any, ClassVar
@@ -12,7 +13,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import Static
 from textual.worker import Worker
 
 from app.jobs import Job, Outcome
@@ -36,6 +36,8 @@ class ProgressScreen(BaseScreen[Outcome]):
         super().__init__(job.title)
         self.job = job
         self.cancel = threading.Event()
+        self.outcome: Outcome | None = None  # set once the job has ended, whatever is open
+        self.asked = False  # the technician opened "Cancel?" while the job ran
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane", id="job"):
@@ -64,7 +66,7 @@ class ProgressScreen(BaseScreen[Outcome]):
             return
         # The job itself crashed: the flow shows the error screen in place of the result.
         reason = self.bm.worker_failed(worker, show=False)
-        self.dismiss(Outcome(False, f"{self.job.kind.capitalize()} failed", (), error=reason))
+        self.finish(Outcome(False, f"{self.job.kind.capitalize()} failed", (), error=reason))
 
     def on_unmount(self) -> None:
         # The app is going away under a running job (Ctrl+Q): stop the job in its defined state
@@ -75,19 +77,30 @@ class ProgressScreen(BaseScreen[Outcome]):
         self.query_one(ProgressView).progress = message.progress
 
     def on_loaded(self, message: Loaded) -> None:
-        if message.what == "outcome":
-            self.dismiss(message.value)
+        if message.what != "outcome" or self.outcome is not None:
+            return
+        outcome: Outcome = message.value
+        if (self.asked or self.cancel.is_set()) and not outcome.cancelled:
+            # The job ended while "Cancel?" was open (or before the cancel reached it): the
+            # dialog closes, and the result says the job ran to its end.
+            note = "The job finished before it could be cancelled."
+            outcome = dataclasses.replace(outcome, lines=(note, *outcome.lines))
+        self.outcome = outcome
+        self.finish(outcome)
 
     @work(group="ask-cancel", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:
-        if self.cancel.is_set():
+        if self.cancel.is_set() or self.outcome is not None or not self.is_current:
             return
-        if await self.app.push_screen_wait(
-            YesNo(f"Cancel: {self.job.title}?", self.job.cancel_note)
-        ):
+        self.asked = True
+        answer = await self.app.push_screen_wait(
+            YesNo(f"Cancel: {self.job.title}?", f"If you cancel now: {self.job.cancel_note}")
+        )
+        self.asked = False
+        if answer and self.outcome is None:
             self.cancel.set()
             self.status("Cancelling: waiting for the job to stop in a safe state...")
-            self.query_one(Static).update("Cancelling...")
+            self.query_one("#job").border_title = f"Cancelling: {self.job.title}"
 
     def action_back(self) -> None:
         self.action_cancel()

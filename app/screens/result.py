@@ -23,6 +23,13 @@ class ResultScreen(BaseScreen[None]):
     ]
     COUNTDOWN = 10
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # "Stay" only while a reboot or power-off counts down. Without one, Esc does nothing
+        # here: an Esc meant for "Cancel?" that lands as the job ends must not hide the result.
+        if action == "stay":
+            return self.afterwards != "stay"
+        return True
+
     def __init__(self, outcome: Outcome, title: str, afterwards: str = "stay") -> None:
         super().__init__(title)
         self.outcome = outcome
@@ -62,9 +69,8 @@ class ResultScreen(BaseScreen[None]):
     def action_stay(self) -> None:
         if self.afterwards != "stay":
             self.afterwards = "stay"
-            self.query_one("#countdown", Static).update("Staying.")
-            return
-        self.dismiss(None)
+            self.query_one("#countdown", Static).update("Staying. Enter returns to the menu.")
+            self.refresh_bindings()
 
 
 class ErrorScreen(BaseScreen[None]):
