@@ -111,6 +111,31 @@ def build_disk(dev: str, size_mib: int, tmp: Path) -> None:
     sh(f"mkswap -L swap {dev}p4 >/dev/null")
 
 
+def package_upgrade(part: str, mnt: Path, every: int = 100) -> tuple[int, int]:
+    """What a package upgrade does to an ext4 root: every `every`-th regular file (1%) gets a
+    new version, written as a new file beside it and renamed over it (dpkg's way). The new
+    version is the old content behind a short header, so it is as compressible as before but
+    new at every byte. Returns (files, bytes) rewritten."""
+    sh(f"mount {part} {mnt}")
+    files = nbytes = 0
+    try:
+        paths = sorted(
+            p
+            for p in mnt.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.name != "lost+found"
+        )
+        for p in paths[::every]:
+            data = b"upgraded package version 2\n" + p.read_bytes()
+            new = p.with_name(p.name + ".dpkg-new")
+            new.write_bytes(data)
+            os.rename(new, p)
+            files += 1
+            nbytes += len(data)
+    finally:
+        sh(f"umount {mnt}")
+    return files, nbytes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
