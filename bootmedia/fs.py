@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -283,3 +284,90 @@ def make_swap(device: str, uuid: str, label: str) -> None:
     if label:
         argv += ["-L", label]
     run([*argv, device])
+
+
+# ---- shrinking (issue 10): each filesystem's own tool, never a relocator of our own ----------
+
+SHRINK_TOOLS = {
+    "ext2": ("e2fsck", "resize2fs"),
+    "ext3": ("e2fsck", "resize2fs"),
+    "ext4": ("e2fsck", "resize2fs"),
+    "ntfs": ("ntfsresize",),
+    "btrfs": ("btrfs", "mount", "umount"),
+    "vfat": ("mkfs.vfat", "mcopy", "mdir"),
+}
+
+
+def shrink(device: str, fstype: str, size: int) -> None:
+    """Make the filesystem on device at most `size` bytes long, with its own tool.
+    (FAT is rebuilt by file instead: see bootmedia.layout.fat.)"""
+    if fstype in ("ext2", "ext3", "ext4"):
+        # resize2fs insists on a freshly checked filesystem; -p repairs nothing it must ask about.
+        run(["e2fsck", "-f", "-p", device])
+        run(["resize2fs", device, f"{size // 1024}K"])
+    elif fstype == "ntfs":
+        # --force: an image of a disk Windows hibernated or did not shut down cleanly is marked
+        # for chkdsk; ntfsresize refuses it otherwise. The size is in bytes.
+        run(
+            ["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), device],
+            input=b"y\n",
+        )
+    elif fstype == "btrfs":
+        with mounted(device) as mnt:
+            run(["btrfs", "filesystem", "resize", str(size), mnt])
+    else:
+        raise BootmediaError(f"cannot shrink a {fstype or 'unknown'} filesystem")
+
+
+def fs_size(device: str, fstype: str) -> int | None:
+    """The filesystem's own idea of its length in bytes (after a shrink it must fit)."""
+    if fstype in ("ext2", "ext3", "ext4"):
+        head = run_text(["dumpe2fs", "-h", device])
+        count = re.search(r"^Block count:\s+(\d+)", head, re.M)
+        bsize = re.search(r"^Block size:\s+(\d+)", head, re.M)
+        return int(count.group(1)) * int(bsize.group(1)) if count and bsize else None
+    if fstype == "ntfs":
+        with open(device, "rb") as f:
+            boot = f.read(512)
+        sector = int.from_bytes(boot[11:13], "little")
+        return (int.from_bytes(boot[40:48], "little") + 1) * sector
+    if fstype == "btrfs":
+        out = run_text(["btrfs", "inspect-internal", "dump-super", device])
+        m = re.search(r"^dev_item.total_bytes\s+(\d+)", out, re.M)
+        return int(m.group(1)) if m else None
+    return None
+
+
+def set_hidden_sectors(fd: int, base: int, fstype: str) -> bool:
+    """NTFS and FAT boot sectors record the partition's start (in sectors) at byte 0x1C; Windows
+    will not boot an NTFS whose field names the old start. Set it for the partition that starts
+    at byte `base` of the disk open on fd (and in the backup boot sector: NTFS's is its volume's
+    last sector, FAT32's is named by the boot sector). Returns whether anything changed."""
+    boot = bytearray(os.pread(fd, 512, base))
+    sector = int.from_bytes(boot[11:13], "little")
+    if sector not in (512, 1024, 2048, 4096) or base % sector:
+        return False
+    start_sector = base // sector
+    if fstype == "ntfs" and boot[3:11] != b"NTFS    ":
+        return False
+    if fstype == "vfat" and boot[510:512] != b"\x55\xaa":
+        return False
+    old = int.from_bytes(boot[0x1C:0x20], "little")
+    if old == start_sector:
+        return False
+    boot[0x1C:0x20] = start_sector.to_bytes(4, "little")
+    os.pwrite(fd, bytes(boot), base)
+    if fstype == "ntfs":
+        backup = base + int.from_bytes(boot[40:48], "little") * sector
+        copy = bytearray(os.pread(fd, 512, backup))
+        if copy[3:11] == b"NTFS    ":
+            copy[0x1C:0x20] = start_sector.to_bytes(4, "little")
+            os.pwrite(fd, bytes(copy), backup)
+    elif fstype == "vfat" and int.from_bytes(boot[22:24], "little") == 0:  # FAT32
+        backup_at = int.from_bytes(boot[50:52], "little")
+        if 0 < backup_at < 32:
+            copy = bytearray(os.pread(fd, 512, base + backup_at * sector))
+            if copy[510:512] == b"\x55\xaa":
+                copy[0x1C:0x20] = start_sector.to_bytes(4, "little")
+                os.pwrite(fd, bytes(copy), base + backup_at * sector)
+    return True

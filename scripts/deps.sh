@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     partclone fdisk gdisk parted util-linux e2fsprogs dosfstools mtools ntfs-3g exfatprogs
-    btrfs-progs xfsprogs nvme-cli hdparm zstd tmux udev kmod python3-venv
+    btrfs-progs xfsprogs xfsdump fatresize fuse3 nvme-cli hdparm zstd tmux udev kmod python3-venv
     # build_iso.sh and the e2e tests (tests/e2e): the live image, and qemu to boot it
     debootstrap squashfs-tools xorriso grub-common grub2-common grub-pc-bin grub-efi-amd64-bin
     qemu-system-x86 ovmf

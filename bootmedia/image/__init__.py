@@ -1,0 +1,1 @@
+"""An image's contents as files and block devices (bootmedia.image.view)."""

@@ -1,0 +1,199 @@
+"""Shrink a partition of an image on its way to a smaller target.
+
+The image's partition is served as a block file of its original size (bootmedia.image.view),
+loop-attached, and shrunk there by the filesystem's own tool; the writes land in the view's
+overlay, never in the image. Then only the blocks the shrunk filesystem uses are copied to the
+target, each piece hashed as it is read and checked again after it is read back.
+
+    with ExitStack() as stack:
+        prepared = prepare_shrink(stack, repo, image, area, new_size, workdir)  # before any write
+        ...
+        copy_prepared(prepared, target_fd, base, reporter)                    # the writes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from bootmedia import blockdev, fs
+from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.image.view import MountedView, mounted_view
+from bootmedia.progress import Reporter, human_bytes
+from bootmedia.repo.manifest import Area
+from bootmedia.run import require_tools
+
+MiB = 1 << 20
+PIECE = 4 * MiB
+RAM_SHARE = 4  # an overlay goes to RAM when it needs at most 1/RAM_SHARE of the free memory
+SHM = Path("/dev/shm")
+
+
+def overlay_capacity(area: Area, new_size: int) -> int:
+    """What the shrinker can write, fixed before it runs: the tools move the blocks that lie
+    past the new end and rewrite metadata; btrfs relocates whole block groups."""
+    used = area.used if area.used is not None else area.size
+    extra = used + 512 * MiB if area.fstype == "btrfs" else max(64 * MiB, area.size // 32)
+    need = used + extra
+    return min(area.size, need) // 4096 * 4096 + 4096
+
+
+def overlay_dir(capacity: int, fallback: Path) -> Path:
+    """RAM (/dev/shm) when the overlay fits comfortably in free memory, else the fallback
+    (a directory on the stick)."""
+    try:
+        avail = next(
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemAvailable:")
+        )
+        st = os.statvfs(SHM)
+        shm_free = st.f_bavail * st.f_frsize
+    except (OSError, StopIteration, ValueError):
+        return fallback
+    if capacity * RAM_SHARE <= avail and capacity * 2 <= shm_free:
+        return SHM / "bootmedia"
+    return fallback
+
+
+@dataclass(frozen=True)
+class ShrinkStats:
+    number: int
+    fstype: str
+    old_size: int
+    new_size: int
+    fs_size: int  # the filesystem's length after shrinking
+    used: int  # bytes of it copied to the target
+    overlay_used: int
+    overlay_capacity: int
+    overlay_dir: str
+    server_peak_rss: int
+    seconds: float
+
+
+@dataclass
+class Prepared:
+    area: Area
+    new_size: int
+    view: MountedView
+    device: str  # the loop device over the view, holding the shrunk filesystem
+    ranges: list[tuple[int, int]]
+    fs_size: int
+    overlay_dir: Path
+    capacity: int
+    started: float
+
+    @property
+    def used(self) -> int:
+        return sum(n for _, n in self.ranges)
+
+
+def prepare_shrink(
+    stack: contextlib.ExitStack,
+    repo: str | Path,
+    image: str,
+    area: Area,
+    new_size: int,
+    workdir: Path,
+) -> Prepared:
+    """Shrink the area's filesystem in a view; the view stays mounted until the stack closes."""
+    tools = fs.SHRINK_TOOLS.get(area.fstype)
+    if tools is None:
+        raise BootmediaError(f"{area.name}: cannot shrink a {area.fstype or 'raw'} partition")
+    require_tools("losetup", *tools)
+    started = time.monotonic()
+    capacity = overlay_capacity(area, new_size)
+    where = overlay_dir(capacity, workdir)
+    view = stack.enter_context(mounted_view(repo, image, area.name, where, capacity))
+    device = stack.enter_context(view.loop())
+    try:
+        fs.shrink(device, area.fstype, new_size)
+    except BootmediaError as exc:
+        raise BootmediaError(
+            f"{area.name}: {area.fstype} could not be shrunk to {human_bytes(new_size)}: {exc}"
+        ) from None
+    size = fs.fs_size(device, area.fstype)
+    if size is None or size > new_size:
+        raise BootmediaError(
+            f"{area.name}: after shrinking, the {area.fstype} is "
+            f"{human_bytes(size or 0)}, larger than its new partition ({human_bytes(new_size)})"
+        )
+    ranges = [
+        (o, min(n, size - o)) for o, n in fs.used_ranges(device, area.fstype, workdir) if o < size
+    ]
+    if area.fstype == "ntfs":
+        # NTFS keeps a copy of its boot sector after the volume, outside $Bitmap; ntfsresize
+        # does not write one, and ntfs-3g looks for it in the partition's last sector.
+        _ntfs_backup_boot(device, (size - 512, new_size - 512))
+        ranges += [(size - 512, 512), (new_size - 512, 512)]
+    return Prepared(area, new_size, view, device, ranges, size, where, capacity, started)
+
+
+def copy_prepared(
+    p: Prepared, fd: int, base: int, reporter: Reporter, verify: bool = True
+) -> ShrinkStats:
+    """Copy the shrunk filesystem's used blocks to the target at `base`, then read them back."""
+    sums: list[tuple[int, int, bytes]] = []
+    src = os.open(p.device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for offset, length in p.ranges:
+            pos, end = offset, offset + length
+            while pos < end:
+                reporter.check_cancel()
+                n = min(PIECE, end - pos)
+                data = os.pread(src, n, pos)
+                if len(data) != n:
+                    raise ImageError(f"{p.area.name}: short read from the shrunk view at {pos}")
+                _pwrite_all(fd, data, base + pos)
+                sums.append((pos, n, blake3.blake3(data).digest()))
+                reporter.advance(n)
+                pos += n
+    finally:
+        os.close(src)
+    blockdev.flush(fd)
+    if verify:
+        for pos, n, digest in sums:
+            reporter.check_cancel()
+            if blake3.blake3(os.pread(fd, n, base + pos)).digest() != digest:
+                raise ImageError(
+                    f"verification failed: {p.area.name} at offset {pos} does not read back as "
+                    "written (bad target disk or cable?)"
+                )
+            reporter.advance(n)
+    stats = p.view.stats()
+    return ShrinkStats(
+        p.area.number,
+        p.area.fstype,
+        p.area.size,
+        p.new_size,
+        p.fs_size,
+        p.used,
+        stats.overlay_used,
+        p.capacity,
+        str(p.overlay_dir),
+        stats.peak_rss,
+        round(time.monotonic() - p.started, 3),
+    )
+
+
+def _ntfs_backup_boot(device: str, where: tuple[int, ...]) -> None:
+    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        boot = os.pread(fd, 512, 0)
+        for pos in where:
+            os.pwrite(fd, boot, pos)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
