@@ -101,6 +101,8 @@ in_chroot python3 -m venv /opt/bootmedia
 in_chroot /opt/bootmedia/bin/pip install --quiet --no-index --no-cache-dir \
     --find-links /tmp/wheels "/tmp/wheels/$(basename "$bootmedia_wheel")"
 rm -rf "$rootfs/tmp/wheels"
+# customize edits Windows hives with Debian's python3-hivex (no PyPI package writes hives)
+in_chroot /bin/bash -s /opt/bootmedia/bin/python <scripts/link-hivex.sh
 in_chroot /opt/bootmedia/bin/bootmedia --version
 
 # ---- stage 3: configuration, squashfs, ISO ---------------------------------------------------

@@ -22,6 +22,7 @@ log = logging.getLogger("bootmedia.cli")
 COMMANDS = (
     "capture",
     "apply",
+    "customize",
     "verify",
     "images",
     "info",

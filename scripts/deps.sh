@@ -12,6 +12,9 @@ APT_PACKAGES=(
     # tests (tests/net): clients, and the servers the tests start inside network namespaces
     iproute2 sshfs openssh-client openssh-server cifs-utils nfs-common udpcast
     nginx-light samba smbclient nfs-ganesha nfs-ganesha-vfs dnsmasq-base ipxe
+    # customize (issue 12): offline Windows hive edits, UEFI boot entries; chntpw's reged is the
+    # second, independent hive reader the tests check hivex's writes with
+    python3-hivex libwin-hivex-perl chntpw efibootmgr
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -28,3 +31,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+# hivex has no PyPI package that writes hives (the PyPI name "hivex" is an unrelated project), so
+# Debian's python3-hivex bindings are linked into the venv: exactly those two files, not the whole
+# system site-packages (see scripts/link-hivex.sh).
+./scripts/link-hivex.sh .venv/bin/python

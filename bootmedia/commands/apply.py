@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.commands._common import reporter
+from bootmedia.commands.customize import add_options, options_from_args, wants_customize
+from bootmedia.customize import customize_disk, plan_customize, precheck
 from bootmedia.disks import check_confirm
 from bootmedia.progress import human_bytes, human_duration
 
@@ -39,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", metavar="PART", help="... onto this existing partition")
     p.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,9 +64,22 @@ def run(args: argparse.Namespace) -> int:
         discard=args.discard,
         partition=args.partition,
     )
+    custom = wants_customize(args)
+    options = options_from_args(args, repo=args.repo, image=plan.image.name)
+    if custom:
+        if args.partition is not None or plan.disk is None:
+            raise UsageError("customize options need a whole disk as the target")
+        if not args.verify:
+            raise UsageError("customize runs after a verified restore: leave out --no-verify")
+        name = precheck({a.fstype for a in plan.image.areas if a.fstype}, options)
     if args.dry_run:
         print("\n".join(plan.summary()))
-        print(f"Command: {plan.command()}")
+        if custom:
+            print(
+                "Then customize: " + (f"name '{name}'; " if name else "") + "see "
+                "'bootmedia customize --dry-run' after the restore for every change"
+            )
+        print(f"Command: {plan.command()}" + (" " + shlex.join(options.argv()) if custom else ""))
         return 0
     if plan.disk is not None:
         check_confirm(plan.disk, args.confirm, "overwrite")
@@ -82,4 +99,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in result.notes:
         print(f"note: {note}")
+    if custom:
+        cplan = plan_customize(plan.target, options)
+        print("\n".join(cplan.summary()))
+        rep, printer = reporter(args.quiet)
+        cres = customize_disk(cplan, rep)
+        if printer:
+            printer.done()
+        for line in cres.lines():
+            print(line)
+        print(f"customized {cres.disk}: {len(cres.changes)} changes, each read back")
     return 0
