@@ -30,6 +30,7 @@ class DiskRow:
 
     disk: Disk
     refusal: str | None = None
+    contents: str = ""  # bootmedia.disks.contents: "empty" only when the samples read as zeros
 
     @property
     def key(self) -> str:
@@ -47,7 +48,7 @@ class DiskRow:
         """Short enough for a table column: a lab disk is named by its backing file."""
         d = self.disk
         if d.transport == "loop" and d.backing_file:
-            return f"loop: {Path(d.backing_file).name}"
+            return Path(d.backing_file).name  # the Bus column says "loop"
         if d.transport == "file":
             return "image file"
         return d.title
@@ -72,10 +73,11 @@ class DiskRow:
         return f"This disk has no serial. Type its name [b]{self.disk.name}[/b] and press Enter:"
 
     def partitions_text(self) -> str:
-        parts = ["/".join(x for x in (p.fstype or "?", p.label) if x) for p in self.disk.partitions]
-        return (
-            ", ".join(parts) if parts else ("empty" if not self.disk.fstype else self.disk.fstype)
-        )
+        if self.contents:
+            return self.contents
+        from bootmedia.disks.contents import contents_summary
+
+        return contents_summary(self.disk)
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,13 @@ def list_disks(session: Session, *, for_write: bool = True) -> list[DiskRow]:
         from bootmedia.disks import find_disks
 
         disks = list(find_disks())
+    from bootmedia.disks.contents import contents_summary
+
     repos = find_repositories(session) if for_write else []
-    return [DiskRow(d, refusal_for(session, d, repos) if for_write else None) for d in disks]
+    return [
+        DiskRow(d, refusal_for(session, d, repos) if for_write else None, contents_summary(d))
+        for d in disks
+    ]
 
 
 def refusal_for(session: Session, disk: Disk, repos: list[Path]) -> str | None:

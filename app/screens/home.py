@@ -26,7 +26,7 @@ MENU = (
     ("i", "images", "Images", "list, inspect, delete"),
     ("d", "disks", "Disks", "what is plugged in"),
     ("l", "log", "Log", "what bootmedia did"),
-    ("s", "shell", "Shell", "a root shell; exit returns"),
+    ("s", "shell", "Shell", "a root shell"),
     ("b", "power('reboot')", "Reboot", ""),
     ("o", "power('poweroff')", "Power off", ""),
 )
@@ -40,8 +40,8 @@ class HomeScreen(BaseScreen[None]):
         Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
-    HomeScreen #menu { width: 44; height: 1fr; border: solid $primary; }
-    HomeScreen #machine { width: 1fr; height: 1fr; }
+    HomeScreen #menu { width: 40; height: 1fr; border: solid $primary; }
+    HomeScreen #machine { width: 1fr; height: 1fr; text-wrap: nowrap; text-overflow: clip; }
     """
 
     def compose_body(self) -> ComposeResult:
@@ -69,14 +69,17 @@ class HomeScreen(BaseScreen[None]):
 
     def load_machine(self) -> Text:
         session = self.session
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")  # cut at the pane's edge, never wrapped
         rows = engine.list_disks(session)
         text.append(f"Disks ({len(rows)}):\n", "bold")
         for r in rows[:5]:
-            text.append(f" {r.disk.name:<8}{human_size(r.disk.size):>9} {r.disk.transport}\n")
-            text.append(f"   {r.title[:28]}\n", "dim" if r.refusal else "")
+            text.append(f" {r.disk.name:<12.12}{human_size(r.disk.size):>9} {r.bus}\n")
+            text.append(f"   {r.title}\n", "dim" if r.refusal else "")
             if r.refusal:
-                text.append(f"   refused: {r.short_refusal[:20]}\n", "dim")
+                text.append(f"   refused: {r.short_refusal}\n", "dim")
+            else:
+                style = "bold" if r.partitions_text().startswith(("INCOMPLETE", "no part")) else ""
+                text.append(f"   {r.partitions_text()}\n", style)
         repos = engine.find_repositories(session)
         images = engine.list_images(repos)
         text.append(f"\nImages ({len(images)}):\n", "bold")

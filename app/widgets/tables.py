@@ -13,9 +13,49 @@ from textual.widgets import DataTable
 from app.engine import DiskRow, ImageRow
 from bootmedia.progress import human_bytes, human_size
 
+MARK = ">"  # the selected row's marker: ASCII, so it reads in monochrome, over serial, in a log
 
-class DiskTable(DataTable[Text]):
-    """Shows DiskRows; Enter on a row posts Chosen, or Refused with the reason."""
+TABLE_CSS = """
+DataTable > .datatable--cursor { text-style: reverse bold; }
+DataTable:focus > .datatable--cursor { text-style: reverse bold; }
+"""
+
+
+class MarkedTable(DataTable[Text]):
+    """A row table whose selected row is marked three ways: colour, reverse video and a MARK
+    in the first column (colour alone vanishes in monochrome, over serial and in a capture)."""
+
+    DEFAULT_CSS = TABLE_CSS
+
+    MARK_COLUMN = "name"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.marked: str | None = None  # row key that carries the MARK
+        self.first: dict[str, Text] = {}  # row key -> its first cell, without the mark
+
+    def marked_cell(self, key: str, on: bool) -> Text:
+        cell = self.first[key]
+        return Text.assemble((MARK if on else " ", "bold"), " ", cell)
+
+    def set_mark(self, key: str | None) -> None:
+        if key == self.marked:
+            return
+        for row, on in ((self.marked, False), (key, True)):
+            if row is not None and row in self.rows and row in self.first:
+                self.update_cell(row, self.MARK_COLUMN, self.marked_cell(row, on))
+        self.marked = key
+
+    def mark_cursor(self) -> None:
+        if self.row_count and 0 <= self.cursor_row < self.row_count:
+            key = self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
+            self.marked = None if key != self.marked else self.marked
+            self.set_mark(key)
+
+
+class DiskTable(MarkedTable):
+    """Shows DiskRows; Enter on a row posts Chosen, or Refused with the reason. The columns fit
+    the terminal: Model and Contents get whatever width is left (never a fixed cut)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Choose", key_display="Enter")
@@ -37,40 +77,79 @@ class DiskTable(DataTable[Text]):
             self.row = row
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        super().__init__(id=id)
         self.rows_by_key: dict[str, DiskRow] = {}
+        self.fresh: frozenset[str] = frozenset()
 
-    def on_mount(self) -> None:
-        self.add_column("Disk", key="name")
-        self.add_column("Model", key="model")
-        self.add_column("Serial", key="serial")
-        self.add_column("Size", key="size")
-        self.add_column("Bus", key="bus")
-        self.add_column("Contents", key="info")
+    def on_resize(self) -> None:
+        if self.rows_by_key:
+            self.show(list(self.rows_by_key.values()), self.fresh)
+
+    @staticmethod
+    def cells(r: DiskRow) -> dict[str, str]:
+        return {
+            "name": r.disk.name,
+            "model": r.title,
+            "serial": r.disk.serial or "-",
+            "size": human_size(r.disk.size),
+            "bus": r.bus,
+            "info": f"REFUSED: {r.short_refusal}" if r.refusal else r.partitions_text(),
+        }
+
+    def widths(self, rows: list[dict[str, str]]) -> dict[str, int]:
+        """Column widths for the table's width: each fixed column as wide as its widest cell;
+        Model and Contents share the rest; Bus only where there is room (the details pane
+        below always shows it)."""
+        total = (self.size.width or self.app.size.width) - 2  # the scrollbar
+        pad = 2 * self.cell_padding
+        want = {k: max([len(HEADINGS[k]), *(len(r[k]) for r in rows)]) for k in HEADINGS}
+        want["serial"] = min(want["serial"], 20)
+        cols = ["name", "serial", "size", "bus"]
+        want["name"] += 2  # the mark
+        fixed = sum(want[k] + pad for k in cols)
+        if total - fixed - 2 * pad < want["model"] + want["info"]:
+            cols.remove("bus")
+            fixed -= want["bus"] + pad
+        room = max(20, total - fixed - 2 * pad)
+        model = min(want["model"], max(12, room - want["info"]))
+        out = {k: want[k] for k in cols}
+        out["model"] = model
+        out["info"] = max(8, room - model)
+        return out
 
     def show(self, rows: list[DiskRow], fresh: frozenset[str] = frozenset()) -> None:
         """Replace the rows, keeping the cursor on the same disk. `fresh` disks just appeared."""
         current = self.current_row()
-        self.clear()
+        self.fresh = fresh
+        self.clear(columns=True)
+        self.marked = None
+        texts = [self.cells(r) for r in rows]
+        widths = self.widths(texts)
+        self.first = {}
+        for key in ("name", "model", "serial", "size", "bus", "info"):
+            if key in widths:
+                self.add_column(HEADINGS[key], key=key, width=widths[key])
         self.rows_by_key = {r.key: r for r in rows}
-        for r in rows:
+        for r, cells in zip(rows, texts, strict=True):
             style = "dim" if r.refusal else ("reverse bold" if r.key in fresh else "")
-            info = f"REFUSED: {r.short_refusal}" if r.refusal else r.partitions_text()
-            serial = r.disk.serial or "-"
-            cells = (
-                r.disk.name,
-                r.title[:18],
-                serial if len(serial) <= 12 else ".." + serial[-10:],
-                human_size(r.disk.size),
-                r.bus,
-                info,
-            )
-            self.add_row(*(Text(c, style=style, no_wrap=True) for c in cells), key=r.key)
+            serial = cells["serial"]
+            if len(serial) > widths["serial"]:
+                serial = ".." + serial[-(widths["serial"] - 2) :]  # the end is what is typed
+            cells["serial"] = serial
+            row = [
+                Text(cells[k], style=style, no_wrap=True, overflow="crop")
+                for k in ("name", "model", "serial", "size", "bus", "info")
+                if k in widths
+            ]
+            self.first[r.key] = row[0]
+            row[0] = self.marked_cell(r.key, False)
+            self.add_row(*row, key=r.key)
         if current is not None and current.key in self.rows_by_key:
             self.move_cursor(row=self.get_row_index(current.key))
         elif rows:
             usable = next((i for i, r in enumerate(rows) if not r.refusal), 0)
             self.move_cursor(row=usable)
+        self.mark_cursor()
 
     def current_row(self) -> DiskRow | None:
         if not self.rows_by_key or self.cursor_row < 0 or self.cursor_row >= self.row_count:
@@ -87,7 +166,18 @@ class DiskTable(DataTable[Text]):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
+        self.set_mark(event.row_key.value)
         self.post_message(self.Highlighted(self.rows_by_key.get(event.row_key.value or "")))
+
+
+HEADINGS = {
+    "name": "Disk",
+    "model": "Model",
+    "serial": "Serial",
+    "size": "Size",
+    "bus": "Bus",
+    "info": "Contents",
+}
 
 
 class ImageTable(DataTable[str]):

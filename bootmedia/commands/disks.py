@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bootmedia.disks import Disk, find_disk, find_disks, load_machine
+from bootmedia.disks.contents import Sample, contents_summary
 from bootmedia.disks.safety import snapshot_refusal
 from bootmedia.progress import human_size
 
@@ -29,9 +30,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
-def describe(disk: Disk, refusal: str | None) -> list[str]:
-    """The text block `bootmedia disks` prints for one disk."""
+def describe(disk: Disk, refusal: str | None, contents: str = "") -> list[str]:
+    """The text block `bootmedia disks` prints for one disk (contents: contents_summary)."""
     lines = [f"{disk.path}  {disk.label()}"]
+    if contents:
+        lines.append(f"    contents: {contents}")
     facts = [f"{disk.logical_sector_size}/{disk.physical_sector_size}-byte sectors"]
     facts.append("HDD" if disk.rotational and disk.transport not in ("loop", "virtio") else "")
     facts += ["removable" if disk.removable else "", "READ-ONLY" if disk.read_only else ""]
@@ -69,8 +72,14 @@ def main(args: argparse.Namespace) -> int:
     else:
         disks = [find_disk(args.disk)] if args.disk else find_disks(include_loop=args.include_loop)
         refusals = {d.name: snapshot_refusal(d, repo_path=args.repo) for d in disks}
+    # A recording holds no bytes: its disks are never read (they are not this machine's).
+    unread = Sample(None, "a recorded machine") if args.machine else None
+    contents = {d.name: contents_summary(d, unread) for d in disks}
     if args.json:
-        data = [{**d.to_dict(), "refusal": refusals[d.name]} for d in disks]
+        data = [
+            {**d.to_dict(), "refusal": refusals[d.name], "contents": contents[d.name]}
+            for d in disks
+        ]
         json.dump({"disks": data}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -78,5 +87,5 @@ def main(args: argparse.Namespace) -> int:
         print("no disks found" + ("" if args.include_loop else " (loop devices: --include-loop)"))
         return 0
     for disk in disks:
-        print("\n".join(describe(disk, refusals[disk.name])))
+        print("\n".join(describe(disk, refusals[disk.name], contents[disk.name])))
     return 0
