@@ -1,56 +1,81 @@
-"""The image manifest: what an image is, written last and atomically. See docs/FORMAT.md."""
+"""The image manifest: what an image is, written last and atomically. See docs/FORMAT.md.
+
+Manifests are read with msgspec into these dataclasses with strict types: a field of the wrong
+type (`"version": true`), an unknown area mode, a negative size, a map name that is a path, a
+file larger than MAX_MANIFEST or nested deeper than any real manifest is refused with one line
+naming the field, never coerced and never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import blake3
+import msgspec
 
 from bootmedia.errors import ImageError
 
 IMAGE_FORMAT = "bootmedia-image"
 IMAGE_VERSION = 1
+MAX_MANIFEST = 4 << 20  # a manifest of 128 partitions is ~100 KiB
+NAME_MAX = 128  # image names, and the longest description line shown is DESCRIPTION_MAX
+DESCRIPTION_MAX = 1024
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+# An extent map is a plain file name inside the image directory: no "/", no "..", not hidden.
+MAP_PATTERN = r"^$|^[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.)){0,127}$"
+
+U64 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+Text = Annotated[str, msgspec.Meta(max_length=4096)]
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX)]
+MapName = Annotated[str, msgspec.Meta(pattern=MAP_PATTERN)]
+Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{0,128}$")]
+SECTOR_SIZES = (512, 1024, 2048, 4096)
+LABELS = ("gpt", "dos")
 
 # Area modes: how an area's bytes were captured.
 USED = "used"  # only the blocks the filesystem uses (partclone's domain map)
 RAW = "raw"  # every byte, runs of zeros recorded as zero extents
 SWAP = "swap"  # nothing stored; mkswap with the same uuid/label at apply
 SKIP = "skip"  # nothing stored (an extended partition's container)
+MODES = (USED, RAW, SWAP, SKIP)
 
 
 @dataclass(frozen=True)
 class SourceDisk:
-    path: str
-    model: str
-    serial: str
-    size: int
-    logical_sector_size: int
-    physical_sector_size: int
+    path: Text
+    model: Text
+    serial: Text
+    size: U64
+    logical_sector_size: U64
+    physical_sector_size: U64
 
 
 @dataclass(frozen=True)
 class TablePartition:
-    number: int
-    start: int  # sectors of the table's sector size
-    size: int
-    type: str
-    uuid: str = ""
-    name: str = ""
-    attrs: str = ""
+    number: Annotated[int, msgspec.Meta(ge=1, le=256)]
+    start: U64  # sectors of the table's sector size
+    size: U64
+    type: Text
+    uuid: Text = ""
+    name: Text = ""
+    attrs: Text = ""
     bootable: bool = False
 
 
 @dataclass(frozen=True)
 class Table:
-    label: str  # "gpt" or "dos"
-    id: str
-    sector_size: int
-    first_lba: int
-    last_lba: int
-    partitions: tuple[TablePartition, ...]
+    label: Text  # "gpt" or "dos"
+    id: Text
+    sector_size: U64
+    first_lba: U64
+    last_lba: U64
+    partitions: Annotated[tuple[TablePartition, ...], msgspec.Meta(max_length=256)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Table:
@@ -63,44 +88,44 @@ class Area:
     """A byte range of the source disk with an extent map: a partition, the whole disk, or a
     boot area ("head": MBR boot code + post-MBR gap; "gpt-backup": the last sectors)."""
 
-    name: str
-    offset: int  # bytes from the start of the disk
-    size: int
-    mode: str
-    number: int = 0  # partition number, 0 for boot areas and a whole disk
-    fstype: str = ""
-    uuid: str = ""
-    label: str = ""
-    used: int | None = None  # bytes the filesystem uses, where known
-    min_size: int | None = None  # smallest size the filesystem can shrink to, where known
-    block_size: int | None = None  # the filesystem's sector/block size, where known
-    map: str = ""  # extent map file name inside the image directory
-    map_hash: str = ""
-    data_bytes: int = 0  # bytes covered by stored (non-zero) extents
+    name: MapName
+    offset: U64  # bytes from the start of the disk
+    size: U64
+    mode: Text
+    number: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0  # partition number; 0: boot area, disk
+    fstype: Text = ""
+    uuid: Text = ""
+    label: Text = ""
+    used: U64 | None = None  # bytes the filesystem uses, where known
+    min_size: U64 | None = None  # smallest size the filesystem can shrink to, where known
+    block_size: U64 | None = None  # the filesystem's sector/block size, where known
+    map: MapName = ""  # extent map file name inside the image directory
+    map_hash: Hex = ""
+    data_bytes: U64 = 0  # bytes covered by stored (non-zero) extents
 
 
 @dataclass(frozen=True)
 class Stats:
-    data_bytes: int = 0  # bytes read and stored (before compression)
-    stored_bytes: int = 0  # compressed size of every distinct chunk this image uses
-    new_bytes: int = 0  # compressed bytes this capture added to the repository
-    chunks: int = 0
-    new_chunks: int = 0
-    seconds: float = 0.0
+    data_bytes: U64 = 0  # bytes read and stored (before compression)
+    stored_bytes: U64 = 0  # compressed size of every distinct chunk this image uses
+    new_bytes: U64 = 0  # compressed bytes this capture added to the repository
+    chunks: U64 = 0
+    new_chunks: U64 = 0
+    seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
 @dataclass(frozen=True)
 class Manifest:
-    name: str
-    description: str
-    created: str  # ISO 8601, UTC
-    tool: str
-    chunk_size: int
+    name: Name
+    description: Description
+    created: Text  # ISO 8601, UTC
+    tool: Text
+    chunk_size: Annotated[int, msgspec.Meta(ge=4096, le=1 << 30)]
     source: SourceDisk
     table: Table | None
-    areas: tuple[Area, ...]
+    areas: Annotated[tuple[Area, ...], msgspec.Meta(max_length=512)]
     stats: Stats = field(default_factory=Stats)
-    digest: str = ""  # whole-image digest, see image_digest()
+    digest: Hex = ""  # whole-image digest, see image_digest()
 
     @property
     def partitions(self) -> tuple[Area, ...]:
@@ -123,22 +148,34 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+    def from_dict(cls, d: Any) -> Manifest:
+        """A manifest from decoded JSON, with the same strict rules as load_manifest()."""
         try:
-            return cls(
-                name=d["name"],
-                description=d.get("description", ""),
-                created=d["created"],
-                tool=d["tool"],
-                chunk_size=int(d["chunk_size"]),
-                source=SourceDisk(**d["source"]),
-                table=Table.from_dict(d["table"]) if d.get("table") else None,
-                areas=tuple(Area(**a) for a in d["areas"]),
-                stats=Stats(**d.get("stats", {})),
-                digest=d.get("digest", ""),
+            m = msgspec.convert(d, cls, strict=True)
+        except msgspec.ValidationError as exc:
+            name = d.get("name", "?") if isinstance(d, dict) else "?"
+            raise ImageError(f"image {name}: malformed manifest ({exc})") from None
+        m.check()
+        return m
+
+    def check(self) -> None:
+        """The rules types cannot say: known modes, labels and sector sizes."""
+        where = f"image {self.name}"
+        for a in self.areas:
+            if a.mode not in MODES:
+                raise ImageError(
+                    f"{where}: area {a.name} has unknown mode {a.mode!r} "
+                    f"(this bootmedia knows {', '.join(MODES)})"
+                )
+        if self.source.logical_sector_size not in SECTOR_SIZES:
+            raise ImageError(
+                f"{where}: unknown source sector size {self.source.logical_sector_size}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ImageError(f"image {d.get('name', '?')}: malformed manifest ({exc})") from None
+        if self.table is not None:
+            if self.table.label not in LABELS:
+                raise ImageError(f"{where}: unknown partition table type {self.table.label!r}")
+            if self.table.sector_size not in SECTOR_SIZES:
+                raise ImageError(f"{where}: unknown table sector size {self.table.sector_size}")
 
 
 def image_digest(table: Table | None, areas: tuple[Area, ...]) -> str:
@@ -166,29 +203,82 @@ def dump_manifest(m: Manifest) -> bytes:
     return json.dumps(envelope, indent=1, sort_keys=True).encode() + b"\n"
 
 
+class _Head(msgspec.Struct):
+    """What every manifest version has: read first, so a newer version is named as such."""
+
+    format: str
+    version: int
+
+
+class _Envelope(msgspec.Struct):
+    format: str
+    version: int
+    manifest: Manifest
+    blake3: Hex
+
+
 def load_manifest(path: Path) -> Manifest:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"image {path.parent.name}: manifest is missing") from None
-    return parse_manifest(data, path.parent.name)
+    """Read images/NAME/manifest.json from a local directory (a file of bounded size)."""
+    return parse_manifest(_read_bounded(path, path.parent.name), path.parent.name)
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:
-    """A manifest from its bytes (read through a Storage); `where` names the image."""
+    """A manifest from its bytes (read through a Storage); `where` is its directory's name.
+
+    The image's identity is its directory: a manifest that names another image (a copied or
+    renamed directory) is damaged, never taken for that one."""
+    if len(data) > MAX_MANIFEST:
+        raise ImageError(f"image {where}: manifest is larger than {MAX_MANIFEST} bytes")
     try:
-        envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        head = msgspec.json.decode(data, type=_Head, strict=True)
+        if head.format != IMAGE_FORMAT:
+            raise ImageError(f"image {where}: not a bootmedia manifest")
+        if head.version != IMAGE_VERSION:
+            raise ImageError(
+                f"image {where}: unknown format version {head.version!r} "
+                f"(this bootmedia reads version {IMAGE_VERSION})"
+            )
+        envelope = msgspec.json.decode(data, type=_Envelope, strict=True)
+        body = msgspec.json.decode(data)["manifest"]
+    except msgspec.ValidationError as exc:
+        raise ImageError(f"image {where}: malformed manifest ({exc})") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise ImageError(f"image {where}: manifest is corrupt (not valid JSON)") from None
-    if not isinstance(envelope, dict) or envelope.get("format") != IMAGE_FORMAT:
-        raise ImageError(f"image {where}: not a bootmedia manifest")
-    if envelope.get("version") != IMAGE_VERSION:
-        raise ImageError(
-            f"image {where}: unknown format version {envelope.get('version')!r} "
-            f"(this bootmedia reads version {IMAGE_VERSION})"
-        )
-    body = envelope.get("manifest")
-    if blake3.blake3(_canonical(body)).hexdigest() != envelope.get("blake3"):
+    except RecursionError:
+        raise ImageError(f"image {where}: malformed manifest (nested too deeply)") from None
+    if blake3.blake3(_canonical(body)).hexdigest() != envelope.blake3:
         raise ImageError(f"image {where}: manifest is corrupt (checksum mismatch)")
-    assert isinstance(body, dict)
-    return Manifest.from_dict(body)
+    m = envelope.manifest
+    m.check()
+    if m.name != where:
+        raise ImageError(
+            f"image {where}: damaged: its manifest names it {m.name!r} (a copied or renamed "
+            f"image directory); it is not used until the directory is named {m.name!r} again"
+        )
+    return m
+
+
+def _read_bounded(path: Path, where: str) -> bytes:
+    """The manifest's bytes: a regular file (not a symlink, FIFO or device) of bounded size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ImageError(f"image {where}: manifest is missing") from None
+    except OSError as exc:
+        raise ImageError(f"image {where}: manifest cannot be read ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"image {where}: manifest is not a regular file")
+        if st.st_size > MAX_MANIFEST:
+            raise ImageError(
+                f"image {where}: manifest is {st.st_size} bytes, more than any real manifest "
+                f"(limit {MAX_MANIFEST})"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_MANIFEST + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_MANIFEST:
+        raise ImageError(f"image {where}: manifest is larger than {MAX_MANIFEST} bytes")
+    return data

@@ -7,15 +7,19 @@ A hash of 32 zero bytes means "this range is zeros": nothing is stored for it.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
 
 from bootmedia.errors import ImageError
+from bootmedia.repo.paths import is_plain_name
 
 MAP_MAGIC = b"BMMAP\x00\x01\x00"
 ENTRY = struct.Struct("<QI32s")
@@ -62,10 +66,7 @@ def read_map(path: Path, expected_hash: str | None = None) -> Iterator[Extent]:
     so a damaged map is refused before anything is written from it."""
     if expected_hash is not None:
         check_map(path, expected_hash)
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - generator closes it
-    except FileNotFoundError:
-        raise ImageError(f"{path.parent.name}: missing extent map {path.name}") from None
+    f = _open(path)
     with f:
         if f.read(len(MAP_MAGIC)) != MAP_MAGIC:
             raise ImageError(
@@ -83,13 +84,33 @@ def read_map(path: Path, expected_hash: str | None = None) -> Iterator[Extent]:
 
 def check_map(path: Path, expected_hash: str) -> None:
     h = blake3.blake3()
-    try:
-        with open(path, "rb") as f:
-            while buf := f.read(1 << 20):
-                h.update(buf)
-    except FileNotFoundError:
-        raise ImageError(f"{path.parent.name}: missing extent map {path.name}") from None
+    with _open(path) as f:
+        while buf := f.read(1 << 20):
+            h.update(buf)
     if h.hexdigest() != expected_hash:
         raise ImageError(
             f"{path.parent.name}/{path.name}: extent map is damaged (checksum mismatch)"
         )
+
+
+def _open(path: Path) -> BinaryIO:
+    """A map for reading: a plain name, a regular file, never through a symlink (which could
+    lead outside the repository) and never a FIFO or a device (an endless read)."""
+    where = f"{path.parent.name}/{path.name}"
+    if not is_plain_name(path.name):
+        raise ImageError(f"{where}: refusing an extent map that is not a plain file name")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ImageError(f"{path.parent.name}: missing extent map {path.name}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(
+                f"{where}: extent map is a symbolic link: refused (it could lead outside the "
+                "repository)"
+            ) from None
+        raise ImageError(f"{where}: extent map cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{where}: extent map is not a regular file")
+    return os.fdopen(fd, "rb")

@@ -77,7 +77,13 @@ class LocalStorage:
         return str(self.root)
 
     def path(self, rel: str) -> Path:
-        return self.root / check_rel(rel)
+        path = self.root / check_rel(rel)
+        # A symlink inside the repository may not lead out of it either.
+        base = self.root.resolve()
+        real = path.resolve()
+        if real != base and not real.is_relative_to(base):
+            raise StorageError(f"{self.root}: {rel} leads outside the repository (to {real})")
+        return path
 
     def _fail(self, rel: str, exc: OSError) -> StorageError:
         if isinstance(exc, FileNotFoundError):
@@ -87,13 +93,18 @@ class LocalStorage:
     def read_bytes(self, rel: str, limit: int = MAX_SMALL_FILE) -> bytes:
         path = self.path(rel)
         try:
-            with open(path, "rb") as f:
+            # O_NONBLOCK: a FIFO planted in the repository must not block the open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 if not stat.S_ISREG(st.st_mode):
                     raise StorageError(f"{self.root}: {rel} is not a regular file")
                 if st.st_size > limit:
                     raise StorageError(f"{self.root}: {rel} is too big ({st.st_size} bytes)")
-                return f.read()
+                data = f.read(limit + 1)
+                if len(data) > limit:
+                    raise StorageError(f"{self.root}: {rel} is too big (grew while read)")
+                return data
         except OSError as exc:
             raise self._fail(rel, exc) from None
 
@@ -102,7 +113,7 @@ class LocalStorage:
             fd = self._fds.get(rel)
             if fd is None:
                 try:
-                    fd = os.open(self.path(rel), os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 except OSError as exc:
                     raise self._fail(rel, exc) from None
                 self._fds[rel] = fd

@@ -28,7 +28,7 @@ from pathlib import Path
 import blake3
 
 from bootmedia.errors import BootmediaError, ImageError, UsageError
-from bootmedia.repo.manifest import Manifest, dump_manifest, parse_manifest
+from bootmedia.repo.manifest import MAX_MANIFEST, Manifest, dump_manifest, parse_manifest
 from bootmedia.repo.maps import ENTRY, MAP_MAGIC, Extent
 from bootmedia.repo.packs import (
     FLAG_ZSTD,
@@ -39,7 +39,8 @@ from bootmedia.repo.packs import (
     read_pack_header,
     scan_pack,
 )
-from bootmedia.repo.storage import LocalStorage, MissingFile, Storage
+from bootmedia.repo.paths import inside
+from bootmedia.repo.storage import LocalStorage, MissingFile, Storage, StorageError
 
 log = logging.getLogger("bootmedia.repo")
 
@@ -306,7 +307,7 @@ class Repository:
             )
 
     def pack_path(self, name: str) -> Path:
-        return self.path / "packs" / name
+        return inside(self.path, "packs", name)  # the name comes from the index: a cache
 
     def read_payload(self, loc: Location, digest: bytes) -> bytes:
         """The stored bytes of one record, through the storage; its header is checked first."""
@@ -365,13 +366,16 @@ class Repository:
         raise UsageError(f"no image {ref!r} in {self.path} (images: {names})")
 
     def image_dir(self, name: str) -> Path:
-        return self.path / "images" / name
+        """An image's directory: its identity. Refused when it leads outside the repository."""
+        return inside(self.path, "images", name)
 
     def load_image(self, name: str) -> Manifest:
         try:
-            data = self.storage.read_bytes(f"images/{name}/manifest.json", limit=16 << 20)
+            data = self.storage.read_bytes(f"images/{name}/manifest.json", limit=MAX_MANIFEST)
         except MissingFile:
             raise ImageError(f"image {name}: manifest is missing") from None
+        except StorageError as exc:  # one line that starts with the image, like every other
+            raise ImageError(f"image {name}: {exc}") from None
         return parse_manifest(data, name)
 
     def check_map(self, m: Manifest, area_name: str) -> None:
@@ -439,10 +443,15 @@ class Repository:
         _fsync_dir(self.path / "images")
 
     def delete_image(self, name: str) -> None:
-        """Unlist an image atomically (rename into trash/); collect() reclaims its chunks."""
+        """Unlist an image atomically (rename into trash/); collect() reclaims its chunks.
+
+        Acts on the directory `name` resolves to (a name, or a number in `images`), never on
+        whatever a manifest inside says: load_manifest() refuses a manifest naming another image.
+        """
         m = self.image(name)
-        trash = self.path / "trash" / f"{m.name}-{os.getpid()}"
-        os.rename(self.image_dir(m.name), trash)
+        directory = self.image_dir(m.name)  # load_manifest checked: m.name is its directory
+        trash = self.path / "trash" / f"{directory.name}-{os.getpid()}"
+        os.rename(directory, trash)
         _fsync_dir(self.path / "images")
         shutil.rmtree(trash, ignore_errors=True)
 
