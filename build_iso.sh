@@ -23,6 +23,9 @@ CACHE_DIR=$(realpath -m "${CACHE_DIR:-/var/cache/bootmedia-build}")
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 PYTHON_VERSION=3.11 # Debian 12's python3 in the live system
 
+# shellcheck source=live/cleanup.sh
+. live/cleanup.sh
+
 start=$(date +%s)
 say() { printf '[%4ds] %s\n' "$(($(date +%s) - start))" "$*"; }
 
@@ -47,6 +50,8 @@ host_python=python3
 [ -x "$repo/.venv/bin/python" ] && host_python="$repo/.venv/bin/python"
 
 mkdir -p "$OUT_DIR" "$BUILD_DIR" "$CACHE_DIR"
+# A build killed inside a chroot leaves proc, sys, dev... mounted under these: unmount first.
+unmount_under "$BUILD_DIR" "$CACHE_DIR"/base-*.tmp
 
 # ---- stage 1: the base system (cached) -------------------------------------------------------
 key=$(cat live/bootstrap.sh live/packages.txt <(echo "$MIRROR") <(debootstrap --version) |
@@ -54,12 +59,14 @@ key=$(cat live/bootstrap.sh live/packages.txt <(echo "$MIRROR") <(debootstrap --
 base="$CACHE_DIR/base-$key"
 if [ -n "${NO_CACHE:-}" ] || [ ! -e "$base/.complete" ]; then
     say "stage 1: base system $key (not cached: building)"
-    rm -rf "$base" "$base.tmp"
+    remove_build_dir "$base" "$base.tmp"
     live/bootstrap.sh "$base.tmp" "$MIRROR"
     touch "$base.tmp/.complete"
     mv "$base.tmp" "$base"
     # Keep only the newest two bases.
-    ls -1dt "$CACHE_DIR"/base-* 2>/dev/null | grep -v '\.' | tail -n +3 | xargs -r rm -rf
+    ls -1dt "$CACHE_DIR"/base-* 2>/dev/null | grep -v '\.' | tail -n +3 | while IFS= read -r old; do
+        remove_build_dir "$old"
+    done
 else
     say "stage 1: base system $key (cached)"
 fi
@@ -70,14 +77,14 @@ in_chroot() {
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
         chroot "$rootfs" "$@"
 }
-rm -rf "$rootfs"
+remove_build_dir "$rootfs"
 cp -a "$base" "$rootfs"
 rm -f "$rootfs/.complete"
 
 # ---- stage 2: bootmedia and its Python dependencies ------------------------------------------
 say "stage 2: bootmedia wheel and dependencies"
 wheels="$BUILD_DIR/wheels"
-rm -rf "$wheels"
+remove_build_dir "$wheels"
 mkdir -p "$wheels"
 "$host_python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$repo"
 bootmedia_wheel=$(ls "$wheels"/bootmedia-*.whl)
@@ -112,7 +119,7 @@ git -C "$repo" describe --always --dirty 2>/dev/null >"$rootfs/etc/bootmedia-bui
 in_chroot /bin/bash -s <live/configure.sh
 
 iso="$BUILD_DIR/iso"
-rm -rf "$iso"
+remove_build_dir "$iso"
 mkdir -p "$iso/live" "$iso/boot/grub"
 kver=$(basename "$(ls -d "$rootfs"/lib/modules/*)")
 cp "$rootfs/boot/vmlinuz-$kver" "$iso/live/vmlinuz"

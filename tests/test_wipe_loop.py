@@ -23,7 +23,7 @@ from bootmedia.disks import find_disk
 from bootmedia.errors import Refused, ToolError
 from bootmedia.progress import Reporter
 from bootmedia.wipe import plan_wipe, wipe_disk
-from bootmedia.wipe.report import CANCELLED, FAILED, NOT_VERIFIED, OK
+from bootmedia.wipe.report import CANCELLED, FAILED, NOT_VERIFIED, OK, QUICK
 from bootmedia.wipe.verify import keystream
 from tests.conftest import root_only
 from tests.disktools import MiB, loopdev, sh
@@ -103,11 +103,18 @@ def test_discard(loopdev: Callable[..., str]) -> None:
 
 def test_quick_removes_tables_and_signatures(loopdev: Callable[..., str]) -> None:
     dev = filled(loopdev)
+    before = content(dev)
     report = wipe_disk(plan_wipe(find_disk(dev), "quick"), Reporter())
     assert report.ok, report.verification
     assert report.commands[:2] == [f"wipefs --all --force {dev}p1", f"wipefs --all --force {dev}"]
     data = content(dev)
     assert data[:MiB] == bytes(MiB) and data[-MiB:] == bytes(MiB)
+    # Issue 8 item 17: the status says what the quick wipe did, because the data is still there.
+    kept = sum(data[i : i + MiB] == before[i : i + MiB] for i in range(0, SIZE, MiB))
+    assert kept >= SIZE // MiB - 4, "quick is expected to leave the data in place"
+    assert report.status == QUICK == "signatures removed, data still readable"
+    assert "erased" not in report.status and "verified" not in report.status
+    assert "status:        signatures removed, data still readable" in report.to_text()
     assert subprocess.run(["blkid", "-p", dev], capture_output=True).returncode == 2
     assert find_disk(dev).partitions == ()  # the kernel forgot the old partition
     assert "the data itself stays readable" in report.to_text()

@@ -167,7 +167,7 @@ def wipe_disk(
             result = job.check(ranges, before)
         job.report.verification = result.to_dict()
         job.report.status = {
-            True: report.OK,
+            True: report.QUICK if plan.method == "quick" else report.OK,
             False: report.NOT_VERIFIED,
             None: report.INCONCLUSIVE,
         }[result.passed]

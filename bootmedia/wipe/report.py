@@ -1,7 +1,8 @@
 """The wipe report: what was erased, how, with which commands, when, and what the read-back found.
 
 Written as JSON (for asset systems) and plain text (to print and file). A report never claims
-"erased" unless the read-back passed.
+"erased" unless the read-back passed, and never for the quick wipe, which leaves the data in
+place: its status says what it did (signatures removed, data still readable).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bootmedia import __version__
 from bootmedia.progress import human_bytes, human_duration, human_size
 
 OK = "erased and verified"
+QUICK = "signatures removed, data still readable"  # quick: tables gone, the data is not
 NOT_VERIFIED = "ERASE NOT VERIFIED"
 INCONCLUSIVE = "erase ran, verification inconclusive"
 FAILED = "FAILED"
@@ -42,7 +44,7 @@ class WipeReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == OK
+        return self.status in (OK, QUICK)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
