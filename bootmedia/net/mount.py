@@ -236,8 +236,8 @@ def attach(
     prompt: Prompt | None = None,
     keep: bool = False,
 ) -> Iterator[str]:
-    """A repository named by path or URL -> something Repository.open takes: a local path
-    for directories and mounted shares, the URL itself for http(s). The mount made here is
+    """A repository named by path or URL -> the local path Repository.open takes: the
+    directory itself, the mounted share, or for http(s) a placeholder directory naming the URL. The mount made here is
     undone at the end unless keep (the TUI keeps shares for the session)."""
     text = os.fspath(ref)
     if not is_url(text):
@@ -245,7 +245,9 @@ def attach(
         return
     url = parse_url(text)
     if not url.mounted:
-        yield text
+        from bootmedia.net.http_repo import placeholder
+
+        yield str(placeholder(url, MOUNT_ROOT))
         return
     creds = creds_mod.load(url, credentials_file)
     mp = MOUNT_ROOT / _slug(url)

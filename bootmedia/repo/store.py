@@ -116,6 +116,8 @@ class Repository:
     ) -> Repository:
         """Create a repository (or open the one already there) for writing."""
         path = Path(path)
+        if (path / "bootmedia-remote.json").is_file():
+            return cls.open(path, write=True)  # refused: http(s) repositories are read-only
         if not 64 << 10 <= chunk_size <= 64 << 20 or chunk_size & (chunk_size - 1):
             raise UsageError("chunk size must be a power of two between 64 KiB and 64 MiB")
         if not 16 << 20 <= pack_size <= MAX_PACK:
@@ -141,6 +143,10 @@ class Repository:
     @classmethod
     def open(cls, path: str | Path, write: bool = False) -> Repository:
         path = Path(path)
+        if (path / "bootmedia-remote.json").is_file():  # stands for an http(s) repository
+            from bootmedia.net.http_repo import open_http
+
+            return open_http(path, write)
         try:
             config = json.loads(LocalStorage(path).read_bytes(REPO_FILE, limit=1 << 16))
         except MissingFile:

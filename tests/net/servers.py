@@ -78,7 +78,9 @@ pid {work}/nginx.pid;
 error_log {error} info;
 events {{ worker_connections 256; }}
 http {{
-    access_log {access};
+    log_format bm '$connection $connection_requests $request_method $uri $status '
+                  '"$http_range" $body_bytes_sent';
+    access_log {access} bm;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
     fastcgi_temp_path {work}/fastcgi;
