@@ -34,6 +34,18 @@ def require_tools(*tools: str) -> None:
         raise BootmediaError(f"missing tools: {', '.join(missing)} (install them and try again)")
 
 
+class ToolsDisabledError(RuntimeError):
+    """Not a BootmediaError on purpose: no job may catch it and carry on."""
+
+
+def _refuse_in_unit_tests(argv: list[str]) -> None:
+    # The test suite's guard (tests/conftest.py) sets this for tests that did not ask for real
+    # tools, so a bootmedia started in a child process by such a test cannot run them either.
+    test = os.environ.get("BOOTMEDIA_NO_TOOLS")
+    if test:
+        raise ToolsDisabledError(f"{argv[0]}: external tools are disabled in this test ({test})")
+
+
 def run(
     argv: list[str],
     *,
@@ -47,6 +59,7 @@ def run(
     hanging a batch job forever.
     """
     log.info("+ %s", " ".join(argv))
+    _refuse_in_unit_tests(argv)
     try:
         proc = subprocess.run(
             argv,

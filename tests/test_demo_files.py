@@ -26,9 +26,10 @@ from bootmedia.verify import verify_repo
 from bootmedia.wipe import available_methods, plan_wipe, wipe_disk
 
 TOOLS = ("sfdisk", "blkid", "mkfs.vfat", "mcopy", "mkfs.ext4", "debugfs", "mkntfs", "ntfscp")
-pytestmark = pytest.mark.skipif(
-    any(which(t) is None for t in TOOLS), reason=f"needs {', '.join(TOOLS)}"
-)
+pytestmark = [
+    pytest.mark.real_tools,
+    pytest.mark.skipif(any(which(t) is None for t in TOOLS), reason=f"needs {', '.join(TOOLS)}"),
+]
 MiB = 1 << 20
 FILESYSTEMS = ("vfat", "ext4", "ntfs")
 

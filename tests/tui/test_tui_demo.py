@@ -14,6 +14,7 @@ from bootmedia import demo, lab
 from bootmedia.errors import BootmediaError
 
 
+@pytest.mark.real_tools
 def test_without_loop_devices_the_lab_is_image_files(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -29,6 +29,8 @@ from bootmedia import demo, lab
 from bootmedia.disks.files import file_disk
 from bootmedia.repo.store import Repository
 
+pytestmark = pytest.mark.real_tools  # sfdisk, mkfs and mtools on image files, no loop device
+
 
 @pytest.fixture(scope="module")
 def files_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
