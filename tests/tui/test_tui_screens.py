@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from textual.app import App, ComposeResult
 from tui_helpers import async_test, screen_text, type_text, wait_for, wait_for_screen
 
@@ -84,6 +85,8 @@ def slow_job(started: threading.Event, threads: list[threading.Thread] | None = 
     )
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_cancel_asks_first_then_stops_the_job(make_app: Any) -> None:
     from app.flows import run_job
@@ -114,6 +117,8 @@ async def test_cancel_asks_first_then_stops_the_job(make_app: Any) -> None:
         assert "CANCELLED" in screen_text(app)
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_jobs_run_off_the_event_loop(make_app: Any) -> None:
     """The UI keeps ticking while a job works: the job runs in a thread worker."""
@@ -145,6 +150,8 @@ async def test_jobs_run_off_the_event_loop(make_app: Any) -> None:
     assert max(gaps) < 1.0, max(gaps)
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_a_crashing_job_shows_the_error_screen_not_a_traceback(make_app: Any) -> None:
     from app.flows import run_job
@@ -209,6 +216,8 @@ async def test_progress_view_draws_only_console_glyphs() -> None:
         assert not unsafe_glyphs(text), unsafe_glyphs(text)
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_home_screen_keys_and_glyphs(make_app: Any) -> None:
     app = make_app()

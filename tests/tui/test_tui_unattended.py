@@ -66,6 +66,8 @@ async def test_unattended_job_counts_down_runs_and_powers_off(live_app: Any) -> 
     assert live_app.runs == ["/dev/nvme0n1"]
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_esc_stops_the_unattended_job(live_app: Any) -> None:
     async with live_app.run_test(size=(80, 25)) as pilot:
@@ -77,6 +79,8 @@ async def test_esc_stops_the_unattended_job(live_app: Any) -> None:
     assert live_app.runs == [] and live_app.powered == []
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_a_job_that_cannot_run_says_why(
     make_app: Any, monkeypatch: pytest.MonkeyPatch
