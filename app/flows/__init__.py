@@ -11,24 +11,32 @@ if TYPE_CHECKING:
     from app.app import BootmediaApp
     from app.jobs import Job
 
-Step = tuple[str, Callable[[dict[str, Any]], Screen[Any]]]
+# A step's factory may return None: the step does not apply (it is skipped either way).
+Step = tuple[str, Callable[[dict[str, Any]], Screen[Any] | None]]
 
 
 async def run_steps(app: BootmediaApp, steps: list[Step]) -> dict[str, Any] | None:
     """Each step's screen dismisses with a value (go on) or None (Esc: go back one step).
     Returns every step's answer by key, or None when the technician backed out of step one."""
     answers: dict[str, Any] = {}
-    i = 0
+    i, step = 0, 1
     while i < len(steps):
         key, make = steps[i]
-        value = await app.push_screen_wait(make(answers))
+        screen = make(answers)
+        if screen is None:
+            answers.pop(key, None)
+            if i + step < 0:
+                return None
+            i += step
+            continue
+        value = await app.push_screen_wait(screen)
         if value is None:
             if i == 0:
                 return None
-            i -= 1
+            i, step = i - 1, -1
         else:
             answers[key] = value
-            i += 1
+            i, step = i + 1, 1
     return answers
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.flows import run_job, run_steps
-from app.jobs import plan_restore
+from app.jobs import Job, plan_restore
+from app.jobs_customize import with_customize
+from app.screens.customize import CustomizeOptionsScreen
 from app.screens.forms import RestoreOptionsScreen
 from app.screens.pickers import DiskPickScreen, ImagePickScreen
 from app.screens.summary import SummaryScreen
@@ -32,14 +34,29 @@ async def restore_flow(app: BootmediaApp) -> None:
                 ),
             ),
             ("options", lambda a: RestoreOptionsScreen("Restore 3/4: options", a.get("options"))),
+            ("customize", _customize_step),
             (
                 "job",
-                lambda a: SummaryScreen(
-                    "Restore 4/4: check and confirm",
-                    lambda: plan_restore(a["image"], a["target"], **a["options"]),
-                ),
+                lambda a: SummaryScreen("Restore 4/4: check and confirm", lambda: _plan(a)),
             ),
         ],
     )
     if answers is not None:
         await run_job(app, answers["job"])
+
+
+def _customize_step(a: dict[str, Any]) -> CustomizeOptionsScreen | None:
+    """The customize screen, when the options screen asked for it."""
+    if not a["options"].get("customize"):
+        return None
+    return CustomizeOptionsScreen(
+        "Restore 3/4: customize this machine", a["image"], a.get("customize") or None
+    )
+
+
+def _plan(a: dict[str, Any]) -> Job:
+    options = {k: v for k, v in a["options"].items() if k != "customize"}
+    job = plan_restore(a["image"], a["target"], **options)
+    if a["options"].get("customize"):
+        return with_customize(job, a["image"], a["target"], a["customize"])
+    return job

@@ -41,6 +41,11 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
             yield Toggle(
                 "Verify after writing (read back and check)", d.get("verify", True), id="verify"
             )
+            yield Toggle(
+                "Then customize this machine (name, machine-id, UEFI entry)",
+                d.get("customize", False),
+                id="customize",
+            )
             yield Static("\nAfterwards:")
             yield Choice(AFTERWARDS, d.get("afterwards", "stay"), id="afterwards")
             yield Static(
@@ -58,6 +63,7 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
                 "grow": self.query_one("#grow", Toggle).value,
                 "verify": self.query_one("#verify", Toggle).value,
                 "afterwards": self.query_one("#afterwards", Choice).value,
+                "customize": self.query_one("#customize", Toggle).value,
             }
         )
 

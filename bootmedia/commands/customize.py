@@ -6,10 +6,9 @@ from pathlib import Path
 
 from bootmedia.commands._common import reporter
 from bootmedia.customize import CustomizeOptions, customize_disk, make_rule, plan_customize
+from bootmedia.customize.names import counter_dir_for
 from bootmedia.disks import check_confirm
 from bootmedia.errors import UsageError
-
-COUNTERS = "counters"  # inside a repository: one directory of claim files per pattern
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -64,12 +63,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="how many machines get this image (a non-sysprepped Windows warns when > 1)",
     )
-
-
-def counter_dir_for(pattern: str, repo: str | Path) -> Path:
-    """One counter per pattern, so 'lab-{n}' and 'kiosk-{n}' count apart."""
-    key = "".join(c if c.isalnum() or c in "-_" else "_" for c in pattern)[:80] or "default"
-    return Path(repo) / COUNTERS / key
 
 
 def options_from_args(

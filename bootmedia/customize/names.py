@@ -260,6 +260,14 @@ def lookup_csv(path: str | Path, machine: Machine) -> str:
 
 # ---- the {n} counter --------------------------------------------------------------------------
 
+COUNTERS = "counters"  # inside a repository: one directory of claim files per pattern
+
+
+def counter_dir_for(pattern: str, repo: str | Path) -> Path:
+    """One counter per pattern, so 'lab-{n}' and 'kiosk-{n}' count apart."""
+    key = "".join(c if c.isalnum() or c in "-_" else "_" for c in pattern)[:80] or "default"
+    return Path(repo) / COUNTERS / key
+
 
 def _claims(counter_dir: Path) -> dict[int, str]:
     out: dict[int, str] = {}
