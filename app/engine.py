@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.session import Session
 from bootmedia.errors import BootmediaError
+from bootmedia.text import printable
 
 if TYPE_CHECKING:
     from bootmedia.disks.model import Disk
@@ -64,10 +65,8 @@ class DiskRow:
     @property
     def confirm_prompt(self) -> str:
         if self.disk.serial.strip():
-            return (
-                f"Type the [b]last 4 characters of the serial[/b] {self.disk.serial} "
-                "and press Enter:"
-            )
+            serial = printable(self.disk.serial, 64).replace("[", "\\[")  # no markup either
+            return f"Type the [b]last 4 characters of the serial[/b] {serial} and press Enter:"
         if self.disk.transport == "file":
             return f"An image file. Type its name [b]{self.disk.name}[/b] and press Enter:"
         return f"This disk has no serial. Type its name [b]{self.disk.name}[/b] and press Enter:"

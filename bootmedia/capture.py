@@ -37,6 +37,8 @@ from bootmedia.repo.manifest import (
     SourceDisk,
     Stats,
     Table,
+    check_description,
+    check_image_name,
     image_digest,
 )
 from bootmedia.repo.maps import ZERO_HASH, MapWriter
@@ -136,6 +138,8 @@ def plan_capture(
     threads: int | None = None,
 ) -> CapturePlan:
     """Look at the source (table, filesystems, used blocks) and decide what to read."""
+    check_image_name(name)  # before the name reaches a path (a 10,000-character name)
+    check_description(description)
     if not 1 <= level <= 19:
         raise UsageError("--level must be between 1 and 19")
     if not os.path.exists(source):

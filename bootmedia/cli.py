@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from bootmedia import __version__
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.log import setup_logging
+from bootmedia.text import printable
 
 log = logging.getLogger("bootmedia.cli")
 
@@ -84,9 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BootmediaError as exc:
         log.error("%s", exc)
-        print(f"bootmedia: error: {exc}", file=sys.stderr)
+        print(f"bootmedia: error: {printable(exc, 2000)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # a bug: one line on screen, the traceback in the log
         log.exception("internal error")
-        print(f"bootmedia: internal error: {exc!r} (traceback in {log_path})", file=sys.stderr)
+        print(
+            f"bootmedia: internal error: {printable(repr(exc), 500)} (traceback in {log_path})",
+            file=sys.stderr,
+        )
         return 70

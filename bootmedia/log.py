@@ -6,7 +6,18 @@ import logging
 import os
 from pathlib import Path
 
+from bootmedia.text import printable
+
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class PrintableFormatter(logging.Formatter):
+    """Each record's message without control characters (a hostile name cannot rewrite the
+    terminal that shows the log); tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def default_log_dir() -> Path:
@@ -35,12 +46,12 @@ def setup_logging(verbose: bool = False, log_dir: Path | None = None) -> Path:
         root.removeHandler(handler)
         handler.close()
     file_handler = logging.FileHandler(path)
-    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    file_handler.setFormatter(PrintableFormatter(_FORMAT))
     file_handler.setLevel(logging.DEBUG)
     root.addHandler(file_handler)
     if verbose:
         stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        stream.setFormatter(PrintableFormatter("%(levelname)s %(message)s"))
         stream.setLevel(logging.INFO)
         root.addHandler(stream)
     return path

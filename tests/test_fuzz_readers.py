@@ -25,18 +25,12 @@ from hypothesis import strategies as st
 
 from bootmedia.errors import BootmediaError
 from bootmedia.repo.manifest import (
-    Area,
     Manifest,
-    SourceDisk,
-    Stats,
-    Table,
-    TablePartition,
     _canonical,
     dump_manifest,
-    image_digest,
     parse_manifest,
 )
-from bootmedia.repo.maps import ENTRY, MAP_MAGIC, MapWriter, read_map
+from bootmedia.repo.maps import ENTRY, MAP_MAGIC, read_map
 from bootmedia.repo.packs import (
     PACK_HEADER,
     RECORD_SIZE,
@@ -47,6 +41,7 @@ from bootmedia.repo.packs import (
     scan_pack,
 )
 from bootmedia.repo.store import Repository
+from tests.minirepo import make_repo
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -55,60 +50,13 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-CHUNK = 64 << 10
 
 # ---------------------------------------------------------------- a small valid repository
 
 
-def _make_repo(root: Path) -> tuple[Path, Manifest]:
-    """A real repository with one image of two areas (made by the engine's own writers)."""
-    repo = Repository.init(root, chunk_size=CHUNK, pack_size=16 << 20)
-    cctx = zstandard.ZstdCompressor()
-    with repo:
-        tmp = repo.new_image_dir("img")
-        writer = repo.chunk_writer()
-        areas = []
-        for i, name in enumerate(("head", "p1")):
-            mapw = MapWriter(tmp / f"{name}.map")
-            for j in range(3):
-                data = bytes([i * 16 + j]) * CHUNK if j != 1 else os.urandom(CHUNK)
-                digest = chunk_hash(data)
-                writer.put(digest, len(data), cctx.compress(data))
-                mapw.add(j * CHUNK, CHUNK, digest)
-            mapw.add(3 * CHUNK, CHUNK, bytes(32))  # a zero extent
-            areas.append(
-                Area(
-                    name,
-                    offset=i * 4 * CHUNK,
-                    size=4 * CHUNK,
-                    mode="raw",
-                    number=i,
-                    map=mapw.path.name,
-                    map_hash=mapw.close(),
-                    data_bytes=3 * CHUNK,
-                )
-            )
-        writer.close()
-        table = Table("gpt", "ID", 512, 34, 2000, (TablePartition(1, 512, 512, "L", "U", "p"),))
-        m = Manifest(
-            name="img",
-            description="fuzz",
-            created="2026-12-01T00:00:00Z",
-            tool="test",
-            chunk_size=CHUNK,
-            source=SourceDisk("/dev/x", "M", "S", 8 * CHUNK, 512, 512),
-            table=table,
-            areas=tuple(areas),
-            stats=Stats(),
-            digest=image_digest(table, tuple(areas)),
-        )
-        repo.commit_image(tmp, m)
-    return root, m
-
-
 @pytest.fixture(scope="module")
 def valid_repo(tmp_path_factory) -> tuple[Path, Manifest]:
-    return _make_repo(tmp_path_factory.mktemp("fuzz") / "repo")
+    return make_repo(tmp_path_factory.mktemp("fuzz") / "repo")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.widgets.tables import DiskTable, ImageTable
 from bootmedia.progress import human_bytes, human_size
+from bootmedia.text import printable
 
 Choice = tuple[str, str, str | None]  # value, description, why it is unavailable
 
@@ -105,9 +106,10 @@ def image_details(row: ImageRow | None) -> str:
         return ""
     m = row.manifest
     lines = [
-        f"[b]{escape(m.name)}[/b]  {escape(m.description or '')}",
-        f"Created {escape(str(m.created))} from {escape(m.source.model or '?')} "
-        f"{escape(m.source.serial or '')} ({human_size(m.source.size)})",
+        f"[b]{escape(m.name)}[/b]  {escape(printable(m.description, 200))}",
+        f"Created {escape(printable(m.created, 40))} from "
+        f"{escape(printable(m.source.model, 64) or '?')} "
+        f"{escape(printable(m.source.serial, 64))} ({human_size(m.source.size)})",
         f"Needs a disk of {human_size(m.required_size)}; data {human_bytes(m.stats.data_bytes)}, "
         f"stored {human_bytes(m.stats.stored_bytes)}; repository {escape(str(row.repo))}",
     ]

@@ -12,6 +12,7 @@ from textual.widgets import DataTable
 
 from app.engine import DiskRow, ImageRow
 from bootmedia.progress import human_bytes, human_size
+from bootmedia.text import printable
 
 MARK = ">"  # the selected row's marker: ASCII, so it reads in monochrome, over serial, in a log
 
@@ -90,7 +91,7 @@ class DiskTable(MarkedTable):
         return {
             "name": r.disk.name,
             "model": r.title,
-            "serial": r.disk.serial or "-",
+            "serial": printable(r.disk.serial, 40) or "-",
             "size": human_size(r.disk.size),
             "bus": r.bus,
             "info": f"REFUSED: {r.short_refusal}" if r.refusal else r.partitions_text(),
@@ -212,10 +213,10 @@ class ImageTable(DataTable[str]):
             m = r.manifest
             self.add_row(
                 m.name,
-                str(m.created)[:16].replace("T", " "),
+                printable(str(m.created)[:16].replace("T", " ")),
                 human_bytes(m.stats.data_bytes),
-                f"{m.source.model or '?'} {human_size(m.source.size)}",
-                m.description or "-",
+                f"{printable(m.source.model, 40) or '?'} {human_size(m.source.size)}",
+                printable(m.description, 200) or "-",
                 key=r.key,
             )
 

@@ -11,6 +11,7 @@ from bootmedia.disks import Disk, find_disk, find_disks, load_machine
 from bootmedia.disks.contents import Sample, contents_summary
 from bootmedia.disks.safety import snapshot_refusal
 from bootmedia.progress import human_size
+from bootmedia.text import printable
 
 
 def register(sub: Any) -> None:
@@ -87,5 +88,6 @@ def main(args: argparse.Namespace) -> int:
         print("no disks found" + ("" if args.include_loop else " (loop devices: --include-loop)"))
         return 0
     for disk in disks:
-        print("\n".join(describe(disk, refusals[disk.name], contents[disk.name])))
+        lines = describe(disk, refusals[disk.name], contents[disk.name])
+        print("\n".join(printable(line) for line in lines))
     return 0

@@ -6,6 +6,7 @@ import sys
 
 from bootmedia.progress import human_bytes
 from bootmedia.repo.store import Repository
+from bootmedia.text import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
     for i, m in enumerate(images, 1):
         src = " ".join(x for x in (m.source.model, m.source.serial) if x) or m.source.path
         print(
-            f"{i:>2}  {m.name:<20} {m.created[:19]:<20} {human_bytes(m.source.size):>9} "
-            f"{human_bytes(m.stats.data_bytes):>9} {human_bytes(m.stats.stored_bytes):>9}  {src}"
+            f"{i:>2}  {m.name:<20} {printable(m.created[:19]):<20} {human_bytes(m.source.size):>9} "
+            f"{human_bytes(m.stats.data_bytes):>9} {human_bytes(m.stats.stored_bytes):>9}  {printable(src, 60)}"
         )
     print(
         f"{len(images)} images; repository holds {human_bytes(on_disk)}; "
         f"dedup saved {human_bytes(max(0, stored_sum - on_disk))}"
     )
     for line in unreadable:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {printable(line, 500)}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bootmedia.progress import human_size
+from bootmedia.text import printable
 
 # The lead's apply writes this ASCII marker at byte 0 of a disk when a restore starts and removes
 # it when the restore completes, so a disk that still carries it holds a half-written image.
@@ -77,8 +78,8 @@ class Disk:
     @property
     def title(self) -> str:
         """Vendor and model the way a technician reads them off the label."""
-        model = self.model.replace("_", " ").strip()
-        vendor = self.vendor.replace("_", " ").strip()
+        model = printable(self.model, 64).replace("_", " ").strip()
+        vendor = printable(self.vendor, 32).replace("_", " ").strip()
         if vendor and model and not model.lower().startswith(vendor.lower()):
             model = f"{vendor} {model}"
         if self.transport == "loop":
@@ -89,7 +90,8 @@ class Disk:
         """One line that tells disks apart: model · serial · size · bus (never only sdX)."""
         # Without a serial, a by-id name or the bus path (stable across boots, unlike sdX).
         links = [*self.by_id, self.by_path] if self.by_path else list(self.by_id)
-        ident = self.serial or (links[0].rsplit("/", 1)[-1] if links else "no serial")
+        serial = printable(self.serial, 64)
+        ident = serial or (links[0].rsplit("/", 1)[-1] if links else "no serial")
         parts = [self.title, ident, human_size(self.size), self.transport or "?", self.name]
         return " · ".join(parts)
 
@@ -99,7 +101,7 @@ class Disk:
     @property
     def ident(self) -> str:
         """Short identity for messages: the serial where there is one, else the kernel name."""
-        return f"{self.name} ({self.serial})" if self.serial else self.name
+        return f"{self.name} ({printable(self.serial, 64)})" if self.serial else self.name
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,28 @@ def parse_size(value: Any, where: str) -> int | None:
 _PART_KEYS = {"size", "type", "fs", "label", "name", "bootable"}
 
 
+MAX_LAYOUT_FILE = 64 << 10  # a layout of 128 partitions is a few KiB
+
+
+def _read_layout_file(path: Path) -> str:
+    """A layout file's text: a regular file of bounded size (`--layout /dev/zero` is refused at
+    once, not read forever; a FIFO does not block the open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such layout file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the layout file ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{path}: a layout must be a regular file (a .toml file)")
+        data = f.read(MAX_LAYOUT_FILE + 1)
+    if len(data) > MAX_LAYOUT_FILE:
+        raise UsageError(f"{path}: too big for a layout file (at most {MAX_LAYOUT_FILE} bytes)")
+    return data.decode("utf-8")
+
+
 def load_layout_file(path: str | Path) -> Layout:
     """A TOML layout:
 
@@ -151,9 +175,7 @@ def load_layout_file(path: str | Path) -> Layout:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such layout file") from None
+        data = tomllib.loads(_read_layout_file(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not a valid TOML layout: {exc}") from None
     unknown = set(data) - {"table", "partition", "description"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Annotated, Any
 import blake3
 import msgspec
 
-from bootmedia.errors import ImageError
+from bootmedia.errors import ImageError, UsageError
+from bootmedia.text import printable
 
 IMAGE_FORMAT = "bootmedia-image"
 IMAGE_VERSION = 1
@@ -176,6 +178,22 @@ class Manifest:
                 raise ImageError(f"{where}: unknown partition table type {self.table.label!r}")
             if self.table.sector_size not in SECTOR_SIZES:
                 raise ImageError(f"{where}: unknown table sector size {self.table.sector_size}")
+
+
+def check_image_name(name: str) -> None:
+    """The capture-time rule for names (also what load_manifest accepts)."""
+    if not re.match(NAME_PATTERN, name):
+        raise UsageError(
+            f"bad image name {printable(name, 60)!r}: use letters, digits, '.', '_', '+' or '-', "
+            f"starting with a letter or digit, at most {NAME_MAX} characters"
+        )
+
+
+def check_description(text: str) -> None:
+    if len(text) > DESCRIPTION_MAX:
+        raise UsageError(
+            f"description too long: {len(text)} characters (at most {DESCRIPTION_MAX})"
+        )
 
 
 def image_digest(table: Table | None, areas: tuple[Area, ...]) -> str:

@@ -41,6 +41,7 @@ from bootmedia.repo.packs import (
 )
 from bootmedia.repo.paths import inside
 from bootmedia.repo.storage import LocalStorage, MissingFile, Storage, StorageError
+from bootmedia.text import printable
 
 log = logging.getLogger("bootmedia.repo")
 
@@ -369,7 +370,7 @@ class Repository:
             if 1 <= n <= len(images):
                 return images[n - 1]
         names = ", ".join(m.name for m in images) or "none"
-        raise UsageError(f"no image {ref!r} in {self.path} (images: {names})")
+        raise UsageError(f"no image {printable(ref, 80)!r} in {self.path} (images: {names})")
 
     def image_dir(self, name: str) -> Path:
         """An image's directory: its identity. Refused when it leads outside the repository."""
