@@ -118,6 +118,7 @@ def test_ten_thousand_character_names_give_one_line(hostile_repo: Path, tmp_path
     assert "bad image name" not in ok.stderr
 
 
+@pytest.mark.real_tools  # the target image file is read with sfdisk first
 @pytest.mark.parametrize("layout", ["/dev/zero", "/dev/urandom", "fifo", "big"])
 def test_layout_file_is_a_bounded_regular_file(tmp_path: Path, layout: str) -> None:
     target = tmp_path / "disk.img"
