@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bootmedia import __version__
+from bootmedia.customize.unattended import CMDLINE_KEYS as CUSTOMIZE_CMDLINE_KEYS
+from bootmedia.customize.unattended import CustomizeSpec
 from bootmedia.errors import BootmediaError
 
 if TYPE_CHECKING:
@@ -90,10 +92,21 @@ class JobSpec:
     countdown: int = 10
     grow: bool = True
     source: str = ""  # where it came from, for messages: "kernel command line", a file path
+    customize: CustomizeSpec | None = None  # [job.customize]: see bootmedia/customize/unattended.py
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> JobSpec:
-        known = {"action", "image", "target", "after", "repo", "verify", "countdown", "grow"}
+        known = {
+            "action",
+            "image",
+            "target",
+            "after",
+            "repo",
+            "verify",
+            "countdown",
+            "grow",
+            "customize",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise UnattendedError(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -119,6 +132,14 @@ class JobSpec:
             raise UnattendedError(f"{source}: countdown must be a number of seconds") from None
         if not 0 <= countdown <= 3600:
             raise UnattendedError(f"{source}: countdown must be between 0 and 3600 seconds")
+        customize = None
+        if "customize" in data:
+            try:
+                customize = CustomizeSpec.from_dict(data["customize"], source)
+            except BootmediaError as exc:
+                raise UnattendedError(str(exc)) from None
+            if not verify:
+                raise UnattendedError(f"{source}: customize runs after a verified restore only")
         return cls(
             action=action,
             image=image,
@@ -129,6 +150,7 @@ class JobSpec:
             countdown=countdown,
             grow=grow,
             source=source,
+            customize=customize,
         )
 
     def describe(self) -> str:
@@ -174,6 +196,9 @@ def job_from_cmdline(text: str) -> JobSpec | bool | None:
     for key in ("image", "target", "after", "repo", "verify", "countdown", "grow"):
         if key in params:
             data[key] = params[key]
+    custom = {k: params[k] for k in CUSTOMIZE_CMDLINE_KEYS if k in params}
+    if custom:
+        data["customize"] = custom
     return JobSpec.from_dict(data, "kernel command line")
 
 
@@ -384,6 +409,7 @@ class ResolvedJob:
             f"Restore image {self.spec.image} from {self.repo}",
             f"onto {self.target.label()}",
             f"Verify: {'yes' if self.spec.verify else 'NO'}; afterwards: {self.spec.after}",
+            *([self.spec.customize.describe()] if self.spec.customize else []),
         )
 
 
@@ -444,6 +470,11 @@ def resolve_job(
     rule = parse_rule(spec.target, spec.source)
     target = select_target(rule, disks, refusal)
     repo = find_repo(spec, data_dir, has_image)
+    if spec.customize is not None:
+        try:  # a CSV or hook missing from the stick stops the job before the countdown
+            spec.customize.options(repo=repo, data_dir=data_dir, image=spec.image)
+        except BootmediaError as exc:
+            raise UnattendedError(str(exc)) from None
     if data_dir is not None:
         previous = find_success(data_dir, spec, target, machine or machine_identity())
         if previous is not None:
@@ -519,6 +550,7 @@ class JobResult:
     message: str
     started: float  # epoch seconds
     finished: float
+    customize: dict[str, Any] | None = None  # what customize changed, each change read back
 
 
 def result_document(
@@ -536,6 +568,8 @@ def result_document(
         "finished": _iso(result.finished),
         "seconds": round(result.finished - result.started, 1),
     }
+    if result.customize is not None:
+        doc["customize"] = result.customize
     if isinstance(job, ResolvedJob):
         t = job.target
         doc["repo"] = str(job.repo)
@@ -633,10 +667,14 @@ def run_restore(job: ResolvedJob, reporter: Reporter) -> JobResult:
     started = time.time()
     try:
         from bootmedia.apply import apply_image, plan_apply
+        from bootmedia.customize.unattended import prepare_customize, run_customize
 
         plan = plan_apply(
             job.repo, job.spec.image, job.target.path, grow=job.spec.grow, verify=job.spec.verify
         )
+        custom = None
+        if job.spec.customize is not None:  # checked before the first write, like the rest
+            custom = prepare_customize(job.spec.customize, job.repo, job.data_dir, plan.image)
         outcome = apply_image(plan, reporter)
     except Cancelled as exc:
         return JobResult("cancelled", False, str(exc), started, time.time())
@@ -651,7 +689,16 @@ def run_restore(job: ResolvedJob, reporter: Reporter) -> JobResult:
             "failed", False, "restore finished but was NOT verified", started, time.time()
         )
     message = "restored and verified" if verified else "restored (verification switched off)"
-    return JobResult("success", verified, message, started, time.time())
+    if custom is None:
+        return JobResult("success", verified, message, started, time.time())
+    try:
+        done = run_customize(custom, job.target.path, reporter)
+    except BootmediaError as exc:
+        return JobResult(
+            "failed", verified, f"{message}, but customize FAILED: {exc}", started, time.time()
+        )
+    message += f"; customized: {done.summary_line()}"
+    return JobResult("success", verified, message, started, time.time(), done.to_dict())
 
 
 def after_command(after: str) -> list[str] | None:

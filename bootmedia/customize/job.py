@@ -51,6 +51,12 @@ class CustomizeResult:
             "boot_entry": self.boot_entry,
         }
 
+    def summary_line(self) -> str:
+        bits = [f"name {self.name}"] if self.name else []
+        if self.boot_entry:
+            bits.append(f"UEFI {self.boot_entry}")
+        return ", ".join(bits) + (", " if bits else "") + f"{len(self.changes)} changes read back"
+
     def lines(self) -> list[str]:
         out = [f"{c.what}: {c.checked}" for c in self.changes]
         return out + [f"warning: {w}" for w in self.warnings]

@@ -17,15 +17,20 @@ deploy by nature, so a Windows image that was not generalized is warned about in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bootmedia.customize.hooks import hooks_in
+from bootmedia.customize.job import CustomizeResult, customize_disk
 from bootmedia.customize.names import counter_dir_for, make_rule
-from bootmedia.customize.plan import CustomizeOptions
+from bootmedia.customize.plan import CustomizeOptions, plan_customize, precheck
 from bootmedia.errors import UsageError
+from bootmedia.progress import Reporter
+
+log = logging.getLogger("bootmedia.customize")
 
 _BOOL_KEYS = ("new_machine_id", "new_ssh_keys", "boot_entry", "add_fallback")
 _STR_KEYS = ("hostname", "names_csv", "prefix", "hooks_dir")
@@ -90,6 +95,25 @@ class CustomizeSpec:
         data = {k: params[k] for k in CMDLINE_KEYS if k in params}
         return cls.from_dict(data, "kernel command line") if data else None
 
+    def describe(self) -> str:
+        name = (
+            f"name {self.hostname!r}"
+            if self.hostname
+            else (f"name from {self.names_csv}" if self.names_csv else "name kept")
+        )
+        parts = [name]
+        if self.new_machine_id:
+            parts.append("new machine-id")
+        if self.new_ssh_keys:
+            parts.append("new SSH keys")
+        if self.boot_entry:
+            parts.append("UEFI boot entry")
+        if self.add_fallback:
+            parts.append("fallback loader")
+        if self.hooks or self.hooks_dir:
+            parts.append("hooks")
+        return "Then customize: " + ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hooks"] = list(self.hooks)
@@ -126,3 +150,19 @@ class CustomizeSpec:
                 return str(c)
         where = " or ".join(str(c) for c in candidates)
         raise UsageError(f"customize {what} {rel}: not found ({where})")
+
+
+def prepare_customize(
+    spec: CustomizeSpec, repo: Path, data_dir: Path | None, manifest: Any
+) -> CustomizeOptions:
+    """Options for this job, checked against the image before the restore writes anything."""
+    options = spec.options(repo=repo, data_dir=data_dir, image=str(manifest.name))
+    precheck({a.fstype for a in manifest.areas if a.fstype}, options)
+    return options
+
+
+def run_customize(options: CustomizeOptions, target: str, reporter: Reporter) -> CustomizeResult:
+    plan = plan_customize(target, options)
+    for line in plan.summary():
+        log.info("customize plan: %s", line)
+    return customize_disk(plan, reporter)

@@ -19,7 +19,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import hivex
+try:
+    import hivex
+except ImportError:  # Debian's python3-hivex, linked into the venv by scripts/link-hivex.sh
+    hivex = None
 
 from bootmedia.customize.mount import mounted
 from bootmedia.disks.model import Partition
@@ -97,6 +100,14 @@ def _path(h: hivex.Hivex, *names: str) -> int:
     return node or 0
 
 
+def _need_hivex() -> None:
+    if hivex is None:
+        raise BootmediaError(
+            "editing a Windows hive needs Debian's python3-hivex in bootmedia's Python "
+            "(apt-get install python3-hivex; scripts/link-hivex.sh VENV/bin/python)"
+        )
+
+
 def check_clean(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(512)
@@ -122,6 +133,7 @@ def control_sets(h: hivex.Hivex) -> tuple[str, ...]:
 
 def read_hive(path: str) -> tuple[str, str, tuple[str, ...], list[str]]:
     """(ComputerName, Tcpip Hostname, control sets, sysprep evidence) from a SYSTEM hive."""
+    _need_hivex()
     h = hivex.Hivex(path)
     current = _dword(h, _path(h, "Select"), "Current") or 1
     cs = f"ControlSet{current:03d}"
@@ -214,6 +226,7 @@ def _set_sz(h: hivex.Hivex, node: int, key: str, value: str) -> None:
 def set_name_in_hive(path: str, name: str) -> None:
     """Write the name into every control set of the hive at path, and commit."""
     check_clean(path)
+    _need_hivex()
     h = hivex.Hivex(path, write=True)
     sets = control_sets(h)
     if not sets:
@@ -234,6 +247,7 @@ def set_name_in_hive(path: str, name: str) -> None:
 
 def hive_names(path: str) -> dict[str, dict[str, str]]:
     """Per control set, the four values read back (for the job's check and the result)."""
+    _need_hivex()
     h = hivex.Hivex(path)
     out: dict[str, dict[str, str]] = {}
     for cs in control_sets(h):
