@@ -32,6 +32,8 @@ COMMANDS = (
     "disks",
     "wipe",
     "partition",
+    "cast",
+    "receive",
     "tui",
     "make_usb",  # the module; the command is make-usb
 )

@@ -11,7 +11,7 @@ APT_PACKAGES=(
     # network repositories and multicast (bootmedia/net, bootmedia/cast) and their real-server
     # tests (tests/net): clients, and the servers the tests start inside network namespaces
     iproute2 sshfs openssh-client openssh-server cifs-utils nfs-common udpcast
-    nginx-light samba smbclient nfs-ganesha nfs-ganesha-vfs dnsmasq-base ipxe
+    nginx-light samba smbclient nfs-ganesha nfs-ganesha-vfs dnsmasq-base ipxe nftables
     # customize (issue 12): offline Windows hive edits, UEFI boot entries; chntpw's reged is the
     # second, independent hive reader the tests check hivex's writes with
     python3-hivex libwin-hivex-perl chntpw efibootmgr

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,15 @@ from bootmedia.net.url import RepoURL, parse_url
 from bootmedia.repo.manifest import Manifest
 from bootmedia.repo.packs import PACK_HEADER, PACK_MAGIC, RECORD_SIZE, Record, parse_record_header
 from bootmedia.repo.storage import MissingFile, StorageError
-from bootmedia.repo.store import _SCHEMA, NAME_RE, REPO_FILE, REPO_FORMAT, REPO_VERSION, Repository
+from bootmedia.repo.store import (
+    _SCHEMA,
+    NAME_RE,
+    REPO_FILE,
+    REPO_FORMAT,
+    REPO_VERSION,
+    Location,
+    Repository,
+)
 
 log = logging.getLogger("bootmedia.net.http")
 
@@ -94,6 +103,8 @@ class HttpRepository(Repository):
     def __init__(self, path: Path, storage: HttpStorage, config: dict[str, int]) -> None:
         self.http = storage
         self.url = storage.base
+        self._index_lock = threading.Lock()
+        self._indexed = False
         super().__init__(path, config, False, [])
         self.storage = storage
 
@@ -111,6 +122,29 @@ class HttpRepository(Repository):
         return [n for n in names if n.startswith("pack-") and n.endswith(".bmp")]
 
     def sync_index(self) -> None:
+        """Nothing at open: the index is built on first use (listing images, or checking a
+        fallback that may never be needed, costs no request per record)."""
+        self._indexed = False
+
+    def _ensure_index(self) -> None:
+        with self._index_lock:
+            if not self._indexed:
+                self._build_index()
+                self._indexed = True
+
+    def locate(self, digest: bytes) -> Location | None:
+        self._ensure_index()
+        return super().locate(digest)
+
+    def has(self, digest: bytes) -> bool:
+        self._ensure_index()
+        return super().has(digest)
+
+    def chunk_sizes(self, digests: list[bytes]) -> int:
+        self._ensure_index()
+        return super().chunk_sizes(digests)
+
+    def _build_index(self) -> None:
         names = self._pack_names()
         if not names:
             return

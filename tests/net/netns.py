@@ -128,3 +128,57 @@ def wait_port(ns: Netns, port: int, host: str = "127.0.0.1", seconds: float = 20
                 time.sleep(0.1)
             finally:
                 s.close()
+
+
+class Lan:
+    """A switch (a bridge in its own namespace) and hosts (namespaces) on 10.77.0.0/24, each
+    joined to it by a veth pair. Multicast stays on the bridge; nothing leaves the namespaces."""
+
+    SUBNET = "10.77.0"
+
+    def __init__(self) -> None:
+        self.switch = Netns("sw")
+        self.switch.ip("link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        self.switch.ip("link", "set", "br0", "up")
+        self.hosts: list[Netns] = []
+        self.addresses: dict[str, str] = {}
+
+    def add(self, number: int) -> Netns:
+        ns = Netns(f"h{number}-")
+        port = f"p{number}"
+        sh("ip", "link", "add", port, "netns", self.switch.name, "type", "veth",
+           "peer", "name", "eth0", "netns", ns.name)  # fmt: skip
+        self.switch.ip("link", "set", port, "master", "br0")
+        self.switch.ip("link", "set", port, "up")
+        addr = f"{self.SUBNET}.{number}"
+        ns.ip("addr", "add", f"{addr}/24", "dev", "eth0")
+        ns.ip("link", "set", "eth0", "up")
+        # Multicast goes out of eth0 (there is no default route in the namespace).
+        ns.ip("route", "add", "224.0.0.0/4", "dev", "eth0")
+        self.hosts.append(ns)
+        self.addresses[ns.name] = addr
+        return ns
+
+    def lossy(self, number: int, percent: int) -> None:
+        """Lose `percent` of the UDP packets host `number` receives. This kernel has no tc
+        netem (CONFIG_NET_SCH_NETEM is not set), so nftables' numgen random drops them, in
+        the host's own namespace."""
+        ns = next(h for h in self.hosts if self.addresses[h.name].endswith(f".{number}"))
+        rules = (
+            "table inet loss {\n chain input {\n  type filter hook input priority 0;\n"
+            + (
+                "  meta l4proto udp drop\n"
+                if percent >= 100
+                else f"  meta l4proto udp numgen random mod 100 < {percent} drop\n"
+            )
+            + " }\n}"
+        )
+        path = Path(f"/tmp/{ns.name}-loss.nft")
+        path.write_text("flush ruleset\n" + rules + "\n")
+        ns.run("nft", "-f", str(path))
+        path.unlink()
+
+    def close(self) -> None:
+        for ns in reversed(self.hosts):
+            ns.close()
+        self.switch.close()

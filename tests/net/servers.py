@@ -58,12 +58,15 @@ class Nginx:
     root: Path
     access_log: Path
     error_log: Path
+    host: str = "127.0.0.1"
 
     def url(self, rel: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
+        return f"http://{self.host}:{self.port}/{rel}"
 
 
-def start_nginx(ns: Netns, work: Path, root: Path, port: int = 8080) -> Nginx:
+def start_nginx(
+    ns: Netns, work: Path, root: Path, port: int = 8080, host: str = "127.0.0.1"
+) -> Nginx:
     """nginx serving root read-only (GET and HEAD only), with JSON directory listings."""
     work.mkdir(parents=True, exist_ok=True)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -89,7 +92,7 @@ http {{
     sendfile on;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
         location / {{
             autoindex on;
@@ -101,8 +104,8 @@ http {{
 """
     )
     ns.popen(["nginx", "-c", str(conf), "-p", str(work)], log=work / "nginx.out")
-    wait_port(ns, port)
-    return Nginx(port, root, access, error)
+    wait_port(ns, port, host)
+    return Nginx(port, root, access, error, host)
 
 
 @dataclass(frozen=True)

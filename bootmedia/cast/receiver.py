@@ -1,0 +1,421 @@
+"""bootmedia receive: join a multicast session, write the disk, fetch what the stream missed
+from a fallback repository, then read everything back and verify it.
+
+The stream's header carries the image's manifest and maps. They go into a scratch repository
+(a temporary directory), so the target is planned and refused exactly as `bootmedia apply`
+plans it, before the first write. The few chunks the final steps need again (the boot area and
+the first 4 KiB, written last) are kept in that scratch repository; every other chunk is
+written straight to all the places on the disk that hold it, and never kept in memory.
+The write order is apply's: the target is marked incomplete first and only the last step makes
+it look like a disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from bootmedia import blockdev
+from bootmedia.apply import (
+    BOOT_CODE,
+    ApplyPlan,
+    MiB,
+    _check_table,
+    _finish_deferred,
+    _Packs,
+    _verify_area,
+    _write_boot_area,
+    _write_swap,
+    apply_image,
+    plan_apply,
+)
+from bootmedia.cast.sender import DEFAULT_PORTBASE, DEFAULT_RDV, udpcast_args
+from bootmedia.cast.stream import StreamHeader, read_header, records
+from bootmedia.disks import check_writable
+from bootmedia.disks.model import INCOMPLETE_MARKER
+from bootmedia.errors import BootmediaError, ImageError, UsageError
+from bootmedia.progress import Reporter
+from bootmedia.repo.manifest import RAW, SWAP, USED, Area
+from bootmedia.repo.maps import Extent
+from bootmedia.repo.packs import decode
+from bootmedia.repo.store import Repository
+from bootmedia.run import require_tools, which
+from bootmedia.table import write_table
+
+log = logging.getLogger("bootmedia.cast")
+
+_ADDR = re.compile(r" at (\S+) on (\S+)")
+DEFER_BELOW = 4096  # as apply: the first 4 KiB of the disk are written last
+
+
+@dataclass
+class ReceiveResult:
+    image: str
+    target: str
+    address: str
+    ok: bool
+    detail: str
+    from_stream: int = 0  # chunks
+    from_fallback: int = 0
+    written: int = 0
+    seconds: float = 0.0
+    joined: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+class _Receiver:
+    def __init__(self, argv: list[str]) -> None:
+        log.info("+ %s", " ".join(argv))
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.lines: list[str] = []
+        self.address = ""
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def _watch(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            for line in raw.decode(errors="replace").replace("\r", "\n").splitlines():
+                line = line.strip()
+                if not line or line.startswith("bytes="):
+                    continue
+                self.lines.append(line)
+                log.info("udp-receiver: %s", line)
+                if (m := _ADDR.search(line)) and not self.address:
+                    self.address = m[1]
+
+    def finish(self) -> int:
+        with contextlib.suppress(OSError):
+            self.stdout.close()
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._thread.join(5)
+        return rc
+
+    def tail(self) -> str:
+        return " | ".join(self.lines[-2:])
+
+
+def receive(
+    target: str,
+    *,
+    fallback: str | Path | None = None,
+    fallback_label: str | None = None,
+    image: str | None = None,
+    interface: str | None = None,
+    rdv: str = DEFAULT_RDV,
+    portbase: int = DEFAULT_PORTBASE,
+    start_timeout: int = 600,
+    receive_timeout: int = 30,
+    reporter: Reporter | None = None,
+) -> ReceiveResult:
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    require_tools("udp-receiver", "sfdisk", "mkswap", "partx")
+    if not os.path.exists(target):
+        raise UsageError(f"{target}: no such disk")
+    check_writable(target, repo_path=fallback)
+    if fallback is not None:
+        with Repository.open(fallback) as fb:  # reachable and readable before we start
+            if image:
+                fb.image(image)
+    argv = [
+        which("udp-receiver") or "udp-receiver",
+        *udpcast_args(interface, rdv, portbase),
+        "--start-timeout", str(start_timeout),
+        "--receive-timeout", str(receive_timeout),
+    ]  # fmt: skip
+    with reporter.step("Waiting for the multicast session"):
+        rx = _Receiver(argv)
+        header = None
+        try:
+            header = read_header(rx.stdout)
+        except ImageError:
+            rx.finish()
+            raise
+    if header is None:
+        rc = rx.finish()
+        return _late(target, fallback, fallback_label, image, rx, rc, reporter, started)
+    if image and header.image != image:
+        rx.finish()
+        raise UsageError(f"the session sends image {header.image!r}, not {image!r}")
+    scratch = Path(tempfile.mkdtemp(prefix="bootmedia-receive-"))
+    try:
+        return _receive_stream(
+            target, header, rx, scratch, fallback, fallback_label, reporter, started
+        )
+    except BootmediaError as exc:
+        exc.address = rx.address  # type: ignore[attr-defined]  # for the receiver's report
+        exc.image = header.image  # type: ignore[attr-defined]
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _late(
+    target: str,
+    fallback: str | Path | None,
+    label: str | None,
+    image: str | None,
+    rx: _Receiver,
+    rc: int,
+    reporter: Reporter,
+    started: float,
+) -> ReceiveResult:
+    """No stream reached us (no session, or it had started without us): restore it all from
+    the fallback repository, when there is one and we know the image."""
+    why = rx.tail() or f"udp-receiver exit {rc}"
+    if fallback is None or not image:
+        raise BootmediaError(
+            f"no multicast stream received ({why}); give --fallback REPO and --image NAME to "
+            "restore from a repository instead"
+        )
+    reporter.message(f"no multicast stream ({why}): restoring everything from {label or fallback}")
+    plan = plan_apply(fallback, image, target)
+    res = apply_image(plan, reporter)
+    return ReceiveResult(
+        image=res.image,
+        target=res.target,
+        address=rx.address or _my_address(),
+        ok=res.verified,
+        detail="verified (joined late: every chunk from the fallback repository)",
+        from_fallback=-1,
+        written=res.written,
+        seconds=round(time.monotonic() - started, 3),
+        joined=False,
+        notes=list(res.notes),
+    )
+
+
+def _scratch_repo(scratch: Path, header: StreamHeader) -> Repository:
+    repo = Repository.init(scratch / "repo")
+    tmp = repo.new_image_dir(header.image)
+    (tmp / "manifest.json").write_bytes(header.manifest)
+    for name, data in header.maps.items():
+        if "/" in name or name.startswith(".") or name == "manifest.json":
+            raise ImageError(f"the multicast stream names a bad map file {name!r}")
+        (tmp / name).write_bytes(data)
+    os.rename(tmp, repo.image_dir(header.image))
+    return repo
+
+
+def _receive_stream(
+    target: str,
+    header: StreamHeader,
+    rx: _Receiver,
+    scratch: Path,
+    fallback: str | Path | None,
+    label: str | None,
+    reporter: Reporter,
+    started: float,
+) -> ReceiveResult:
+    try:
+        repo = _scratch_repo(scratch, header)
+        repo.close()
+        plan = plan_apply(scratch / "repo", header.image, target)
+    except BaseException:
+        rx.finish()
+        raise
+    if plan.grow is not None or plan.partition is not None:
+        rx.finish()
+        raise UsageError("receive restores whole disks without growing")
+    repo = Repository.open(scratch / "repo", write=True)
+    m = repo.image(header.image)
+    # Where each chunk goes, and which chunks the final steps need again.
+    places: dict[bytes, list[tuple[Area, Extent]]] = defaultdict(list)
+    keep: set[bytes] = set()
+    data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
+    deferred: list[tuple[Area, Extent]] = []
+    zeros: list[tuple[Area, Extent]] = []
+    for a in m.areas:
+        if not a.map:
+            continue
+        for e in repo.extents(m, a.name):
+            if a.name == "head" and not e.is_zero:
+                keep.add(e.hash)
+            if a not in data_areas:
+                continue
+            if a.offset + e.offset < DEFER_BELOW:
+                deferred.append((a, e))
+                if not e.is_zero:
+                    keep.add(e.hash)
+                continue
+            if e.is_zero:
+                zeros.append((a, e))
+            else:
+                places[e.hash].append((a, e))
+    reporter.add_total(plan.write_bytes * 2)
+    fd = blockdev.open_device(target, write=True)
+    writer = repo.chunk_writer()
+    dctx = zstandard.ZstdDecompressor()
+    got: set[bytes] = set()
+    stats: dict[str, int] = {}
+    from_stream = from_fallback = 0
+    try:
+        check_writable(plan.disk or plan.target)
+        with reporter.step("Marking the target incomplete"):
+            blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
+            tail = max(0, plan.target_size - MiB)
+            blockdev.zero_range(fd, tail, plan.target_size - tail)
+            marker = (
+                INCOMPLETE_MARKER
+                + (
+                    f" image={m.name} started={datetime.now(UTC).isoformat(timespec='seconds')}"
+                ).encode()
+            )
+            os.pwrite(fd, marker[:BOOT_CODE], 0)
+            os.fsync(fd)
+        for a, e in zeros:
+            blockdev.zero_range(fd, a.offset + e.offset, e.length)
+
+        def put(digest: bytes, raw_len: int, data: bytes, payload: bytes, flags: int) -> None:
+            for a, e in places.get(digest, ()):
+                _pwrite_all(fd, data, a.offset + e.offset)
+                reporter.advance(e.length)
+            if digest in keep:
+                writer.put(digest, raw_len, payload)
+            got.add(digest)
+
+        with reporter.step(f"Receiving {m.name} ({header.chunks} chunks)"):
+            for rec, payload in records(rx.stdout, stats):
+                reporter.check_cancel()
+                if rec.hash in got or (rec.hash not in places and rec.hash not in keep):
+                    continue
+                try:
+                    data = decode(rec, payload, dctx)
+                except ImageError:
+                    stats["damaged"] = stats.get("damaged", 0) + 1
+                    continue  # fetched from the fallback below
+                put(rec.hash, rec.raw_len, data, payload, rec.flags)
+                from_stream += 1
+        rc = rx.finish()
+        missing = [h for h in (set(places) | keep) if h not in got]
+        notes = []
+        if not stats.get("complete"):
+            notes.append(f"the stream stopped early ({rx.tail() or f'udp-receiver exit {rc}'})")
+        if missing:
+            if fallback is None:
+                raise BootmediaError(
+                    f"{len(missing)} chunks did not arrive"
+                    + (f" ({notes[0]})" if notes else "")
+                    + "; give --fallback REPO to fetch them"
+                )
+            with (
+                reporter.step(f"Fetching {len(missing)} missing chunks from {label or fallback}"),
+                Repository.open(fallback) as fb,
+            ):
+                for digest in missing:
+                    reporter.check_cancel()
+                    loc = fb.locate(digest)
+                    if loc is None:
+                        raise ImageError(
+                            f"chunk {digest.hex()[:16]} is not in the fallback repository "
+                            f"{label or fallback}"
+                        )
+                    payload = fb.read_payload(loc, digest)
+                    data = decode(loc.record(digest), payload, dctx)
+                    put(digest, loc.raw_len, data, payload, loc.flags)
+                    from_fallback += 1
+        writer.close()
+        blockdev.flush(fd)
+        packs = _Packs(repo)
+        for i, area in enumerate(data_areas, 1):
+            with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+                _verify_area(fd, m, area, area.offset, repo, reporter, skip_below=DEFER_BELOW)
+        for area in plan.areas:
+            if area.mode == SWAP:
+                with reporter.step(f"Recreating swap on {area.name}"):
+                    _write_swap(fd, area, area.offset, plan.target_size)
+        if plan.script:
+            with reporter.step("Writing the partition table"):
+                os.fsync(fd)
+                write_table(plan.target, plan.script)
+                _check_table(plan)
+        with reporter.step("Writing boot code and finishing"):
+            _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
+            if m.table is not None:
+                _write_boot_area(fd, repo, packs, m, plan)
+            blockdev.flush(fd)
+            if os.pread(fd, len(INCOMPLETE_MARKER), 0) == INCOMPLETE_MARKER:
+                raise ImageError("the incomplete marker is still on the target after writing")
+    except OSError as exc:
+        raise BootmediaError(f"writing {target} failed: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            writer.abort()
+        os.close(fd)
+        repo.close()
+        if rx.proc.poll() is None:
+            rx.finish()
+    detail = "verified: every written byte read back and matched"
+    if from_fallback:
+        detail += f" ({from_fallback} of {from_stream + from_fallback} chunks from the fallback)"
+    return ReceiveResult(
+        image=m.name,
+        target=plan.target,
+        address=rx.address or _my_address(),
+        ok=True,
+        detail=detail,
+        from_stream=from_stream,
+        from_fallback=from_fallback,
+        written=plan.write_bytes,
+        seconds=round(time.monotonic() - started, 3),
+        notes=notes + list(plan.notes),
+    )
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+
+
+def _my_address() -> str:
+    return socket.gethostname()
+
+
+def write_report(report_dir: Path, result: ReceiveResult, plan_target: str) -> Path:
+    """The receiver's result, where the sender (and the technician) collect them."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{result.address}-{Path(plan_target).name}")
+    path = report_dir / f"{name}.json"
+    tmp = report_dir / f".{name}.tmp"
+    doc = result.to_dict()
+    doc["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["ApplyPlan", "ReceiveResult", "receive", "write_report"]

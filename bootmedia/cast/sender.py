@@ -1,0 +1,353 @@
+"""bootmedia cast: one image, one multicast stream, through udpcast's udp-sender.
+
+udp-sender does the multicast (rendezvous, retransmissions, slow receivers); we feed it the
+stream (bootmedia.cast.stream) on its standard input and read its log to show each receiver's
+state. Receivers that report into a results directory (`receive --report DIR`) show their
+final result here too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bootmedia.apply import check_image
+from bootmedia.cast.stream import END_MAGIC, StreamHeader
+from bootmedia.errors import BootmediaError, UsageError
+from bootmedia.progress import Reporter, human_bytes
+from bootmedia.repo.manifest import Manifest
+from bootmedia.repo.packs import pack_record_header
+from bootmedia.repo.store import Location, Repository
+from bootmedia.run import require_tools, which
+
+log = logging.getLogger("bootmedia.cast")
+
+DEFAULT_RDV = "239.255.77.77"  # administratively scoped: stays on the site's network
+DEFAULT_PORTBASE = 9000
+
+
+def udpcast_args(interface: str | None, rdv: str, portbase: int) -> list[str]:
+    argv = ["--nokbd", "--mcast-rdv-address", rdv, "--portbase", str(portbase)]
+    if interface:
+        argv += ["--interface", interface]
+    return argv
+
+
+@dataclass(frozen=True)
+class CastPlan:
+    repo: Path
+    repo_label: str  # what the technician named (the URL, not the mount point)
+    image: Manifest
+    chunks: int
+    stored_bytes: int
+    receivers: int
+    wait: int
+    interface: str | None
+    rdv: str
+    portbase: int
+    results: Path | None
+    max_bitrate: str | None = None
+
+    def summary(self) -> list[str]:
+        m = self.image
+        lines = [
+            f"Image '{m.name}' ({m.created}) from {self.repo_label}",
+            f"Stream: {self.chunks} chunks, {human_bytes(self.stored_bytes)} (each chunk once)",
+            f"Start when {self.receivers} receiver(s) joined, or after {self.wait} s "
+            "with at least one",
+            f"Multicast rendezvous {self.rdv}, ports {self.portbase}-{self.portbase + 1}"
+            + (f", interface {self.interface}" if self.interface else "")
+            + (f", at most {self.max_bitrate}bit/s" if self.max_bitrate else ""),
+        ]
+        if self.results:
+            lines.append(f"Receivers' results collected in {self.results}")
+        return lines
+
+    def command(self) -> str:
+        argv = ["bootmedia", "cast", self.repo_label, self.image.name]
+        argv += ["--receivers", str(self.receivers), "--wait", str(self.wait)]
+        if self.interface:
+            argv += ["--interface", self.interface]
+        if self.rdv != DEFAULT_RDV:
+            argv += ["--rdv", self.rdv]
+        if self.portbase != DEFAULT_PORTBASE:
+            argv += ["--portbase", str(self.portbase)]
+        if self.results:
+            argv += ["--results", str(self.results)]
+        if self.max_bitrate:
+            argv += ["--max-bitrate", self.max_bitrate]
+        return shlex.join(argv)
+
+    def receive_command(self) -> str:
+        """What to run on each receiver (shown to the technician)."""
+        argv = ["bootmedia", "receive", "DISK", "--fallback", self.repo_label]
+        if self.rdv != DEFAULT_RDV:
+            argv += ["--rdv", self.rdv]
+        if self.portbase != DEFAULT_PORTBASE:
+            argv += ["--portbase", str(self.portbase)]
+        if self.results:
+            argv += ["--report", str(self.results)]
+        return shlex.join(argv)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "repo": self.repo_label,
+            "image": self.image.name,
+            "chunks": self.chunks,
+            "stored_bytes": self.stored_bytes,
+            "receivers": self.receivers,
+            "wait": self.wait,
+            "interface": self.interface,
+            "rdv": self.rdv,
+            "portbase": self.portbase,
+            "results": str(self.results) if self.results else None,
+            "max_bitrate": self.max_bitrate,
+        }
+
+
+def _chunk_order(repo: Repository, m: Manifest) -> Iterator[tuple[bytes, Location]]:
+    """Each distinct chunk once, in the order the disk needs it (boot area first)."""
+    seen: set[bytes] = set()
+    for area in m.areas:
+        if not area.map:
+            continue
+        for e in repo.extents(m, area.name):
+            if e.is_zero or e.hash in seen:
+                continue
+            seen.add(e.hash)
+            loc = repo.locate(e.hash)
+            assert loc is not None  # check_image said so
+            yield e.hash, loc
+
+
+def plan_cast(
+    repo: str | Path,
+    image: str,
+    *,
+    receivers: int = 1,
+    wait: int = 60,
+    interface: str | None = None,
+    rdv: str = DEFAULT_RDV,
+    portbase: int = DEFAULT_PORTBASE,
+    results: str | Path | None = None,
+    repo_label: str | None = None,
+    max_bitrate: str | None = None,
+) -> CastPlan:
+    if max_bitrate is not None and not re.fullmatch(r"[1-9]\d{0,5}[kmg]?", max_bitrate):
+        raise UsageError(f"--max-bitrate {max_bitrate}: give e.g. 500m or 1g")
+    if not 1 <= receivers <= 1000:
+        raise UsageError("--receivers must be between 1 and 1000")
+    if not 1 <= wait <= 86400:
+        raise UsageError("--wait must be between 1 s and a day")
+    if not re.fullmatch(r"2(2[4-9]|3\d)(\.\d{1,3}){3}", rdv):
+        raise UsageError(f"--rdv {rdv}: not a multicast address (224.0.0.0-239.255.255.255)")
+    if not 1024 <= portbase <= 65534 or portbase % 2:
+        raise UsageError("--portbase must be an even port between 1024 and 65534")
+    if interface is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,15}", interface):
+        raise UsageError(f"--interface {interface!r}: not an interface name")
+    if results is not None and not Path(results).is_dir():
+        raise UsageError(f"--results {results}: not a directory")
+    path = Path(repo)
+    with Repository.open(path) as r:
+        m = r.image(image)
+        check_image(r, m, tuple(a for a in m.areas if a.map))
+        chunks, stored = 0, 0
+        for _, loc in _chunk_order(r, m):
+            chunks += 1
+            stored += loc.stored_len
+    return CastPlan(
+        path,
+        repo_label or str(repo),
+        m,
+        chunks,
+        stored,
+        receivers,
+        wait,
+        interface,
+        rdv,
+        portbase,
+        Path(results) if results else None,
+        max_bitrate,
+    )
+
+
+@dataclass
+class ReceiverState:
+    number: int
+    address: str
+    state: str = "connected"  # connected, receiving, stream sent, dropped, verified, FAILED
+    detail: str = ""
+
+
+@dataclass
+class CastResult:
+    image: str
+    sent_bytes: int
+    seconds: float
+    receivers: list[ReceiverState] = field(default_factory=list)
+    sender_log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.receivers) and all(
+            r.state in ("stream sent", "verified") for r in self.receivers
+        )
+
+
+_NEW = re.compile(r"New connection from (\S+)\s+\(#(\d+)\)")
+_GONE = re.compile(r"Disconnecting #(\d+) \((\S+)\)")
+_DROP = re.compile(r"[Dd]ropping client #(\d+)")
+
+
+def cast_image(
+    plan: CastPlan,
+    reporter: Reporter | None = None,
+    on_change: Callable[[list[ReceiverState]], None] | None = None,
+    results_wait: float = 0,
+) -> CastResult:
+    """Send the image; returns when udp-sender is done (and results_wait seconds more for the
+    receivers' reports, when a results directory was given)."""
+    reporter = reporter or Reporter()
+    require_tools("udp-sender")
+    started = time.monotonic()
+    receivers: dict[int, ReceiverState] = {}
+    lock = threading.Lock()
+    log_lines: list[str] = []
+
+    def changed() -> None:
+        if on_change:
+            with lock:
+                snapshot = [
+                    ReceiverState(**vars(r))
+                    for r in sorted(receivers.values(), key=lambda r: r.number)
+                ]
+            on_change(snapshot)
+
+    argv = [
+        which("udp-sender") or "udp-sender",
+        *udpcast_args(plan.interface, plan.rdv, plan.portbase),
+        "--min-receivers", str(plan.receivers),
+        "--max-wait", str(plan.wait),
+        "--retries-until-drop", "30",
+        *(["--max-bitrate", plan.max_bitrate] if plan.max_bitrate else []),
+    ]  # fmt: skip
+    log.info("+ %s", " ".join(argv))
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            if not line:
+                continue
+            log_lines.append(line)
+            if line.startswith("bytes="):
+                continue
+            log.info("udp-sender: %s", line)
+            with lock:
+                if m := _NEW.search(line):
+                    receivers[int(m[2])] = ReceiverState(int(m[2]), m[1])
+                elif line.startswith("Starting transfer"):
+                    for r in receivers.values():
+                        r.state = "receiving"
+                elif m := _GONE.search(line):
+                    r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), m[2]))
+                    if r.state != "dropped":
+                        r.state = "stream sent"
+                elif m := _DROP.search(line):
+                    r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), "?"))
+                    r.state, r.detail = "dropped", "too many losses: must use its fallback"
+                else:
+                    continue
+            changed()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    sent = 0
+    reporter.add_total(plan.stored_bytes)
+    try:
+        with Repository.open(plan.repo) as repo:
+            m = repo.image(plan.image.name)
+            header = StreamHeader(
+                image=m.name,
+                manifest=repo.storage.read_bytes(f"images/{m.name}/manifest.json"),
+                maps={
+                    a.map: repo.storage.read_bytes(f"images/{m.name}/{a.map}")
+                    for a in m.areas
+                    if a.map
+                },
+                chunks=plan.chunks,
+                stored_bytes=plan.stored_bytes,
+            )
+            with reporter.step(f"Waiting for {plan.receivers} receiver(s), then sending"):
+                proc.stdin.write(header.encode())
+                count = 0
+                for digest, loc in _chunk_order(repo, m):
+                    reporter.check_cancel()
+                    payload = repo.read_payload(loc, digest)
+                    proc.stdin.write(
+                        pack_record_header(digest, loc.raw_len, len(payload), loc.flags)
+                    )
+                    proc.stdin.write(payload)
+                    count += 1
+                    sent += len(payload)
+                    reporter.advance(len(payload))
+                proc.stdin.write(END_MAGIC + count.to_bytes(4, "little"))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # udp-sender ended early: its exit status and log say why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    rc = proc.wait()
+    watcher.join(5)
+    if rc != 0:
+        tail = " | ".join(ln for ln in log_lines[-3:] if not ln.startswith("bytes="))
+        raise BootmediaError(f"udp-sender failed (exit {rc}){': ' + tail if tail else ''}")
+    if not receivers:
+        raise BootmediaError(f"no receiver joined within {plan.wait} s")
+    result = CastResult(
+        m.name, sent, round(time.monotonic() - started, 3), [], "\n".join(log_lines[-50:])
+    )
+    if plan.results:
+        deadline = time.monotonic() + results_wait
+        while True:
+            _collect(plan.results, m.name, receivers)
+            changed()
+            done = [r for r in receivers.values() if r.state in ("verified", "FAILED")]
+            if len(done) >= len(receivers) or time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+    result.receivers = sorted(receivers.values(), key=lambda r: r.number)
+    return result
+
+
+def _collect(results: Path, image: str, receivers: dict[int, ReceiverState]) -> None:
+    """Match the receivers' reports (by address) to the session's receivers."""
+    by_addr = {r.address: r for r in receivers.values()}
+    for f in sorted(results.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or doc.get("image") not in (image, ""):
+            continue
+        r = by_addr.get(str(doc.get("address", "")))
+        if r is None:
+            n = -1 - len([x for x in receivers if x < 0])
+            r = receivers[n] = ReceiverState(n, str(doc.get("address", "?")), "connected")
+            by_addr[r.address] = r
+        r.state = "verified" if doc.get("ok") else "FAILED"
+        r.detail = str(doc.get("detail", ""))[:200]
