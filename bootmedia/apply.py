@@ -30,6 +30,7 @@ from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
 from bootmedia.disks.system import read_swaps
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
 from bootmedia.mounts import mounts_of
+from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest, Table
@@ -113,7 +114,7 @@ class ApplyPlan:
         return lines
 
     def command(self) -> str:
-        argv = ["bootmedia", "apply", str(self.repo), self.image.name]
+        argv = ["bootmedia", "apply", repo_label(self.repo), self.image.name]
         if self.partition is not None:
             argv += ["--partition", str(self.partition), "--to", str(self.to)]
         else:

@@ -25,6 +25,7 @@ from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, min_size, probe, used_ranges
 from bootmedia.identity import source_identity
 from bootmedia.mounts import mounts_of
+from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import (
@@ -105,7 +106,7 @@ class CapturePlan:
         return lines
 
     def command(self) -> str:
-        argv = ["bootmedia", "capture", self.source, str(self.repo), "--name", self.name]
+        argv = ["bootmedia", "capture", self.source, repo_label(self.repo), "--name", self.name]
         if self.description:
             argv += ["--description", self.description]
         if self.level != 3:

@@ -49,6 +49,9 @@ from bootmedia import __version__
 from bootmedia.customize.unattended import CMDLINE_KEYS as CUSTOMIZE_CMDLINE_KEYS
 from bootmedia.customize.unattended import CustomizeSpec
 from bootmedia.errors import BootmediaError
+from bootmedia.net import credentials
+from bootmedia.net.mount import connect, label
+from bootmedia.net.url import is_url
 
 if TYPE_CHECKING:
     from bootmedia.disks.model import Disk
@@ -406,7 +409,7 @@ class ResolvedJob:
     def describe(self) -> tuple[str, ...]:
         return (
             f"Unattended job from {self.spec.source}",
-            f"Restore image {self.spec.image} from {self.repo}",
+            f"Restore image {self.spec.image} from {label(self.repo)}",
             f"onto {self.target.label()}",
             f"Verify: {'yes' if self.spec.verify else 'NO'}; afterwards: {self.spec.after}",
             *([self.spec.customize.describe()] if self.spec.customize else []),
@@ -415,6 +418,20 @@ class ResolvedJob:
 
 def find_repo(spec: JobSpec, data_dir: Path | None, has_image: Callable[[Path, str], bool]) -> Path:
     """The repository holding the job's image: the one named, else the only one that has it."""
+    if spec.repo and is_url(spec.repo):  # a share or web server (bootmedia.net): mount it
+        creds = data_dir / credentials.FILE_NAME if data_dir is not None else None
+        try:
+            path = Path(
+                connect(spec.repo, credentials_file=creds if creds and creds.exists() else None)
+            )
+            from bootmedia.repo.store import Repository
+
+            Repository.open(path).close()  # unreachable or not a repository: say which
+        except BootmediaError as exc:
+            raise UnattendedError(f"repo {spec.repo}: {exc}") from None
+        if not has_image(path, spec.image):
+            raise UnattendedError(f"{spec.repo} holds no image named {spec.image!r}")
+        return path
     if spec.repo:
         path = Path(spec.repo)
         if not path.is_absolute():
@@ -572,7 +589,7 @@ def result_document(
         doc["customize"] = result.customize
     if isinstance(job, ResolvedJob):
         t = job.target
-        doc["repo"] = str(job.repo)
+        doc["repo"] = label(job.repo)
         doc["target"] = {
             "name": t.name,
             "path": t.path,

@@ -228,6 +228,37 @@ def _wait_gone(mp: Path, seconds: float = 5) -> None:
         time.sleep(0.1)
 
 
+def _remember(slug: str, url: str) -> None:
+    """A sidecar naming what a mount point or placeholder stands for (no secrets: URLs never
+    hold passwords), so plans and results can show the URL instead of the mount point."""
+    MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
+    (MOUNT_ROOT / f".{slug}.url").write_text(url + "\n")
+
+
+def label(path: str | os.PathLike[str]) -> str:
+    """What the technician named for a local repository path: the URL of a mounted share or
+    an http placeholder, else the path itself."""
+    text = os.fspath(path)
+    try:
+        rel = Path(text).relative_to(MOUNT_ROOT)
+    except ValueError:
+        return text
+    if not rel.parts:
+        return text
+    side = MOUNT_ROOT / f".{rel.parts[0]}.url"
+    try:
+        url = side.read_text().strip()
+    except OSError:
+        return text
+    return url
+
+
+def connect(ref: str, *, credentials_file: Path | None = None, prompt: Prompt | None = None) -> str:
+    """Like attach(), for the session: the share stays mounted (the TUI, unattended jobs)."""
+    with attach(ref, credentials_file=credentials_file, prompt=prompt, keep=True) as local:
+        return local
+
+
 @contextlib.contextmanager
 def attach(
     ref: str | os.PathLike[str],
@@ -247,12 +278,15 @@ def attach(
     if not url.mounted:
         from bootmedia.net.http_repo import placeholder
 
-        yield str(placeholder(url, MOUNT_ROOT))
+        where = placeholder(url, MOUNT_ROOT)
+        _remember(where.name, text)
+        yield str(where)
         return
     creds = creds_mod.load(url, credentials_file)
     mp = MOUNT_ROOT / _slug(url)
     already = _mounted(mp)
     share = mount(url, creds, prompt)
+    _remember(mp.name, text)
     try:
         yield str(share.path)
     finally:

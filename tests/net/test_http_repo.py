@@ -60,6 +60,9 @@ def test_images_info_verify_apply_from_nginx(
     ok = cli(netns, tmp_path, "verify", url, "golden")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     dst = loopdev(128 * MiB)
+    dry = cli(netns, tmp_path, "apply", url, "golden", dst, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"Command: bootmedia apply {url} golden" in dry.stdout  # the URL, not a mount point
     restored = cli(netns, tmp_path, "apply", url, "golden", dst, "--confirm", Path(dst).name, "-q")
     assert restored.returncode == 0, restored.stderr
     assert "verified" in restored.stdout
