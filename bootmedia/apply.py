@@ -10,9 +10,11 @@ Order of writes, chosen so that an interrupted restore never looks like a good d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -29,6 +31,15 @@ from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
 from bootmedia.disks.system import read_swaps
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
+from bootmedia.image.view import ImageArea
+from bootmedia.layout import FIT, KEEP, LayoutPlan, PartInfo, plan_layout
+from bootmedia.layout.shrink import (
+    Prepared,
+    ShrinkStats,
+    copy_prepared,
+    fix_moved_boot_sectors,
+    prepare_shrink,
+)
 from bootmedia.mounts import mounts_of
 from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
 from bootmedia.pipeline import OrderedPool, default_threads
@@ -69,6 +80,23 @@ class ApplyPlan:
     to: str | None = None  # ... onto this existing partition
     notes: tuple[str, ...] = ()
     file_partitions: tuple[Partition, ...] = ()  # what an image-file target holds now
+    layout: LayoutPlan | None = None  # the target's table when it is not the image's (issue 10)
+
+    def offset_of(self, area: Area) -> int:
+        """Where an area starts on the target: the layout's new start, else where it was."""
+        if self.layout is not None and area.number:
+            return self.layout.change(area.number).new_start
+        return area.offset
+
+    def action(self, area: Area) -> str:
+        return self.layout.change(area.number).action if self.layout and area.number else "same"
+
+    @property
+    def grows(self) -> tuple[int, ...]:
+        """Partitions whose filesystem grows after the table is written."""
+        if self.layout is not None:
+            return tuple(c.number for c in self.layout.changes if c.action == "grow")
+        return () if self.grow is None or self.partition is not None else (self.grow,)
 
     @property
     def areas(self) -> tuple[Area, ...]:
@@ -101,9 +129,14 @@ class ApplyPlan:
                 f"New layout ({self.table.label if self.table else 'no table'}, "
                 f"{self.sector_size}-byte sectors):"
             )
-            for a in self.areas:
-                grown = " (grows to fill the disk)" if a.number == self.grow else ""
-                lines.append(f"  {a.name:<6} {a.fstype or '-':<7} {human_bytes(a.size):>10}{grown}")
+            if self.layout is not None and not self.layout.identical:
+                lines += self.layout.summary()
+            else:
+                for a in self.areas:
+                    grown = " (grows to fill the disk)" if a.number == self.grow else ""
+                    lines.append(
+                        f"  {a.name:<6} {a.fstype or '-':<7} {human_bytes(a.size):>10}{grown}"
+                    )
         lines.append(f"Data to write: {human_bytes(self.write_bytes)}")
         lines.append(
             "Verify: read back and check every written byte"
@@ -123,6 +156,8 @@ class ApplyPlan:
             argv += (
                 ["--grow"] if self.partition is not None else ["--grow-partition", str(self.grow)]
             )
+        if self.layout is not None and (self.layout.policy != KEEP or self.layout.sizes):
+            argv += self.layout.command().split()
         if not self.verify:
             argv.append("--no-verify")
         if self.discard:
@@ -142,6 +177,7 @@ class ApplyResult:
     verified: bool
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    shrinks: tuple[ShrinkStats, ...] = ()  # what shrinking took: overlay used, memory, time
 
 
 def plan_apply(
@@ -154,8 +190,14 @@ def plan_apply(
     verify: bool = True,
     discard: bool = False,
     partition: int | None = None,
+    layout: str | None = None,
+    sizes: dict[int, int] | None = None,
 ) -> ApplyPlan:
-    """Decide what to write where, and refuse before anything is written if it cannot work."""
+    """Decide what to write where, and refuse before anything is written if it cannot work.
+
+    layout: "keep" (the image's table), "fit" (system partitions keep their size, data
+    partitions shrink or grow to the target, see bootmedia.layout), or None: "fit" when the
+    target's size differs from the image's and no --grow was asked for, else "keep"."""
     repo = Path(repo)
     with Repository.open(repo) as r:
         m = r.image(image)
@@ -173,6 +215,50 @@ def plan_apply(
         os.close(fd)
     notes: list[str] = []
     table = m.table
+    if layout is not None and layout not in (KEEP, FIT):
+        raise UsageError(f"--layout {layout}: expected keep or fit")
+    if (layout or sizes) and table is None:
+        raise UsageError("--layout/--size need an image with a partition table")
+    if layout is None and table is not None:
+        differs = size < m.required_size or size > m.source.size
+        layout = FIT if differs and not sizes and not grow and grow_partition is None else KEEP
+    if sizes and layout == KEEP and (grow or grow_partition is not None):
+        raise UsageError("--size and --grow do not go together: --size N=rest grows N")
+    plan_lay: LayoutPlan | None = None
+    if table is not None and (layout == FIT or sizes):
+        plan_lay = plan_layout(
+            table,
+            {a.number: PartInfo.from_area(a) for a in m.areas if a.number},
+            size,
+            ss,
+            layout or KEEP,
+            sizes,
+        )
+        if plan_lay.identical and table.sector_size == ss:
+            plan_lay = None
+        elif disk is None and any(c.action in ("grow", "shrink") for c in plan_lay.changes):
+            raise UsageError(
+                f"resizing filesystems needs a real block device as target; {target} is an "
+                "image file: attach it with losetup, or restore it with --layout keep"
+            )
+    if plan_lay is not None:
+        for c in plan_lay.changes:
+            if c.action in ("grow", "shrink"):
+                notes.append(
+                    f"partition {c.number}: {c.fstype} {c.action}s from "
+                    f"{human_bytes(c.old_size)} to {human_bytes(c.new_size)}"
+                )
+        table = plan_lay.table
+        grow = False
+        grow_partition = None
+        if m.table is not None and m.table.sector_size != ss:
+            notes.append(f"partition table laid out anew for {ss}-byte sectors")
+            for a in m.areas:
+                if a.block_size and a.block_size < ss:
+                    raise ImageError(
+                        f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which "
+                        f"cannot work on a disk with {ss}-byte sectors"
+                    )
     if table is not None and table.sector_size != ss:
         notes.append(
             f"partition table translated from {table.sector_size}-byte to {ss}-byte sectors"
@@ -191,10 +277,12 @@ def plan_apply(
             f"the target has {ss}-byte sectors"
         )
     need = m.required_size
-    if size < need:
+    if size < need and plan_lay is None:
         raise UsageError(
             f"target too small: image needs {human_bytes(need)} ({need} bytes), "
-            f"{target} has {human_bytes(size)} ({size} bytes)"
+            f"{target} has {human_bytes(size)} ({size} bytes), short by "
+            f"{human_bytes(need - size)}"
+            + ("; --layout fit shrinks what can be shrunk" if table is not None else "")
         )
     grow_n: int | None = None
     if (grow or grow_partition is not None) and table is not None:
@@ -234,6 +322,7 @@ def plan_apply(
         discard,
         notes=tuple(notes),
         file_partitions=file_disk(target).partitions if disk is None else (),
+        layout=plan_lay,
     )
 
 
@@ -365,6 +454,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
     packs = _Packs(repo)
     reporter.add_total(plan.write_bytes * (2 if plan.verify else 1))
     fd = -1
+    shrinks = contextlib.ExitStack()
+    shrink_stats: list[ShrinkStats] = []
     try:
         with reporter.step("Checking the image"):
             check_image(repo, m, plan.areas)
@@ -373,6 +464,9 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
                 check_writable(plan.disk or plan.target, repo_path=plan.repo)
             elif plan.to is not None and blockdev.is_block(plan.to):
                 _check_partition_writable(plan.to, plan.repo)
+        # Shrinking happens in views of the image, before the first write to the target: a
+        # filesystem that cannot be made small enough stops the job with the target untouched.
+        prepared = _prepare_shrinks(plan, shrinks, reporter)
         fd = blockdev.open_device(plan.target, write=True)
         whole = plan.partition is None
         # Writes inside this region wait until everything else is written and verified, so
@@ -394,28 +488,53 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
                 os.pwrite(fd, marker[:BOOT_CODE], 0)
             os.fsync(fd)
         deferred: list[tuple[Area, Extent]] = []
-        data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
+        data_areas = [a for a in plan.areas if a.mode in (USED, RAW) and plan.action(a) != "shrink"]
         for i, area in enumerate(data_areas, 1):
-            base = 0 if not whole else area.offset
+            base = 0 if not whole else plan.offset_of(area)
             label = area.name + (f" ({area.fstype})" if area.fstype else "")
             with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
                 _write_area(fd, repo, packs, m, area, base, defer_below, deferred, reporter)
+        for p in prepared:
+            with reporter.step(f"Writing the shrunk {p.area.fstype} of {p.area.name}"):
+                shrink_stats.append(
+                    copy_prepared(p, fd, plan.offset_of(p.area), reporter, plan.verify)
+                )
+        shrinks.close()
         blockdev.flush(fd)
         if plan.verify:
             for i, area in enumerate(data_areas, 1):
-                base = 0 if not whole else area.offset
+                base = 0 if not whole else plan.offset_of(area)
                 with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
                     _verify_area(fd, m, area, base, repo, reporter, skip_below=defer_below)
         for area in plan.areas:
             if area.mode == SWAP:
                 with reporter.step(f"Recreating swap on {area.name}"):
-                    _write_swap(fd, area, 0 if not whole else area.offset, plan.target_size)
+                    if plan.layout is not None:
+                        area = replace(area, size=plan.layout.change(area.number).new_size)
+                    _write_swap(
+                        fd, area, 0 if not whole else plan.offset_of(area), plan.target_size
+                    )
         if whole and plan.script:
             with reporter.step("Writing the partition table"):
                 os.fsync(fd)
                 write_table(plan.target, plan.script)
                 _check_table(plan)
-        if plan.grow is not None:
+        if plan.layout is not None and plan.grows:
+            _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
+            deferred = []
+            blockdev.flush(fd)
+            os.close(fd)  # our exclusive open would make e2fsck & co. fail with EBUSY
+            fd = -1
+            for n in plan.grows:
+                grown = m.area(f"p{n}")
+                assert grown is not None
+                node = blockdev.partition_path(plan.target, n)
+                with reporter.step(f"Growing {grown.fstype} on {node}"):
+                    fs.grow(node, grown.fstype)
+            fd = blockdev.open_device(plan.target, write=True)
+        if plan.layout is not None:
+            fix_moved_boot_sectors(fd, plan.layout.changes)
+        if plan.grow is not None and plan.layout is None:
             grown = m.area(f"p{plan.grow}")
             assert grown is not None
             node = plan.to or blockdev.partition_path(plan.target, plan.grow)
@@ -447,6 +566,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
             raise BootmediaError(f"{plan.target}: no space left on device while writing") from None
         raise BootmediaError(f"writing {plan.target} failed: {exc.strerror or exc}") from None
     finally:
+        shrinks.close()
         if fd >= 0:
             os.close(fd)
         packs.close()
@@ -461,6 +581,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         verified=plan.verify,
         seconds=round(time.monotonic() - started, 3),
         notes=plan.notes,
+        shrinks=tuple(shrink_stats),
     )
     log.info(
         "applied image %s to %s (serial %s, by-id %s): %s",
@@ -471,6 +592,27 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         "verified" if result.verified else "NOT verified",
     )
     return result
+
+
+def _prepare_shrinks(
+    plan: ApplyPlan, stack: contextlib.ExitStack, reporter: Reporter
+) -> list[Prepared]:
+    prepared: list[Prepared] = []
+    if plan.layout is None:
+        return prepared
+    work = Path(tempfile.mkdtemp(prefix="bootmedia-shrink-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    for c in plan.layout.changes:
+        if c.action != "shrink":
+            continue
+        area = plan.image.area(f"p{c.number}")
+        assert area is not None
+        with reporter.step(f"Shrinking {area.fstype} of {area.name} to {human_bytes(c.new_size)}"):
+            source = ImageArea(plan.repo, plan.image.name, area.name)
+            p = prepare_shrink(stack, source, area, c.new_size, work)
+        reporter.add_total(p.used * (2 if plan.verify else 1))
+        prepared.append(p)
+    return prepared
 
 
 def _discard(fd: int, reporter: Reporter) -> None:
@@ -562,7 +704,7 @@ def _finish_deferred(
 ) -> None:
     whole = plan.partition is None
     for area, e in deferred:
-        base = area.offset if whole else 0
+        base = plan.offset_of(area) if whole else 0
         loc = repo.locate(e.hash) if not e.is_zero else None
         _Writer(fd, base, packs)(_Item(area, e, loc))
         blockdev.flush(fd)
@@ -649,7 +791,7 @@ def _check_table(plan: ApplyPlan) -> None:
     if got is None:
         raise ImageError(f"{plan.target}: no partition table after writing it")
     want = plan.table
-    if plan.grow is not None:
+    if plan.grow is not None and plan.layout is None:
         grown = next(p for p in got.partitions if p.number == plan.grow)
         want = replace(
             want,

@@ -114,6 +114,9 @@ def rescan(dev: str) -> None:
     if not is_block(dev):
         return
     run(["partx", "-u", dev], check=False)
+    # -u only updates the partitions the kernel knows; new ones (an MBR's logical partitions
+    # behind a new extended one) need -a, which complains about those that exist already.
+    run(["partx", "-a", dev], check=False)
     run(["udevadm", "settle", "--timeout=10"], check=False)
     # devtmpfs creates the nodes asynchronously; give it a moment.
     for _ in range(50):

@@ -25,6 +25,7 @@ COMMANDS = (
     "apply",
     "customize",
     "verify",
+    "clone",
     "images",
     "info",
     "delete",

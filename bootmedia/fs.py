@@ -30,6 +30,7 @@ PARTCLONE = {
     "f2fs": "partclone.f2fs",
 }
 ENCRYPTED = {"crypto_LUKS", "BitLocker"}
+BTRFS_RELOCATE = 64 << 20  # room btrfs resize needs to move the chunks past the new end
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,14 @@ def min_size(device: str, fstype: str) -> int | None:
             bsize = re.search(r"Block size:\s+(\d+)", run_text(["dumpe2fs", "-h", device]))
             if blocks and bsize:
                 return int(blocks.group(1)) * int(bsize.group(1))
+        elif fstype == "btrfs":
+            # What its chunks take on the device (read from the superblock, no mount): btrfs
+            # resize relocates whole chunks and needs room for each one it moves, so it cannot
+            # be trusted to go below what is allocated (it turns read-only when it runs out).
+            out = run_text(["btrfs", "inspect-internal", "dump-super", device])
+            m = re.search(r"^dev_item.bytes_used\s+(\d+)", out, re.M)
+            if m:
+                return int(m.group(1)) + BTRFS_RELOCATE
         elif fstype == "ntfs":
             out = run_text(["ntfsresize", "--info", "--force", "--no-action", device])
             m = re.search(r"resize at (\d+) bytes", out)

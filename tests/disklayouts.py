@@ -64,10 +64,14 @@ def fill_tree(root: Path, total: int, seed: int) -> None:
 def build(dev: str, label: str, parts: tuple[Part, ...], seed: int = 7) -> None:
     """Partition dev as given (GPT starts 1 MiB-aligned) and make each filesystem with files."""
     lines = [f"label: {label}", ""]
+    disk_mib = int(Path(f"/sys/class/block/{Path(dev).name}/size").read_text()) * 512 // MiB
+    # The rest of the disk goes to the partition of size 0: on MBR that is the extended
+    # container, and the logical partitions (5, 6, ...) go inside it.
+    rest = disk_mib - 2 - sum(p.size_mib for p in parts if p.number <= 4)
     for p in parts:
-        size = f"size={p.size_mib}MiB, " if p.size_mib else ""
+        size = f"size={p.size_mib or rest}MiB, "
         name = f', name="{p.name}"' if p.name and label == "gpt" else ""
-        lines.append(f"{size}type={p.type}{name}")
+        lines.append(f"part{p.number} : {size}type={p.type}{name}")
     sh("sfdisk", "-q", "--wipe", "always", dev, input="\n".join(lines).encode())
     rescan(dev)
     ss = sector_of(dev)
@@ -206,5 +210,11 @@ UBUNTU = (Part(1, "vfat", ESP, 64, 4), Part(2, "ext4", LINUX, 0, 300))
 FEDORA = (
     Part(1, "vfat", ESP, 64, 4),
     Part(2, "ext4", LINUX, 300, 60),
-    Part(3, "btrfs", LINUX, 0, 250),
+    Part(3, "btrfs", LINUX, 0, 150),
+)
+MBR_LOGICAL = (
+    Part(1, "ext4", "83", 200, 40),
+    Part(2, "", "5", 0),
+    Part(5, "ext4", "83", 600, 200),
+    Part(6, "swap", "82", 64),
 )

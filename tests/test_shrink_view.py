@@ -11,7 +11,7 @@ import pytest
 
 from bootmedia import lab
 from bootmedia.capture import capture_image, plan_capture
-from bootmedia.image.view import BLOCK, Overlay, mounted_view
+from bootmedia.image.view import BLOCK, ImageArea, Overlay, mounted_view
 from bootmedia.layout.shrink import copy_prepared, prepare_shrink
 from bootmedia.progress import Reporter
 from bootmedia.repo.store import Repository
@@ -52,7 +52,7 @@ def test_view_reads_the_image_and_keeps_it_untouched(captured, tmp_path: Path) -
     assert area is not None
     with open(f"{src}p1", "rb") as f:
         head = f.read(4 * MiB)
-    with mounted_view(repo, "img", "p1", tmp_path / "w", 8 * MiB) as view:
+    with mounted_view(ImageArea(repo, "img", "p1"), tmp_path / "w", 8 * MiB) as view:
         assert os.path.getsize(view.path) == area.size
         with open(view.path, "r+b", buffering=0) as f:
             assert f.read(4 * MiB) == head, "the view reads the captured bytes"
@@ -69,7 +69,7 @@ def test_view_reads_the_image_and_keeps_it_untouched(captured, tmp_path: Path) -
         used = view.stats().overlay_used
         assert 0 < used <= 8 * MiB
     with (
-        mounted_view(repo, "img", "p1", tmp_path / "w", 8 * MiB) as view,
+        mounted_view(ImageArea(repo, "img", "p1"), tmp_path / "w", 8 * MiB) as view,
         open(view.path, "rb") as f,
     ):
         assert f.read(4 * MiB) == head, "a new view starts from the image again"
@@ -93,7 +93,9 @@ def test_shrink_through_the_view(
     fd = os.open(out, os.O_RDWR)
     try:
         with contextlib.ExitStack() as stack:
-            prepared = prepare_shrink(stack, repo, "img", area, new_mib * MiB, tmp_path / "w")
+            prepared = prepare_shrink(
+                stack, ImageArea(repo, "img", name), area, new_mib * MiB, tmp_path / "w"
+            )
             assert prepared.fs_size <= new_mib * MiB
             stats = copy_prepared(prepared, fd, 0, Reporter())
     finally:

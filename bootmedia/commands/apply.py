@@ -8,6 +8,7 @@ from bootmedia.commands._common import reporter
 from bootmedia.commands.customize import add_options, options_from_args, wants_customize
 from bootmedia.customize import customize_disk, plan_customize, precheck
 from bootmedia.disks import check_confirm
+from bootmedia.layout import parse_size
 from bootmedia.progress import human_bytes, human_duration
 
 
@@ -40,6 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discard", action="store_true", help="discard (TRIM) the whole target first")
     p.add_argument("--partition", type=int, metavar="N", help="restore only partition N ...")
     p.add_argument("--to", metavar="PART", help="... onto this existing partition")
+    p.add_argument(
+        "--layout",
+        choices=("keep", "fit"),
+        help="keep: the image's partition table as it is; fit: system partitions (ESP, MSR, "
+        "recovery, swap) keep their size, data partitions shrink or grow to fill the target, "
+        "recovery stays at the end (default: fit when the target's size differs)",
+    )
+    p.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="N=SIZE",
+        help="partition N's new size (e.g. 3=40G), or N=rest for all the room left; repeatable",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_options(p)
@@ -63,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         discard=args.discard,
         partition=args.partition,
+        layout=args.layout,
+        sizes=dict(parse_size(s) for s in args.size),
     )
     custom = wants_customize(args)
     options = options_from_args(args, repo=args.repo, image=plan.image.name)
@@ -99,6 +116,13 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in result.notes:
         print(f"note: {note}")
+    for sh in result.shrinks:
+        print(
+            f"shrunk partition {sh.number} ({sh.fstype}) from {human_bytes(sh.old_size)} to "
+            f"{human_bytes(sh.new_size)} in {human_duration(sh.seconds)}: overlay used "
+            f"{human_bytes(sh.overlay_used)} of {human_bytes(sh.overlay_capacity)} "
+            f"({sh.overlay_dir}), view server peak memory {human_bytes(sh.server_peak_rss)}"
+        )
     if custom:
         cplan = plan_customize(plan.target, options)
         print("\n".join(cplan.summary()))

@@ -130,11 +130,11 @@ class ExtentIndex:
         return self.offsets[i] if i < self.count else 1 << 62
 
 
-class AreaView:
-    """The bytes of one area: overlay blocks first, then the image's chunks, else zeros."""
+class ChunkBase:
+    """An image area's bytes from its chunks; ranges without an extent read as zeros."""
 
-    def __init__(self, size: int, index: ExtentIndex, load: Loader, overlay: Overlay) -> None:
-        self.size, self.index, self.load, self.overlay = size, index, load, overlay
+    def __init__(self, index: ExtentIndex, load: Loader) -> None:
+        self.index, self.load = index, load
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()
@@ -156,7 +156,7 @@ class AreaView:
                     self._cached -= len(old)
         return data
 
-    def read_base(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytes:
         out = bytearray()
         pos, end = offset, offset + length
         while pos < end:
@@ -171,6 +171,26 @@ class AreaView:
                 out += data[pos - e.offset : pos - e.offset + n]
             pos += n
         return bytes(out)
+
+
+class DeviceBase:
+    """A partition's bytes straight from its device, opened read-only (disk-to-disk clone)."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+
+class AreaView:
+    """The bytes of one area: overlay blocks first, then the base (chunks or a device)."""
+
+    def __init__(self, size: int, base: ChunkBase | DeviceBase, overlay: Overlay) -> None:
+        self.size, self.base, self.overlay = size, base, overlay
+
+    def read_base(self, offset: int, length: int) -> bytes:
+        return self.base.read(offset, length)
 
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
@@ -242,16 +262,24 @@ def repo_loader(repo: Repository) -> Loader:
 def _serve(args: argparse.Namespace) -> int:
     import mfusepy  # here, not at the top: only the server process needs libfuse
 
-    repo = Repository.open(args.repo)
-    m = repo.image(args.image)
-    area = m.area(args.area)
-    if area is None or not area.map:
-        print(f"image {m.name} has no area {args.area} with data", file=sys.stderr)
-        return 2
-    index = ExtentIndex(repo.image_dir(m.name) / area.map, area.map_hash)
-    size = area.size
+    repo: Repository | None = None
+    base: ChunkBase | DeviceBase
+    if args.device:
+        base = DeviceBase(args.device)
+        size = args.size
+    else:
+        repo = Repository.open(args.repo)
+        m = repo.image(args.image)
+        area = m.area(args.area)
+        if area is None or not area.map:
+            print(f"image {m.name} has no area {args.area} with data", file=sys.stderr)
+            return 2
+        base = ChunkBase(
+            ExtentIndex(repo.image_dir(m.name) / area.map, area.map_hash), repo_loader(repo)
+        )
+        size = area.size
     overlay = Overlay(Path(args.overlay), size, args.capacity)
-    view = AreaView(size, index, repo_loader(repo), overlay)
+    view = AreaView(size, base, overlay)
     path = "/" + FILE_NAME
     errors: list[str] = []
 
@@ -320,15 +348,18 @@ def _serve(args: argparse.Namespace) -> int:
         }
         Path(args.stats).write_text(json.dumps(stats))
         overlay.close()
-        repo.close()
+        if repo is not None:
+            repo.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bootmedia.image.view")
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--area", required=True)
+    ap.add_argument("--repo")
+    ap.add_argument("--image")
+    ap.add_argument("--area")
+    ap.add_argument("--device", help="serve this device's bytes instead of an image area")
+    ap.add_argument("--size", type=int, default=0)
     ap.add_argument("--mount", required=True)
     ap.add_argument("--overlay", required=True)
     ap.add_argument("--capacity", type=int, required=True)
@@ -394,28 +425,58 @@ def _fusermount() -> str:
     raise BootmediaError("fusermount3 is not installed (package fuse3)")
 
 
+@dataclass(frozen=True)
+class ImageArea:
+    """A view's base: one area of an image in a repository."""
+
+    repo: str | Path
+    image: str
+    area: str
+
+    def argv(self) -> list[str]:
+        return ["--repo", str(self.repo), "--image", self.image, "--area", self.area]
+
+    def size(self) -> int:
+        with Repository.open(self.repo) as r:
+            a = r.image(self.image).area(self.area)
+        if a is None:
+            raise BootmediaError(f"image {self.image} has no area {self.area}")
+        return a.size
+
+
+@dataclass(frozen=True)
+class DeviceArea:
+    """A view's base: a partition device, never written (disk-to-disk clone)."""
+
+    device: str
+    length: int
+    area: str
+
+    def argv(self) -> list[str]:
+        return ["--device", self.device, "--size", str(self.length)]
+
+    def size(self) -> int:
+        return self.length
+
+
 @contextlib.contextmanager
 def mounted_view(
-    repo: str | Path, image: str, area: str, workdir: Path, capacity: int
+    source: ImageArea | DeviceArea, workdir: Path, capacity: int
 ) -> Iterator[MountedView]:
-    """Serve one area of an image as a file under workdir; the overlay file lives in workdir
-    too (choose a directory on the stick, or /dev/shm for RAM)."""
+    """Serve one area (of an image, or a device) as a file under workdir; the overlay file lives
+    in workdir too (choose a directory on the stick, or /dev/shm for RAM)."""
     if not Path("/dev/fuse").exists():
         raise BootmediaError("FUSE is not available (/dev/fuse is missing)")
     fusermount = _fusermount()
     workdir.mkdir(parents=True, exist_ok=True)
+    area = source.area
     mount = Path(workdir) / f"view-{area}-{os.getpid()}"
     mount.mkdir(exist_ok=True)
     stats = Path(workdir) / f"view-{area}-{os.getpid()}.json"
-    with Repository.open(repo) as r:
-        a = r.image(image).area(area)
-        if a is None:
-            raise BootmediaError(f"image {image} has no area {area}")
-        size = a.size
+    size = source.size()
     overlay = Path(workdir) / f"overlay-{area}-{os.getpid()}"
     argv = [
-        sys.executable, "-m", "bootmedia.image.view", "--repo", str(repo), "--image", image,
-        "--area", area, "--mount", str(mount), "--overlay", str(overlay), "--capacity", str(capacity),
+        sys.executable, "-m", "bootmedia.image.view", *source.argv(), "--mount", str(mount), "--overlay", str(overlay), "--capacity", str(capacity),
         "--stats", str(stats),
     ]  # fmt: skip
     log_path = Path(workdir) / f"view-{area}-{os.getpid()}.log"

@@ -23,7 +23,8 @@ import blake3
 
 from bootmedia import blockdev, fs
 from bootmedia.errors import BootmediaError, ImageError
-from bootmedia.image.view import MountedView, mounted_view
+from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
+from bootmedia.layout.plan import Change
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
 from bootmedia.run import require_tools
@@ -95,13 +96,13 @@ class Prepared:
 
 def prepare_shrink(
     stack: contextlib.ExitStack,
-    repo: str | Path,
-    image: str,
+    source: ImageArea | DeviceArea,
     area: Area,
     new_size: int,
     workdir: Path,
 ) -> Prepared:
-    """Shrink the area's filesystem in a view; the view stays mounted until the stack closes."""
+    """Shrink the area's filesystem in a view of the image (or of the source disk's partition,
+    for a clone); the view stays mounted until the stack closes."""
     tools = fs.SHRINK_TOOLS.get(area.fstype)
     if tools is None:
         raise BootmediaError(f"{area.name}: cannot shrink a {area.fstype or 'raw'} partition")
@@ -109,7 +110,7 @@ def prepare_shrink(
     started = time.monotonic()
     capacity = overlay_capacity(area, new_size)
     where = overlay_dir(capacity, workdir)
-    view = stack.enter_context(mounted_view(repo, image, area.name, where, capacity))
+    view = stack.enter_context(mounted_view(source, where, capacity))
     device = stack.enter_context(view.loop())
     try:
         fs.shrink(device, area.fstype, new_size)
@@ -134,37 +135,53 @@ def prepare_shrink(
     return Prepared(area, new_size, view, device, ranges, size, where, capacity, started)
 
 
-def copy_prepared(
-    p: Prepared, fd: int, base: int, reporter: Reporter, verify: bool = True
-) -> ShrinkStats:
-    """Copy the shrunk filesystem's used blocks to the target at `base`, then read them back."""
-    sums: list[tuple[int, int, bytes]] = []
-    src = os.open(p.device, os.O_RDONLY | os.O_CLOEXEC)
+Sums = list[tuple[int, int, bytes]]
+
+
+def copy_ranges(
+    source: str, ranges: list[tuple[int, int]], fd: int, base: int, reporter: Reporter, what: str
+) -> Sums:
+    """Copy byte ranges of a device to the target at base; the hash of every piece written."""
+    sums: Sums = []
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        for offset, length in p.ranges:
+        for offset, length in ranges:
             pos, end = offset, offset + length
             while pos < end:
                 reporter.check_cancel()
                 n = min(PIECE, end - pos)
                 data = os.pread(src, n, pos)
                 if len(data) != n:
-                    raise ImageError(f"{p.area.name}: short read from the shrunk view at {pos}")
+                    raise ImageError(f"{what}: short read from {source} at byte {pos}")
                 _pwrite_all(fd, data, base + pos)
                 sums.append((pos, n, blake3.blake3(data).digest()))
                 reporter.advance(n)
                 pos += n
     finally:
         os.close(src)
+    return sums
+
+
+def verify_ranges(fd: int, base: int, sums: Sums, reporter: Reporter, what: str) -> None:
+    """Read back what copy_ranges wrote (after a flush) and check every piece's hash."""
+    for pos, n, digest in sums:
+        reporter.check_cancel()
+        if blake3.blake3(os.pread(fd, n, base + pos)).digest() != digest:
+            raise ImageError(
+                f"verification failed: {what} at offset {pos} does not read back as written "
+                "(bad target disk or cable?)"
+            )
+        reporter.advance(n)
+
+
+def copy_prepared(
+    p: Prepared, fd: int, base: int, reporter: Reporter, verify: bool = True
+) -> ShrinkStats:
+    """Copy the shrunk filesystem's used blocks to the target at `base`, then read them back."""
+    sums = copy_ranges(p.device, p.ranges, fd, base, reporter, p.area.name)
     blockdev.flush(fd)
     if verify:
-        for pos, n, digest in sums:
-            reporter.check_cancel()
-            if blake3.blake3(os.pread(fd, n, base + pos)).digest() != digest:
-                raise ImageError(
-                    f"verification failed: {p.area.name} at offset {pos} does not read back as "
-                    "written (bad target disk or cable?)"
-                )
-            reporter.advance(n)
+        verify_ranges(fd, base, sums, reporter, p.area.name)
     stats = p.view.stats()
     return ShrinkStats(
         p.area.number,
@@ -179,6 +196,25 @@ def copy_prepared(
         stats.peak_rss,
         round(time.monotonic() - p.started, 3),
     )
+
+
+def fix_moved_boot_sectors(fd: int, changes: tuple[Change, ...]) -> None:
+    """NTFS/FAT boot sectors record their partition's start; set it where a partition moved,
+    and read it back."""
+    for c in changes:
+        if (
+            c.moved
+            and c.fstype in ("ntfs", "vfat")
+            and fs.set_hidden_sectors(fd, c.new_start, c.fstype)
+        ):
+            blockdev.flush(fd)
+            boot = os.pread(fd, 512, c.new_start)
+            sector = int.from_bytes(boot[11:13], "little")
+            if int.from_bytes(boot[0x1C:0x20], "little") * sector != c.new_start:
+                raise ImageError(
+                    f"verification failed: partition {c.number}'s boot sector does not read "
+                    "back with its new start"
+                )
 
 
 def _ntfs_backup_boot(device: str, where: tuple[int, ...]) -> None:

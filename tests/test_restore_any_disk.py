@@ -1,0 +1,178 @@
+"""Restore onto a disk that is not the image's size (issue 10), on real loop devices."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bootmedia import lab
+from bootmedia.apply import apply_image, plan_apply
+from bootmedia.capture import capture_image, plan_capture
+from bootmedia.clone import clone_disk, plan_clone
+from bootmedia.errors import UsageError
+from bootmedia.table import read_table
+from tests import disklayouts as D
+
+MiB = 1 << 20
+GiB = 1 << 30
+pytestmark = pytest.mark.root
+
+
+class Source:
+    def __init__(self, dev: str, repo: Path, parts: tuple[D.Part, ...]) -> None:
+        self.dev, self.repo, self.parts = dev, repo, parts
+        self.sums = {
+            p.number: D.sums(f"{dev}p{p.number}", p.fstype)
+            for p in parts
+            if p.fstype not in ("", "msr", "swap")
+        }
+        self.ids = D.ids(dev)
+        capture_image(plan_capture(dev, repo, "img"))
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    ok, why = lab.can_use_loop()
+    if not ok:
+        pytest.skip(why)
+    tmp = tmp_path_factory.mktemp("win")
+    dev = lab.attach(lab.make_file(tmp / "src.img", 4 * GiB))
+    try:
+        D.build(dev, "gpt", D.WINDOWS)
+        yield Source(dev, tmp / "repo", D.WINDOWS)
+    finally:
+        lab.detach(dev)
+
+
+def _check_restored(src: Source, dst: str) -> None:
+    for p in src.parts:
+        if p.number in src.sums:
+            node = f"{dst}p{p.number}"
+            assert D.check(node, p.fstype) == "", f"{p.fstype} on {node} is not clean"
+            assert D.sums(node, p.fstype) == src.sums[p.number], f"files differ on {node}"
+    assert D.ids(dst) == src.ids, "disk GUID, partition GUIDs and filesystem ids are kept"
+
+
+def _hidden_sectors(node: str) -> int:
+    with open(node, "rb") as f:
+        return int.from_bytes(f.read(512)[0x1C:0x20], "little")
+
+
+@pytest.mark.parametrize("size", [int(2.5 * GiB), 8 * GiB])
+def test_windows_onto_smaller_and_larger(windows: Source, loopdev, size: int) -> None:
+    dst = loopdev(size)
+    plan = plan_apply(windows.repo, "img", dst)
+    assert plan.layout is not None and plan.layout.policy == "fit"
+    c3, c4 = plan.layout.change(3), plan.layout.change(4)
+    assert c3.action == ("shrink" if size < 4 * GiB else "grow")
+    assert c4.role == "recovery" and c4.new_size == c4.old_size and c4.moved
+    text = "\n".join(plan.summary())
+    assert "ntfs shrinks" in text or "ntfs grows" in text
+    assert "--layout fit" in plan.command()
+    result = apply_image(plan)
+    assert result.verified
+    got = read_table(dst)
+    assert got is not None
+    end = max(p.start + p.size for p in got.partitions) * 512
+    last = max(got.partitions, key=lambda p: p.start)
+    assert last.number == 4 and size - end < 2 * MiB, "recovery sits at the end of the disk"
+    p3 = next(p for p in got.partitions if p.number == 3)
+    assert abs(p3.size * 512 - c3.new_size) == 0
+    _check_restored(windows, dst)
+    # The moved recovery partition's boot sector names its new start (Windows needs that).
+    assert _hidden_sectors(f"{dst}p4") == c4.new_start // 512
+    if size < 4 * GiB:
+        (sh,) = result.shrinks
+        assert sh.number == 3 and 0 < sh.overlay_used <= sh.overlay_capacity
+        print(f"overlay used {sh.overlay_used} of {sh.overlay_capacity}, rss {sh.server_peak_rss}")
+
+
+def test_too_small_is_refused_before_writing(windows: Source, loopdev) -> None:
+    dst = loopdev(1200 * MiB)
+    with open(dst, "r+b") as f:
+        f.write(b"OLD DATA" * 64)
+    with pytest.raises(
+        UsageError, match=r"target too small.*short by .*partition 3 \(ntfs\) needs"
+    ):
+        plan_apply(windows.repo, "img", dst)
+    with open(dst, "rb") as f:
+        assert f.read(8) == b"OLD DATA", "nothing was written"
+
+
+def test_keep_refuses_a_smaller_disk(windows: Source, loopdev) -> None:
+    dst = loopdev(int(2.5 * GiB))
+    with pytest.raises(UsageError, match="short by"):
+        plan_apply(windows.repo, "img", dst, layout="keep")
+    assert os.path.exists(dst)
+
+
+@pytest.mark.parametrize(
+    ("label", "parts", "mib"),
+    [
+        ("gpt", D.UBUNTU, 1200),
+        ("gpt", D.FEDORA, 2000),  # btrfs needs its chunks' room to relocate them
+        ("dos", D.MBR_LOGICAL, 1200),
+    ],
+    ids=["ubuntu", "fedora", "mbr-logical"],
+)
+def test_linux_layouts_onto_half_the_size(
+    loopdev, tmp_path: Path, label: str, parts: tuple[D.Part, ...], mib: int
+) -> None:
+    src_dev = loopdev(mib * MiB)
+    D.build(src_dev, label, parts)
+    src = Source(src_dev, tmp_path / "repo", parts)
+    dst = loopdev(mib // 2 * MiB)
+    plan = plan_apply(src.repo, "img", dst)
+    assert plan.layout is not None
+    shrunk = {c.number for c in plan.layout.changes if c.action == "shrink"}
+    assert shrunk, "\n".join(plan.summary())
+    result = apply_image(plan)
+    assert result.verified and {s.number for s in result.shrinks} == shrunk
+    _check_restored(src, dst)
+
+
+def test_clone_onto_smaller_disk(windows: Source, loopdev) -> None:
+    dst = loopdev(int(2.5 * GiB))
+    before = sample_read(windows.dev)
+    plan = plan_clone(windows.dev, dst)
+    assert plan.layout.change(3).action == "shrink"
+    assert "bootmedia clone" in plan.command() and "--layout fit" in plan.command()
+    result = clone_disk(plan)
+    assert result.verified and [s.number for s in result.shrinks] == [3]
+    _check_restored(windows, dst)
+    assert _hidden_sectors(f"{dst}p4") == plan.layout.change(4).new_start // 512
+    assert sample_read(windows.dev) == before, "the source is never written"
+    with open(dst, "rb") as f, open(windows.dev, "rb") as s:
+        assert f.read(440) == s.read(440)
+
+
+def test_clone_onto_larger_disk(loopdev, tmp_path: Path) -> None:
+    src = loopdev(700 * MiB)
+    D.build(src, "gpt", D.UBUNTU)
+    sums = {p.number: D.sums(f"{src}p{p.number}", p.fstype) for p in D.UBUNTU}
+    ids = D.ids(src)
+    dst = loopdev(1400 * MiB)
+    with pytest.raises(UsageError, match="same disk"):
+        plan_clone(src, src)
+    plan = plan_clone(src, dst)
+    assert plan.layout.change(2).action == "grow"
+    clone_disk(plan)
+    got = read_table(dst)
+    assert got is not None and got.partitions[-1].size * 512 > 1300 * MiB
+    for p in D.UBUNTU:
+        assert D.check(f"{dst}p{p.number}", p.fstype) == ""
+        assert D.sums(f"{dst}p{p.number}", p.fstype) == sums[p.number]
+    assert D.ids(dst) == ids
+
+
+def sample_read(dev: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(dev, "rb") as f:
+        while block := f.read(16 * MiB):
+            h.update(block)
+    return h.hexdigest()
