@@ -31,6 +31,9 @@ Screen { background: $background; }
 .danger { color: $error; text-style: bold; }
 .ok { color: $success; text-style: bold; }
 DataTable { height: 1fr; }
+/* The selected row: reverse video as well as colour (and a mark, see widgets/tables.py), so it
+   shows in monochrome, over a serial line and in a screen capture. */
+DataTable > .datatable--cursor, DataTable:focus > .datatable--cursor { text-style: reverse bold; }
 Toast { border-left: solid $accent; }
 /* Textual draws focus with "tall" borders (eighth blocks); the console font has plain lines. */
 Input, Input:focus { border: solid $primary; }

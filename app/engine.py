@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.session import Session
 from bootmedia.errors import BootmediaError
+from bootmedia.progress import human_size
 from bootmedia.text import printable
 
 if TYPE_CHECKING:
@@ -32,6 +33,19 @@ class DiskRow:
     disk: Disk
     refusal: str | None = None
     contents: str = ""  # bootmedia.disks.contents: "empty" only when the samples read as zeros
+    lab_serial: str = ""  # the demo lab's serial for a virtual disk (the engine sees none)
+
+    @property
+    def serial(self) -> str:
+        return self.disk.serial or self.lab_serial
+
+    @property
+    def confirm_disk(self) -> Disk:
+        """The disk as the confirmation rule sees it: with the lab's serial, if any."""
+        import dataclasses
+
+        d = self.disk
+        return dataclasses.replace(d, serial=self.serial) if self.serial != d.serial else d
 
     @property
     def key(self) -> str:
@@ -54,18 +68,25 @@ class DiskRow:
             return "image file"
         return d.title
 
+    def label(self) -> str:
+        """Disk.label() with the row's serial (the lab's, for a virtual disk) and short title."""
+        d = self.disk
+        if not self.lab_serial:
+            return d.label()
+        return " · ".join([self.title, self.serial, human_size(d.size), self.bus, d.name])
+
     @property
     def bus(self) -> str:
         return "image file" if self.disk.transport == "file" else (self.disk.transport or "?")
 
     @property
     def confirm_code(self) -> str:
-        return confirm_code(self.disk)
+        return confirm_code(self.confirm_disk)
 
     @property
     def confirm_prompt(self) -> str:
-        if self.disk.serial.strip():
-            serial = printable(self.disk.serial, 64).replace("[", "\\[")  # no markup either
+        if self.serial.strip():
+            serial = printable(self.serial, 64).replace("[", "\\[")  # no markup either
             return f"Type the [b]last 4 characters of the serial[/b] {serial} and press Enter:"
         if self.disk.transport == "file":
             return f"An image file. Type its name [b]{self.disk.name}[/b] and press Enter:"
@@ -100,10 +121,10 @@ def confirm_code(disk: Disk) -> str:
     return serial[-4:] if serial else disk.name
 
 
-def confirm_matches(disk: Disk, typed: str) -> bool:
+def confirm_matches(disk: Disk | DiskRow, typed: str) -> bool:
     from bootmedia.disks import confirm_matches as engine_rule
 
-    return bool(engine_rule(disk, typed))
+    return bool(engine_rule(disk.confirm_disk if isinstance(disk, DiskRow) else disk, typed))
 
 
 # ---------------------------------------------------------------- disks
@@ -120,8 +141,14 @@ def list_disks(session: Session, *, for_write: bool = True) -> list[DiskRow]:
     from bootmedia.disks.contents import contents_summary
 
     repos = find_repositories(session) if for_write else []
+    lab = session.lab
     return [
-        DiskRow(d, refusal_for(session, d, repos) if for_write else None, contents_summary(d))
+        DiskRow(
+            d,
+            refusal_for(session, d, repos) if for_write else None,
+            contents_summary(d),
+            lab.serial_for(d) if lab is not None else "",
+        )
         for d in disks
     ]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import DiskRow, ImageRow
+from app.engine import DiskRow, ImageRow, confirm_code
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter, human_bytes, human_duration
 
@@ -102,7 +102,7 @@ def restore_job(
     def execute(reporter: Reporter) -> Outcome:
         result = apply_image(plan, reporter)
         verified = bool(getattr(result, "verified", False))
-        lines = [f"Image {image.name} written to {target.disk.label()}"]
+        lines = [f"Image {image.name} written to {target.label()}"]
         lines += _result_lines(result)
         if verify and verified:
             return Outcome(
@@ -153,7 +153,7 @@ def plan_capture_job(
         r = capture_image(plan, reporter)
         saved = max(0, r.stored_bytes - r.new_bytes)
         lines = (
-            f"Image {name} captured from {source.disk.label()}",
+            f"Image {name} captured from {source.label()}",
             f"Repository: {repo_path}",
             f"Data read: {human_bytes(r.data_bytes)}",
             f"Stored (compressed): {human_bytes(r.stored_bytes)}",
@@ -233,7 +233,7 @@ def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
     disk = target.disk
     ident = disk.by_id[0] if disk.by_id else disk.path
     command = shlex.join(
-        ["bootmedia", "wipe", ident, "--method", method, "--confirm", target.confirm_code]
+        ["bootmedia", "wipe", ident, "--method", method, "--confirm", confirm_code(disk)]
     )
 
     def execute(reporter: Reporter) -> Outcome:
@@ -277,7 +277,7 @@ def plan_partition_job(target: DiskRow, layout: str) -> Job:
 
     def execute(reporter: Reporter) -> Outcome:
         result = apply_partition(plan, reporter)
-        lines = (f"{disk.label()} now has the {layout} layout:", *result.lines())
+        lines = (f"{target.label()} now has the {layout} layout:", *result.lines())
         return Outcome(True, f"Partitioned {disk.name} ({layout}), checked", lines)
 
     return Job(

@@ -18,9 +18,12 @@ these disks, never the machine's.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import secrets
 import shutil
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +49,47 @@ def default_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bootmedia" / "demo-lab"
 
 
+LOOP_GET_STATUS64 = 0x4C05
+# struct loop_info64 starts with lo_device (the backing file's st_dev) and lo_inode (its inode).
+LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")
+
+
+def loop_backing(dev: str) -> tuple[str, int, int] | None:
+    """(backing file, its st_dev, its inode) of a loop device as the kernel has it, or None
+    when the device is not attached. The path is /sys/block/loopN/loop/backing_file; st_dev
+    and the inode come from LOOP_GET_STATUS64 (what `losetup -J` shows as back-maj:min and
+    back-ino), so a file renamed or recreated at the same path does not look the same."""
+    name = Path(dev).name
+    try:
+        backing = Path(f"/sys/block/{name}/loop/backing_file").read_text().rstrip("\n")
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        buf = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    lo_device, lo_inode = LOOP_INFO64.unpack(buf)[:2]
+    return backing, lo_device, lo_inode
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A lab file attached as a loop device, and the identity of the file when attached."""
+
+    dev: str
+    st_dev: int
+    st_ino: int
+
+
 @dataclass
 class DemoLab:
     root: Path
     loops: dict[str, str] = field(default_factory=dict)  # backing file name -> /dev/loopN
+    attached: dict[str, Attached] = field(default_factory=dict)  # name -> device + file identity
+    serials: dict[str, str] = field(default_factory=dict)  # name -> the virtual disk's serial
     mounted: bool = False
     use_loops: bool = False
     lock_fd: int = -1  # flock on ROOT/lab.lock: one bootmedia per lab
@@ -68,7 +108,9 @@ class DemoLab:
         return self.stick_dir / "images" if self.use_loops else self.root / "repository"
 
     def disks(self) -> list[Disk]:
-        """The lab's disks as the engine sees them (loop devices, or the image files)."""
+        """The lab's disks as the engine sees them (loop devices, or the image files). A loop
+        device that no longer serves the lab's own file (detached, and its number given to
+        another file by someone's `losetup -f`) is not listed: it is unplugged."""
         from bootmedia.disks import find_disk
 
         found = []
@@ -77,14 +119,61 @@ class DemoLab:
                 if image.name != "stick.img":  # a stick only stands in for one with loops
                     found.append(self._file_disk(image))
                 continue
-            dev = self.loops.get(image.name)
+            dev = self.owned(image.name)
             if dev is None:
                 continue
             try:
-                found.append(find_disk(dev))
+                disk = find_disk(dev)
             except BootmediaError as exc:
                 log.warning("%s: %s", dev, exc)
+                continue
+            if self.owned(image.name) == dev:  # still ours after the (slow) look at it
+                found.append(disk)
         return found
+
+    def owned(self, name: str) -> str | None:
+        """The loop device serving the lab's file `name`, checked now: the kernel's backing
+        file and its inode must be the lab's file as it is on disk and as it was attached."""
+        entry = self.attached.get(name)
+        if entry is None:
+            return None
+        path = self.disk_dir / name
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        kernel = loop_backing(entry.dev)
+        if kernel is None:
+            return None
+        backing, lo_device, lo_inode = kernel
+        same = (
+            backing == str(path.resolve())
+            and lo_inode == st.st_ino == entry.st_ino
+            and lo_device == st.st_dev == entry.st_dev
+        )
+        return entry.dev if same else None
+
+    def serial_for(self, disk: Disk) -> str:
+        """The lab's disks carry serials like real ones, so the UI confirms a write the way it
+        does on real hardware (the last 4 characters of the serial), never by a loop number.
+        The engine sees the devices as they are (no serial), so its plans are unchanged."""
+        if disk.serial or not disk.backing_file:
+            return disk.serial
+        ours = any(e.dev == disk.path for e in self.attached.values())
+        if self.use_loops and disk.transport == "loop" and not ours:
+            return ""
+        return self.serials.get(Path(disk.backing_file).name, "")
+
+    def write_refusal(self, path: str) -> str | None:
+        """Checked again right before a job writes: is `path` still one of the lab's disks?"""
+        if not self.use_loops:
+            return None
+        for name, entry in self.attached.items():
+            if entry.dev == path:
+                if self.owned(name) == path:
+                    return None
+                return f"{path}: no longer serves the lab's {name} (unplugged)"
+        return f"{path}: is not one of the lab's disks"
 
     def _file_disk(self, image: Path) -> Disk:
         """file_disk, remembered until the file changes: the Disks screen polls twice a second,
@@ -101,18 +190,28 @@ class DemoLab:
         (mounted, holds the repository); this says so even between unmount and remount."""
         if self.use_loops and disk.backing_file.endswith("/stick.img"):
             return f"{disk.ident}: is the bootmedia stick (holds the image repository)"
+        if self.use_loops and disk.transport == "loop":
+            return self.write_refusal(disk.path)
         return None
+
+    def attach(self, image: Path) -> str:
+        dev = lab.attach(image)
+        st = image.stat()
+        self.loops[image.name] = dev
+        self.attached[image.name] = Attached(dev, st.st_dev, st.st_ino)
+        return dev
 
     def add_disk(self) -> Disk:
         """Plug in another blank virtual disk (the Disks screen's hotplug demonstration)."""
         n = 1 + sum(1 for _ in self.disk_dir.glob("usb-*.img"))
         image = lab.make_file(self.disk_dir / f"usb-{n}.img", BLANK_SIZE)
+        self.serials[image.name] = _new_serial(self.root, image.name)
         if not self.use_loops:
             return file_disk(image)
-        self.loops[image.name] = lab.attach(image)
+        dev = self.attach(image)
         from bootmedia.disks import find_disk
 
-        return find_disk(self.loops[image.name])
+        return find_disk(dev)
 
     def monitor(self) -> LabMonitor:
         return LabMonitor(self)
@@ -127,9 +226,15 @@ class DemoLab:
         if self.mounted:
             run(["umount", "-l", str(self.stick_dir)], check=False)
             self.mounted = False
-        for dev in self.loops.values():
-            lab.detach(dev)
+        for name, entry in self.attached.items():
+            # Only a device still serving the lab's own file: a number freed and taken by
+            # another file since is someone else's disk now.
+            if self.owned(name) == entry.dev:
+                lab.detach(entry.dev)
+            else:
+                log.warning("%s no longer serves the lab's %s: left alone", entry.dev, name)
         self.loops.clear()
+        self.attached.clear()
 
 
 class LabMonitor:
@@ -207,8 +312,9 @@ def create_lab(
             lab.make_file(disk_dir / "stick.tmp", STICK_SIZE)
             run(["mkfs.ext4", "-q", "-F", "-L", "BOOTMEDIA", str(disk_dir / "stick.tmp")])
             (disk_dir / "stick.tmp").rename(stick)
+        the_lab.serials = _serials(root, [i.name for i in disk_dir.glob("*.img")])
         for image in sorted(disk_dir.glob("*.img")):
-            the_lab.loops[image.name] = lab.attach(image)
+            the_lab.attach(image)
         the_lab.stick_dir.mkdir(exist_ok=True)
         run(["mount", the_lab.loops[stick.name], str(the_lab.stick_dir)])
         the_lab.mounted = True
@@ -238,6 +344,7 @@ def _build_file_lab(the_lab: DemoLab, fresh: bool, say: object) -> None:
     for name in BLANKS:
         if not (disk_dir / f"{name}.img").exists():
             lab.make_file(disk_dir / f"{name}.img", BLANK_SIZE)
+    the_lab.serials = _serials(the_lab.root, [i.name for i in disk_dir.glob("*.img")])
     _ensure_sample_image(the_lab, say, str(reference))
 
 
@@ -260,6 +367,38 @@ def _ensure_sample_image(the_lab: DemoLab, say: object, source: str | None = Non
         description="Sample PC: EFI system partition, Linux ext4, Windows NTFS, swap",
     )
     capture_image(plan)
+
+
+SERIALS = "serials.json"  # in the lab's root: file name -> serial, kept across runs
+
+
+def _serials(root: Path, names: list[str]) -> dict[str, str]:
+    """The lab disks' serials, made once per disk file and kept in ROOT/serials.json."""
+    path = root / SERIALS
+    try:
+        known = json.loads(path.read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    serials = {n: str(known[n]) for n in names if isinstance(known.get(n), str)}
+    for n in names:
+        serials.setdefault(n, f"LB{secrets.token_hex(3).upper()}")
+    if serials != known:
+        path.write_text(json.dumps(serials, indent=1, sort_keys=True) + "\n")
+    return serials
+
+
+def _new_serial(root: Path, name: str) -> str:
+    path = root / SERIALS
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    known[name] = f"LB{secrets.token_hex(3).upper()}"
+    path.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    return str(known[name])
 
 
 def _lock(root: Path) -> int:

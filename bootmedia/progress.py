@@ -132,20 +132,16 @@ class Reporter:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_size(n: float) -> str:
-    """Disk sizes the way vendors print them (decimal), as technicians read them off labels."""
+    """Bytes in decimal units (kB, MB, GB: 1 GB = 10^9 bytes), the way disk vendors print sizes
+    on labels. The one unit system of every screen and command: sizes, amounts and speeds."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+human_size = human_bytes  # disk sizes: the same units as everything else
 
 
 def human_duration(seconds: float | None) -> str:

@@ -29,7 +29,7 @@ def disk_details(row: DiskRow | None) -> str:
     if row is None:
         return ""
     d = row.disk
-    lines = [f"[b]{escape(d.label())}[/b]"]
+    lines = [f"[b]{escape(row.label())}[/b]"]
     if row.refusal:
         lines.append(f"[b red]Refused: {escape(row.short_refusal)}[/b red]")
     if d.incomplete_restore:

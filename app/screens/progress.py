@@ -53,7 +53,16 @@ class ProgressScreen(BaseScreen[Outcome]):
         # Reporter callbacks arrive on the job's threads; post_message is thread-safe.
         reporter = Reporter(callback=self.report, cancel=self.cancel)
         log.info("job start: %s", self.job.title)
-        outcome = self.job.run(reporter)
+        lab = self.session.lab
+        refusal = None
+        if lab is not None and self.job.confirm is not None:
+            # The lab checks again right before the write: the loop number may serve
+            # another file by now.
+            refusal = lab.write_refusal(self.job.confirm.disk.path)
+        if refusal:
+            outcome = Outcome(False, f"{self.job.kind.capitalize()} refused", (refusal,))
+        else:
+            outcome = self.job.run(reporter)
         log.info("job end: %s: %s", self.job.title, outcome.title)
         self.post_message(Loaded("outcome", outcome))
 

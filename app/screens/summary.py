@@ -85,7 +85,7 @@ class SummaryScreen(BaseScreen[Job]):
         # the kernel name only for a disk without a serial), exactly as for --confirm.
         if self.job is None or self.job.confirm is None:
             return
-        if engine.confirm_matches(self.job.confirm.disk, event.text):
+        if engine.confirm_matches(self.job.confirm, event.text):
             event.confirm.accept()
             self.dismiss(self.job)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -17,8 +18,9 @@ from bootmedia.text import printable
 MARK = ">"  # the selected row's marker: ASCII, so it reads in monochrome, over serial, in a log
 
 TABLE_CSS = """
-DataTable > .datatable--cursor { text-style: reverse bold; }
-DataTable:focus > .datatable--cursor { text-style: reverse bold; }
+MarkedTable > .datatable--cursor, MarkedTable:focus > .datatable--cursor {
+    text-style: reverse bold;
+}
 """
 
 
@@ -91,7 +93,7 @@ class DiskTable(MarkedTable):
         return {
             "name": r.disk.name,
             "model": r.title,
-            "serial": printable(r.disk.serial, 40) or "-",
+            "serial": printable(r.serial, 40) or "-",
             "size": human_size(r.disk.size),
             "bus": r.bus,
             "info": f"REFUSED: {r.short_refusal}" if r.refusal else r.partitions_text(),
@@ -101,7 +103,7 @@ class DiskTable(MarkedTable):
         """Column widths for the table's width: each fixed column as wide as its widest cell;
         Model and Contents share the rest; Bus only where there is room (the details pane
         below always shows it)."""
-        total = (self.size.width or self.app.size.width) - 2  # the scrollbar
+        total = (self.size.width or self.app.size.width) - 1
         pad = 2 * self.cell_padding
         want = {k: max([len(HEADINGS[k]), *(len(r[k]) for r in rows)]) for k in HEADINGS}
         want["serial"] = min(want["serial"], 20)
@@ -181,12 +183,14 @@ HEADINGS = {
 }
 
 
-class ImageTable(DataTable[str]):
-    """Shows ImageRows; Enter posts Chosen."""
+class ImageTable(MarkedTable):
+    """Shows ImageRows; Enter posts Chosen. Two repositories may hold the same name: the
+    Repository column tells the rows apart."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Choose", key_display="Enter")
     ]
+    COLUMNS = ("Image", "Repository", "Created", "Size", "Description")
 
     class Chosen(Message):
         def __init__(self, row: ImageRow) -> None:
@@ -199,26 +203,36 @@ class ImageTable(DataTable[str]):
             self.row = row
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row")
+        super().__init__(id=id)
         self.rows_by_key: dict[str, ImageRow] = {}
 
     def on_mount(self) -> None:
-        for label in ("Image", "Created", "Size", "Source disk", "Description"):
-            self.add_column(label)
+        for label in self.COLUMNS:
+            self.add_column(label, key=label.lower())
+
+    MARK_COLUMN = "image"
 
     def show(self, rows: list[ImageRow]) -> None:
+        current = self.current_row()
         self.clear()
+        self.marked = None
+        self.first = {}
         self.rows_by_key = {r.key: r for r in rows}
         for r in rows:
             m = r.manifest
-            self.add_row(
-                m.name,
-                printable(str(m.created)[:16].replace("T", " ")),
-                human_bytes(m.stats.data_bytes),
-                f"{printable(m.source.model, 40) or '?'} {human_size(m.source.size)}",
-                printable(m.description, 200) or "-",
-                key=r.key,
-            )
+            cells = [
+                Text(m.name),
+                Text(short_path(r.repo)),
+                Text(printable(str(m.created)[:16].replace("T", " "))),
+                Text(human_bytes(m.stats.data_bytes)),
+                Text(printable(m.description, 200) or "-", overflow="crop", no_wrap=True),
+            ]
+            self.first[r.key] = cells[0]
+            cells[0] = self.marked_cell(r.key, False)
+            self.add_row(*cells, key=r.key)
+        if current is not None and current.key in self.rows_by_key:
+            self.move_cursor(row=self.get_row_index(current.key))
+        self.mark_cursor()
 
     def current_row(self) -> ImageRow | None:
         if not self.rows_by_key or self.cursor_row < 0 or self.cursor_row >= self.row_count:
@@ -234,4 +248,21 @@ class ImageTable(DataTable[str]):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
+        self.set_mark(event.row_key.value)
         self.post_message(self.Highlighted(self.rows_by_key.get(event.row_key.value or "")))
+
+
+def short_path(path: Path, keep: int = 2) -> str:
+    """The last `keep` components of a repository path (the details pane has all of it)."""
+    parts = path.parts
+    return str(path) if len(parts) <= keep + 1 else str(Path("...", *parts[-keep:]))
+
+
+HEADINGS = {
+    "name": "Disk",
+    "model": "Model",
+    "serial": "Serial",
+    "size": "Size",
+    "bus": "Bus",
+    "info": "Contents",
+}

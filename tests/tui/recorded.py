@@ -173,9 +173,9 @@ def recorded_restore_job() -> Job:
 
 PROGRESS = Progress(
     step="Writing p3 (ntfs), 3 of 3",
-    done=23 << 30,
-    total=82 << 30,
-    rate=412 << 20,
+    done=23 * GB,
+    total=82 * GB,
+    rate=412 * MB,
     eta=147.0,
     elapsed=61.0,
     steps=(
@@ -194,7 +194,7 @@ def frozen_job(release: threading.Event) -> Job:
 
     def execute(reporter: Reporter) -> Outcome:
         for mib in HISTORY:
-            reporter.callback(Progress(**{**PROGRESS.__dict__, "rate": float(mib << 20)}))
+            reporter.callback(Progress(**{**PROGRESS.__dict__, "rate": float(mib * MB)}))
         while not (release.is_set() or reporter.cancel.wait(0.05)):
             pass
         return Outcome(True, "done")
@@ -207,8 +207,8 @@ RESULT = Outcome(
     "Restore finished: every byte written was read back and checked",
     (
         "Image golden-win11 written to Samsung SSD 980 PRO 1TB · S5GXNF0R123456X · 1.0 TB · nvme · nvme0n1",
-        "Written: 41.0 GiB",
-        "Throughput: 402.3 MiB/s",
+        "Written: 44.0 GB",
+        "Throughput: 421.9 MB/s",
         "Time: 01:44",
     ),
 )

@@ -72,7 +72,7 @@ def test_the_file_lab_shows_its_image_files(files_lab: Any, tmp_path: Path) -> N
     rows = engine.list_disks(session)
     assert [r.disk.name for r in rows] == ["newpc-1.img", "newpc-2.img", "reference.img"]
     assert {(r.bus, r.title, r.refusal) for r in rows} == {("image file", "image file", None)}
-    assert rows[0].confirm_code == "newpc-1.img"  # no serial: the file's name confirms
+    assert rows[0].confirm_code == rows[0].serial[-4:]  # the lab gives its disks serials
     assert engine.find_repositories(session) == [files_lab.root / "repository"]
     assert [i.name for i in engine.list_images([files_lab.repo_path])] == ["golden"]
     added = files_lab.add_disk()
@@ -100,7 +100,7 @@ async def test_restore_golden_onto_a_blank_file(files_lab: Any, make_app: Any) -
         await pilot.pause(0.3)
         assert app.screen is summary and file_disk(target).partitions == ()
         summary.query_one("ConfirmInput").value = ""
-        await type_text(pilot, "newpc-1.img")
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
@@ -140,7 +140,7 @@ async def test_capture_wipe_and_partition_files(files_lab: Any, make_app: Any) -
         menu = await pick_choice(pilot, "uefi", what="layouts")
         await pilot.press("enter")
         await wait_for_plan(pilot, "partition plan")
-        await type_text(pilot, "newpc-2.img")
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
         assert result.outcome.ok, result.outcome
@@ -159,7 +159,7 @@ async def test_capture_wipe_and_partition_files(files_lab: Any, make_app: Any) -
         assert "an image file, not a device" in screen_text(app)
         await pilot.press("enter")
         await wait_for_plan(pilot, "wipe plan")
-        await type_text(pilot, "newpc-2.img")
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
         assert result.outcome.ok, result.outcome

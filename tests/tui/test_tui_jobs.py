@@ -142,7 +142,7 @@ async def test_wipe_erases_and_saves_a_report(demo_lab: Any, make_app: Any) -> N
         await pilot.press("enter")
         await wait_for_plan(pilot, "wipe plan")
         assert "bootmedia wipe" in screen_text(app)
-        await type_text(pilot, Path(target).name)
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
@@ -170,7 +170,7 @@ async def test_partition_lays_out_a_blank_disk(demo_lab: Any, make_app: Any) -> 
         await pilot.press("enter")
         await pilot.pause(0.3)
         assert find_disk(target).partitions == ()  # a wrong confirmation wrote nothing
-        await type_text(pilot, Path(target).name)
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
         assert result.outcome.ok, result.outcome

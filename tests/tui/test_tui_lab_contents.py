@@ -4,10 +4,14 @@ and the lab follows its own files, never loop numbers."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 from tui_helpers import async_test, needs_loop, screen_text, wait_for, wait_for_screen
 
+from bootmedia import lab
 from bootmedia.disks import INCOMPLETE_MARKER
 
 pytestmark = needs_loop
@@ -40,3 +44,71 @@ async def test_data_without_a_table_and_an_incomplete_restore_are_not_empty(
         assert "INCOMPLETE RESTORE" in text
         assert "no partition table, data present" in text, text
         assert "empty" not in text
+
+
+def _rebind(dev: str, other: Path) -> bool:
+    """Detach dev and bind its number to another file, as a shared machine's `losetup -f`
+    does. False when someone else took the number first."""
+    subprocess.run(["losetup", "--detach", dev], check=True)
+    return subprocess.run(["losetup", dev, str(other)], check=False).returncode == 0
+
+
+@async_test
+async def test_the_lab_follows_its_files_not_loop_numbers(
+    demo_lab: Any, make_app: Any, tmp_path: Path
+) -> None:
+    dev = demo_lab.loops["newpc-2.img"]
+    foreign = lab.make_file(tmp_path / "someone-elses.img", 64 * MiB)
+    with open(foreign, "r+b") as f:
+        f.write(b"NOT THE LAB'S" * 1000)
+    if not _rebind(dev, foreign):
+        pytest.skip(f"{dev} was taken by another process before the test could rebind it")
+    try:
+        assert demo_lab.owned("newpc-2.img") is None
+        assert all(d.path != dev for d in demo_lab.disks())  # unplugged, not someone's file
+        app = make_app(demo_lab)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await pilot.press("d")
+            screen = await wait_for_screen(pilot, "DisksScreen")
+            table = screen.query_one("DiskTable")
+            await wait_for(pilot, lambda: table.row_count == 3, what="the lab's 3 other disks")
+            assert dev not in table.rows_by_key and "newpc-2" not in screen_text(app)
+        # A write that was planned before the swap is refused when it starts.
+        assert "no longer serves the lab's newpc-2.img" in (demo_lab.write_refusal(dev) or "")
+        demo_lab.close()  # teardown leaves someone else's device alone
+        backing = Path(f"/sys/block/{Path(dev).name}/loop/backing_file").read_text().strip()
+        assert backing == str(foreign)
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def test_a_file_recreated_at_the_same_path_is_unplugged(demo_lab: Any) -> None:
+    dev = demo_lab.loops["newpc-1.img"]
+    path = demo_lab.disk_dir / "newpc-1.img"
+    assert demo_lab.owned("newpc-1.img") == dev
+    path.rename(path.with_suffix(".old"))
+    lab.make_file(path, 1 << 30)  # same name, another inode; the loop still serves the old one
+    assert demo_lab.owned("newpc-1.img") is None
+    assert all(d.path != dev for d in demo_lab.disks())
+    demo_lab.close()
+    assert not Path(f"/sys/block/{Path(dev).name}/loop/backing_file").exists() or (
+        "newpc-1.old" in Path(f"/sys/block/{Path(dev).name}/loop/backing_file").read_text()
+    )
+    subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def test_lab_disks_have_serials_and_confirm_by_them(demo_lab: Any, tmp_path: Path) -> None:
+    from app import engine
+    from app.session import Session
+
+    rows = {
+        Path(r.disk.backing_file).name: r
+        for r in engine.list_disks(Session(tmp_path / "log", lab=demo_lab))
+    }
+    serials = {r.serial for r in rows.values()}
+    assert all(s.startswith("LB") and len(s) == 8 for s in serials) and len(serials) == 4
+    newpc = rows["newpc-1.img"]
+    assert newpc.confirm_code == newpc.serial[-4:]
+    assert engine.confirm_matches(newpc, newpc.serial[-4:])
+    assert not engine.confirm_matches(newpc, newpc.disk.name)  # the loop number never confirms
+    assert newpc.disk.serial == ""  # the engine's own view of the device is untouched

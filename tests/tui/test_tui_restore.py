@@ -71,7 +71,7 @@ async def test_restore_writes_the_image_and_checks_it(demo_lab: Any, make_app: A
         text = screen_text(app)
         assert f"EVERYTHING on {Path(target).name} will be overwritten" in text
         assert "bootmedia apply" in text  # the equivalent CLI command is on screen
-        await type_text(pilot, Path(target).name)
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
@@ -138,7 +138,7 @@ async def test_cancel_marks_the_target_incomplete(
     app = make_app(demo_lab)
     async with app.run_test(size=(80, 25)) as pilot:
         await to_summary(pilot, target)
-        await type_text(pilot, Path(target).name)
+        await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=120)
         outcome = result.outcome

@@ -211,7 +211,7 @@ async def test_progress_view_draws_only_console_glyphs() -> None:
         await pilot.pause()
         text = screen_text(app)
         assert "> Writing p2 (ext4), 2 of 3" in text
-        assert "Done 39.0 MiB of 40.0 MiB" in text
+        assert "Done 40.9 MB of 41.9 MB" in text
         assert "█" in text  # the bar and the sparkline are drawn
         assert not unsafe_glyphs(text), unsafe_glyphs(text)
 

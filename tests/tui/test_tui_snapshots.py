@@ -133,8 +133,8 @@ EXPECTED_80x25 = {
     "home": ["What do you want to do?", "This machine", "refused: is the live boot", "F5 Refresh"],
     "restore_target": ["Restore 2/4: target disk", "REFUSED: is the live", "Enter Choose"],
     "restore_summary": ["EVERYTHING on nvme0n1 will be overwritten.", "--confirm 456X"],
-    "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GiB of 82.0 GiB", "Esc Cancel job"],
-    "result": ["OK: Restore finished", "Written: 41.0 GiB", "Enter Done"],
+    "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GB of 82.0 GB", "Esc Cancel job"],
+    "result": ["OK: Restore finished", "Written: 44.0 GB", "Enter Done"],
     "disks": ["Plug a disk in", "3 disk(s). Watching", "by-id/nvme-Samsung"],
 }
 
@@ -162,3 +162,45 @@ def test_other_terminal_sizes(name: str, size: tuple[int, int], app: Any) -> Non
     }[name]
     for needle in must_show:
         assert needle in text, f"{needle!r} not visible at {size}:\n{text}"
+
+
+@pytest.mark.parametrize("size", [(80, 25), (200, 60)], ids=["80x25", "200x60"])
+def test_one_unit_system_and_the_model_uncut(size: tuple[int, int], app: Any) -> None:
+    """Issue 13 item 4: the same disk has the same size on every screen, in one unit system;
+    the Model column uses the width there is; the selected row is reverse video + a mark."""
+    import asyncio
+    import re
+
+    texts: dict[str, str] = {}
+
+    async def body() -> None:
+        async with app.run_test(size=size) as pilot:
+            for name in ("home", "restore_target", "restore_summary"):
+                await SCREENS[name](pilot)
+                texts[name] = screen_text(app)
+                if name == "restore_target":
+                    table = app.screen.query_one("DiskTable")
+                    cursor = table.get_component_styles("datatable--cursor")
+                    assert cursor.text_style.reverse  # not colour alone
+                    lines = [ln for ln in texts[name].splitlines() if "nvme0n1" in ln]
+                    assert lines and lines[0].lstrip(" |").startswith("> nvme0n1"), lines
+                    assert not any(
+                        ln.lstrip().startswith("> sda") for ln in texts[name].splitlines()
+                    )
+                    await pilot.press("down")
+                    await pilot.pause(0.2)
+                    moved = screen_text(app).splitlines()
+                    assert any(ln.lstrip().startswith("> sda") for ln in moved), moved
+                    await pilot.press("up")
+                    await pilot.pause(0.2)
+                while type(app.screen).__name__ != "HomeScreen":
+                    await pilot.press("escape")
+                    await pilot.pause(0.2)
+
+    asyncio.run(body())
+    everything = "\n".join(texts.values())
+    assert not re.search(r"\d (KiB|MiB|GiB|TiB)\b", everything), everything
+    for text in texts.values():
+        assert "1.0 TB" in text  # the NVMe disk, the same on Home, the picker and the summary
+    if size[0] >= 200:
+        assert "Samsung SSD 980 PRO 1TB" in texts["restore_target"]
