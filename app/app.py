@@ -160,6 +160,11 @@ class BootmediaApp(App[None]):
 
         self.start_flow(verify_flow)
 
+    def action_make_stick(self) -> None:
+        from app.flows.stick import stick_flow
+
+        self.start_flow(stick_flow)
+
     def action_images(self) -> None:
         from app.screens.images import ImagesScreen
 

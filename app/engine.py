@@ -237,6 +237,13 @@ def list_images(repos: list[Path]) -> list[ImageRow]:
     return rows
 
 
+def delete_command(row: ImageRow) -> str:
+    """What `Images -> Delete` does, as the CLI command."""
+    import shlex
+
+    return shlex.join(["bootmedia", "delete", str(row.repo), row.name])
+
+
 def delete_image(row: ImageRow) -> str:
     """Unlist the image, then collect chunks no other image uses. Returns what was done."""
     from bootmedia.progress import human_bytes
@@ -249,3 +256,27 @@ def delete_image(row: ImageRow) -> str:
         except BootmediaError as exc:  # a restore is reading: space comes back next time
             return f"Deleted {row.name} ({exc})"
     return f"Deleted {row.name}; reclaimed {human_bytes(gc.bytes_freed)}"
+
+
+# ---------------------------------------------------------------- the stick
+
+
+def find_isos(session: Session) -> list[Path]:
+    """Live ISOs to offer for Make stick: the lab's sample (demo), build_iso.sh's output, and
+    *.iso on the stick's data partition, in the working directory and the home directory."""
+    found: list[Path] = []
+    if session.lab is not None:
+        sample = session.lab.sample_iso()
+        if sample is not None:
+            found.append(sample)
+    here = Path(__file__).resolve().parents[1]
+    for folder in (here / "out", Path("/run/bootmedia/data"), Path.cwd(), Path.home()):
+        try:
+            found += sorted(p for p in folder.glob("*.iso") if p.is_file())
+        except OSError:
+            continue
+    unique: list[Path] = []
+    for path in found:
+        if path.resolve() not in [u.resolve() for u in unique]:
+            unique.append(path)
+    return unique

@@ -74,8 +74,13 @@ def _lines(plan: Any) -> tuple[str, ...]:
 
 
 def _command(plan: Any) -> str:
+    """The plan's equivalent CLI command as one line: plans return an argv list (rendered with
+    shlex.join, so it pastes into a shell) or, in older plans, the line itself."""
     command = getattr(plan, "command", None)
-    return str(command()) if callable(command) else ""
+    if not callable(command):
+        return ""
+    argv = command()
+    return shlex.join(str(a) for a in argv) if isinstance(argv, list | tuple) else str(argv)
 
 
 def _rate(nbytes: int, seconds: float) -> str:
@@ -287,5 +292,43 @@ def plan_partition_job(target: DiskRow, layout: str) -> Job:
         command=_command(plan),
         execute=execute,
         cancel_note=f"{disk.name} may be left without a valid partition table.",
+        confirm=target,
+    )
+
+
+# ---------------------------------------------------------------- make the stick
+
+
+STICK_FILESYSTEMS = [
+    ("exfat", "exFAT data partition: Windows and macOS read it too", None),
+    ("ext4", "ext4 data partition", None),
+    ("none", "no data partition (images go elsewhere)", None),
+]
+
+
+def plan_stick_job(iso_path: Path, target: DiskRow, data_fs: str) -> Job:
+    """Write the live ISO to the stick, read it back, add the BOOTMEDIA data partition."""
+    from bootmedia.disks import check_writable
+    from bootmedia.usb import inspect_iso, make_usb, plan_usb
+
+    disk = target.disk
+    if disk.transport == "file":
+        raise BootmediaError(
+            f"{disk.name}: an image file, not a stick (run the demo as root for loop devices)"
+        )
+    plan = plan_usb(inspect_iso(iso_path), disk, data_fs)
+
+    def execute(reporter: Reporter) -> Outcome:
+        check_writable(disk)  # again, right before the first write
+        result = make_usb(plan, reporter)
+        return Outcome(True, f"Stick ready: {iso_path.name} written and read back", result.lines)
+
+    return Job(
+        kind="make stick",
+        title=f"Make a bootmedia stick on {disk.name}",
+        summary=_lines(plan),
+        command=_command(plan),
+        execute=execute,
+        cancel_note=f"{disk.name} will not boot: make the stick again.",
         confirm=target,
     )

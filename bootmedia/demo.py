@@ -213,6 +213,24 @@ class DemoLab:
 
         return find_disk(dev)
 
+    def sample_iso(self) -> Path | None:
+        """A small hybrid ISO to try Make stick with, built once with grub-mkrescue (the tool
+        build_iso.sh uses, so the layout is the real one); None where grub-mkrescue is missing."""
+        iso = self.root / "iso" / "sample-live.iso"
+        if iso.exists():
+            return iso
+        if not shutil.which("grub-mkrescue") or not Path("/usr/lib/grub/x86_64-efi").is_dir():
+            return None
+        tree = self.root / "iso" / "tree"
+        (tree / "boot" / "grub").mkdir(parents=True, exist_ok=True)
+        (tree / "boot" / "grub" / "grub.cfg").write_text("echo bootmedia demo stick\n")
+        (tree / "live").mkdir(exist_ok=True)
+        (tree / "live" / "README.txt").write_text("The demo lab's stand-in for the live system.\n")
+        tmp = iso.with_suffix(".tmp")
+        run(["grub-mkrescue", "-o", str(tmp), str(tree), "--", "-volid", "BOOTMEDIA_LIVE"])
+        tmp.rename(iso)
+        return iso
+
     def monitor(self) -> LabMonitor:
         return LabMonitor(self)
 

@@ -8,6 +8,7 @@ nothing); the TUI only shows it, counts down, and runs it like any other job.
 from __future__ import annotations
 
 import logging
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from app.flows import run_job
@@ -32,6 +33,19 @@ def find_unattended() -> Any:
     return job
 
 
+def unattended_command(resolved: Any) -> str:
+    """The CLI command that does what the unattended job does (shown on the countdown and the
+    progress screen, so a technician can repeat the job by hand)."""
+    from app.engine import confirm_code
+
+    spec, target = resolved.spec, resolved.target
+    argv = ["bootmedia", "apply", str(resolved.repo), spec.image]
+    argv.append(target.by_id[0] if target.by_id else target.path)
+    argv += ["--grow"] if spec.grow else []
+    argv += [] if spec.verify else ["--no-verify"]
+    return shlex.join([*argv, "--confirm", confirm_code(target)])
+
+
 def unattended_job(resolved: Any) -> Job:
     from bootmedia import unattended
 
@@ -54,7 +68,7 @@ def unattended_job(resolved: Any) -> Job:
         kind="restore",
         title=f"Unattended: restore {spec.image} onto {resolved.target.name}",
         summary=tuple(resolved.describe()),
-        command="",
+        command=unattended_command(resolved),
         execute=execute,
         cancel_note=f"{resolved.target.name} is marked incomplete: it will not boot.",
         afterwards=spec.after,
@@ -62,7 +76,7 @@ def unattended_job(resolved: Any) -> Job:
 
 
 async def unattended_flow(app: BootmediaApp, resolved: Any) -> None:
-    lines = tuple(resolved.describe())
+    lines = (*resolved.describe(), "", f"Command line: {unattended_command(resolved)}")
     if not await app.push_screen_wait(CountdownScreen(lines, resolved.spec.countdown)):
         log.info("unattended job stopped by the technician")
         return

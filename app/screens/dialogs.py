@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -53,15 +54,18 @@ class AskText(ModalScreen[str | None]):
     AskText Input { border: solid $accent; }
     """
 
-    def __init__(self, question: str, value: str = "") -> None:
+    def __init__(self, question: str, value: str = "", *, note: str = "") -> None:
         super().__init__()
         self.question = question
         self.value = value
+        self.note = note  # e.g. the equivalent command line
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question)
+            yield Static(Text(self.question))
             yield Input(value=self.value)
+            if self.note:
+                yield Static(Text(self.note), classes="hint", id="note")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

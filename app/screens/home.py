@@ -23,6 +23,7 @@ MENU = (
     ("w", "wipe", "Wipe", "erase a disk + report"),
     ("p", "partition", "Partition", "lay out a blank disk"),
     ("v", "verify", "Verify", "check an image is intact"),
+    ("m", "make_stick", "Make stick", "live system onto a USB"),
     ("i", "images", "Images", "list, inspect, delete"),
     ("d", "disks", "Disks", "what is plugged in"),
     ("l", "log", "Log", "what bootmedia did"),

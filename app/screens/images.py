@@ -86,18 +86,22 @@ class ImagesScreen(BaseScreen[None]):
         row = self.query_one(ImageTable).current_row()
         if row is None:
             return
+        command = engine.delete_command(row)
         typed = await self.app.push_screen_wait(
-            AskText(f"Delete image {row.name} from {row.repo}? Type its name to confirm:")
+            AskText(
+                f"Delete image {row.name} from {row.repo}? Type its name to confirm:",
+                note=f"Command line: {command}",
+            )
         )
         if typed != row.name:
             self.status("Not deleted: the name did not match." if typed else "Not deleted.")
             return
-        self.status(f"Deleting {row.name}...")
+        self.status(f"Deleting {row.name}: {command}")
         self.run_blocking("deleted", self.delete, row)
 
     @staticmethod
     def delete(row: ImageRow) -> str:
-        return engine.delete_image(row)
+        return f"{engine.delete_image(row)} (same as: {engine.delete_command(row)})"
 
     @work(exclusive=True, group="ask", exit_on_error=False)
     async def action_open_repo(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -265,3 +266,49 @@ class ChoicePickScreen(BaseScreen[str]):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         self.dismiss(event.option.id or "")
+
+
+class IsoPickScreen(BaseScreen[Path]):
+    """Pick the live ISO for Make stick; n types another path."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("n", "other_path", "Other path"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Which live system (a bootmedia ISO from build_iso.sh)?", classes="heading")
+        yield OptionList(id="isos")
+
+    def on_mount(self) -> None:
+        self.status("Looking for ISO files...")
+        self.run_blocking("isos", engine.find_isos, self.session)
+
+    def on_loaded(self, message: Loaded) -> None:
+        isos: list[Path] = message.value
+        menu = self.query_one(OptionList)
+        menu.clear_options()
+        for path in isos:
+            try:
+                size = human_size(path.stat().st_size)
+            except OSError:
+                continue
+            menu.add_option(Option(Text(f"{path}  ({size})"), id=str(path)))
+        if menu.option_count:
+            menu.highlighted = 0
+        menu.focus()
+        found = f"{menu.option_count} ISO file(s)" if menu.option_count else "No ISO file found"
+        self.status(f"{found}. Press n to type a path.")
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.status(message.reason, error=True)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(Path(event.option.id or ""))
+
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def action_other_path(self) -> None:
+        path = await self.app.push_screen_wait(AskText("Path of the ISO file:"))
+        if path:
+            self.dismiss(Path(path).expanduser())

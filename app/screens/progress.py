@@ -9,10 +9,12 @@ import logging
 import threading
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.widgets import Static
 from textual.worker import Worker
 
 from app.jobs import Job, Outcome
@@ -39,9 +41,15 @@ class ProgressScreen(BaseScreen[Outcome]):
         self.outcome: Outcome | None = None  # set once the job has ended, whatever is open
         self.asked = False  # the technician opened "Cancel?" while the job ran
 
+    DEFAULT_CSS = """
+    ProgressScreen #command { height: auto; padding: 0 1; color: $text-muted; }
+    """
+
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane", id="job"):
             yield ProgressView(id="progress")
+        if self.job.command:
+            yield Static(Text(f"Command line: {self.job.command}"), id="command")
 
     def on_mount(self) -> None:
         self.query_one("#job").border_title = self.job.title
@@ -52,7 +60,7 @@ class ProgressScreen(BaseScreen[Outcome]):
     def run_job(self) -> None:
         # Reporter callbacks arrive on the job's threads; post_message is thread-safe.
         reporter = Reporter(callback=self.report, cancel=self.cancel)
-        log.info("job start: %s", self.job.title)
+        log.info("job start: %s (%s)", self.job.title, self.job.command or "no CLI equivalent")
         lab = self.session.lab
         refusal = None
         if lab is not None and self.job.confirm is not None:

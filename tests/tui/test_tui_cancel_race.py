@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from tui_helpers import async_test, screen_text, wait_for, wait_for_screen
 
 from app.jobs import Job, Outcome
@@ -37,6 +38,8 @@ def short_job(started: list[float] | None = None) -> Job:
     )
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_esc_in_the_last_moments_always_returns_home(make_app: Any) -> None:
     from app.flows import run_job
@@ -90,6 +93,7 @@ async def _back_home(pilot: Any) -> bool:
     return True
 
 
+@pytest.mark.real_tools
 @async_test
 async def test_a_finished_job_closes_the_cancel_dialog(make_app: Any) -> None:
     from app.flows import run_job

@@ -38,6 +38,9 @@ async def test_images_screen_deletes_only_after_the_name_is_typed(
         await wait_for(pilot, lambda: screen.query_one("ImageTable").row_count == 1, what="golden")
         await pilot.press("delete")
         await wait_for_screen(pilot, "AskText")
+        # Issue 13 item 13: Delete shows its CLI command too.
+        assert app.screen.note == f"Command line: bootmedia delete {demo_lab.repo_path} golden"
+        assert "Command line: bootmedia delete" in screen_text(app)
         await type_text(pilot, "gold")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "Not deleted" in screen_text(app), what="refusal")

@@ -103,6 +103,8 @@ async def test_cancel_asks_first_then_stops_the_job(make_app: Any) -> None:
         progress = await wait_for_screen(pilot, "ProgressScreen")
         await wait_for(pilot, started.is_set, what="job start")
         await wait_for(pilot, lambda: "Writing p1" in screen_text(app), what="step shown")
+        # Issue 13 item 13: the progress screen shows the job's command line too.
+        assert "Command line: bootmedia apply REPO golden /dev/loop9" in screen_text(app)
         await pilot.press("escape")
         await wait_for_screen(pilot, "YesNo")
         assert "marked incomplete" in screen_text(app)

@@ -58,6 +58,16 @@ async def test_unattended_job_counts_down_runs_and_powers_off(live_app: Any) -> 
         text = screen_text(live_app)
         assert "Restore image golden-win11" in text and "Starting in" in text
         assert "S5GXNF0R123456X" in text  # the exact target disk, by serial
+        # Issue 13 item 13: the equivalent command, which the CLI accepts as it is.
+        command = (
+            "bootmedia apply /run/bootmedia/data/images golden-win11 "
+            "/dev/disk/by-id/nvme-Samsung_SSD_980_PRO_1TB_S5GXNF0R123456X --grow --confirm 456X"
+        )
+        assert "Command line: bootmedia apply" in text
+        assert command.split()[-3:] == ["--grow", "--confirm", "456X"]
+        from app.flows.unattended import unattended_command
+
+        assert unattended_command(resolved_job()) == command
         result = await wait_for_screen(pilot, "ResultScreen", timeout=20)
         assert result.outcome.ok
         await wait_for(
