@@ -31,14 +31,17 @@ from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import INCOMPLETE_MARKER, Partition
 from bootmedia.disks.system import read_swaps
 from bootmedia.errors import BootmediaError, ImageError, Refused, UsageError
-from bootmedia.image.view import ImageArea
+from bootmedia.image.view import ImageArea, mounted_view
 from bootmedia.layout import FIT, KEEP, LayoutPlan, PartInfo, plan_layout
+from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.shrink import (
     Prepared,
     ShrinkStats,
     copy_prepared,
+    copy_ranges,
     fix_moved_boot_sectors,
     prepare_shrink,
+    verify_ranges,
 )
 from bootmedia.mounts import mounts_of
 from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
@@ -81,6 +84,7 @@ class ApplyPlan:
     notes: tuple[str, ...] = ()
     file_partitions: tuple[Partition, ...] = ()  # what an image-file target holds now
     layout: LayoutPlan | None = None  # the target's table when it is not the image's (issue 10)
+    rebuild: tuple[int, ...] = ()  # FAT partitions made anew for the target's sector size
 
     def offset_of(self, area: Area) -> int:
         """Where an area starts on the target: the layout's new start, else where it was."""
@@ -89,6 +93,8 @@ class ApplyPlan:
         return area.offset
 
     def action(self, area: Area) -> str:
+        if area.number in self.rebuild:
+            return "rebuild"
         return self.layout.change(area.number).action if self.layout and area.number else "same"
 
     @property
@@ -225,7 +231,8 @@ def plan_apply(
     if sizes and layout == KEEP and (grow or grow_partition is not None):
         raise UsageError("--size and --grow do not go together: --size N=rest grows N")
     plan_lay: LayoutPlan | None = None
-    if table is not None and (layout == FIT or sizes):
+    rebuild: list[int] = []
+    if table is not None and (layout == FIT or sizes or table.sector_size != ss):
         plan_lay = plan_layout(
             table,
             {a.number: PartInfo.from_area(a) for a in m.areas if a.number},
@@ -254,11 +261,28 @@ def plan_apply(
         if m.table is not None and m.table.sector_size != ss:
             notes.append(f"partition table laid out anew for {ss}-byte sectors")
             for a in m.areas:
-                if a.block_size and a.block_size < ss:
-                    raise ImageError(
-                        f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which "
-                        f"cannot work on a disk with {ss}-byte sectors"
+                if not a.block_size or a.block_size >= ss:
+                    continue
+                if (
+                    a.fstype == "vfat"
+                    and a.mode == USED
+                    and plan_lay.change(a.number).action
+                    in (
+                        "same",
+                        "move",
                     )
+                ):
+                    rebuild.append(a.number)
+                    notes.append(
+                        f"{a.name}: FAT with {a.block_size}-byte sectors is made anew with "
+                        f"{ss}-byte sectors (same volume id and label) and its files copied"
+                    )
+                    continue
+                raise ImageError(
+                    f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which cannot "
+                    f"work on a disk with {ss}-byte sectors, and restoring it file by file is "
+                    f"not done here: restore it to a disk with {a.block_size}-byte sectors"
+                )
     if table is not None and table.sector_size != ss:
         notes.append(
             f"partition table translated from {table.sector_size}-byte to {ss}-byte sectors"
@@ -323,6 +347,7 @@ def plan_apply(
         notes=tuple(notes),
         file_partitions=file_disk(target).partitions if disk is None else (),
         layout=plan_lay,
+        rebuild=tuple(rebuild),
     )
 
 
@@ -467,6 +492,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         # Shrinking happens in views of the image, before the first write to the target: a
         # filesystem that cannot be made small enough stops the job with the target untouched.
         prepared = _prepare_shrinks(plan, shrinks, reporter)
+        rebuilt = _prepare_rebuilds(plan, shrinks, reporter)
         fd = blockdev.open_device(plan.target, write=True)
         whole = plan.partition is None
         # Writes inside this region wait until everything else is written and verified, so
@@ -488,12 +514,26 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
                 os.pwrite(fd, marker[:BOOT_CODE], 0)
             os.fsync(fd)
         deferred: list[tuple[Area, Extent]] = []
-        data_areas = [a for a in plan.areas if a.mode in (USED, RAW) and plan.action(a) != "shrink"]
+        data_areas = [
+            a
+            for a in plan.areas
+            if a.mode in (USED, RAW) and plan.action(a) not in ("shrink", "rebuild")
+        ]
         for i, area in enumerate(data_areas, 1):
             base = 0 if not whole else plan.offset_of(area)
             label = area.name + (f" ({area.fstype})" if area.fstype else "")
             with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
                 _write_area(fd, repo, packs, m, area, base, defer_below, deferred, reporter)
+        for area, image in rebuilt:
+            with reporter.step(f"Writing the rebuilt FAT of {area.name}"):
+                base = plan.offset_of(area)
+                ranges = fs.used_ranges(str(image), "vfat", image.parent) or [
+                    (0, image.stat().st_size)
+                ]
+                sums = copy_ranges(str(image), ranges, fd, base, reporter, area.name)
+                blockdev.flush(fd)
+                if plan.verify:
+                    verify_ranges(fd, base, sums, reporter, area.name)
         for p in prepared:
             with reporter.step(f"Writing the shrunk {p.area.fstype} of {p.area.name}"):
                 shrink_stats.append(
@@ -592,6 +632,27 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         "verified" if result.verified else "NOT verified",
     )
     return result
+
+
+def _prepare_rebuilds(
+    plan: ApplyPlan, stack: contextlib.ExitStack, reporter: Reporter
+) -> list[tuple[Area, Path]]:
+    """FAT partitions made anew for the target's sector size, as files, before any write."""
+    out: list[tuple[Area, Path]] = []
+    for n in plan.rebuild:
+        area = plan.image.area(f"p{n}")
+        assert area is not None and plan.layout is not None
+        work = Path(tempfile.mkdtemp(prefix="bootmedia-fat-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        new_size = plan.layout.change(n).new_size
+        with (
+            reporter.step(f"Rebuilding the FAT of {area.name} for {plan.sector_size}-byte sectors"),
+            mounted_view(ImageArea(plan.repo, plan.image.name, area.name), work, 16 << 20) as view,
+        ):
+            image = rebuild_fat(view.path, new_size, plan.sector_size, area.label, work)
+        reporter.add_total(new_size)
+        out.append((area, image))
+    return out
 
 
 def _prepare_shrinks(

@@ -12,7 +12,7 @@ from bootmedia import lab
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.clone import clone_disk, plan_clone
-from bootmedia.errors import UsageError
+from bootmedia.errors import ImageError, UsageError
 from bootmedia.table import read_table
 from tests import disklayouts as D
 
@@ -176,3 +176,42 @@ def sample_read(dev: str) -> str:
         while block := f.read(16 * MiB):
             h.update(block)
     return h.hexdigest()
+
+
+def test_xfs_onto_smaller_disk_is_refused_with_the_reason(loopdev, tmp_path: Path) -> None:
+    parts = (D.Part(1, "vfat", D.ESP, 64, 2), D.Part(2, "xfs", D.LINUX, 0, 100))
+    src = loopdev(1000 * MiB)
+    D.build(src, "gpt", parts)
+    capture_image(plan_capture(src, tmp_path / "repo", "img"))
+    dst = loopdev(500 * MiB)
+    with pytest.raises(UsageError, match=r"short by .*partition 2 keeps its size: XFS cannot be"):
+        plan_apply(tmp_path / "repo", "img", dst)
+    with pytest.raises(UsageError, match="XFS cannot be shrunk"):
+        plan_clone(src, dst)
+
+
+def test_512_image_onto_4kn_disk_rebuilds_the_esp(loopdev, tmp_path: Path) -> None:
+    src = loopdev(700 * MiB)
+    D.build(src, "gpt", D.UBUNTU)
+    source = Source(src, tmp_path / "repo", D.UBUNTU)
+    dst = loopdev(700 * MiB, 4096)
+    plan = plan_apply(source.repo, "img", dst)
+    assert plan.rebuild == (1,) and plan.sector_size == 4096
+    assert any("made anew with 4096-byte sectors" in n for n in plan.notes)
+    apply_image(plan)
+    got = read_table(dst)
+    assert got is not None and got.sector_size == 4096
+    with open(f"{dst}p1", "rb") as f:
+        assert int.from_bytes(f.read(512)[11:13], "little") == 4096, "the ESP has 4 KiB sectors"
+    # The ESP's files (read with mtools), its volume id and label, and ext4's files are the same.
+    _check_restored(source, dst)
+
+
+def test_ext4_with_1k_blocks_onto_4kn_is_refused(loopdev, tmp_path: Path) -> None:
+    src = loopdev(300 * MiB)
+    D.build(src, "gpt", (D.Part(1, "vfat", D.ESP, 40, 1), D.Part(2, "ext4", D.LINUX, 0, 10)))
+    D.sh("mkfs.ext4", "-q", "-F", "-b", "1024", f"{src}p2")
+    capture_image(plan_capture(src, tmp_path / "repo", "img"))
+    dst = loopdev(300 * MiB, 4096)
+    with pytest.raises(ImageError, match=r"p2 holds ext4 with 1024-byte blocks.*4096-byte"):
+        plan_apply(tmp_path / "repo", "img", dst)

@@ -21,7 +21,7 @@ from typing import Any
 
 from bootmedia.errors import UsageError
 from bootmedia.progress import human_bytes
-from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Table, TablePartition
+from bootmedia.repo.manifest import RAW, SKIP, SWAP, USED, Area, Table, TablePartition
 from bootmedia.table import translate
 
 MiB = 1 << 20
@@ -274,11 +274,12 @@ def plan_layout(
     base = _place(plist, roles, old, {**fixed, **dict.fromkeys(weight, 0)}, first, target_sector)
     base_end = max(s + z for s, z in base.values())
     room = _down(end - base_end, MiB) if weight else 0
+    stuck = _unshrinkable(plist, roles, info) if smaller else ""
     if weight:
         alloc = _share(room, weight, mins)
         if alloc is None:
             need = base_end + sum(mins[n] for n in weight) - end
-            raise UsageError(_too_small(target_size, need, weight, mins, info, fixed))
+            raise UsageError(_too_small(target_size, need, weight, mins, info, fixed) + stuck)
     else:
         alloc = {}
         if base_end > end:
@@ -286,7 +287,8 @@ def plan_layout(
                 f"target too small: this layout needs {human_bytes(base_end + (target_size - end))}"
                 f" ({base_end + target_size - end} bytes), the target has "
                 f"{human_bytes(target_size)} ({target_size} bytes); short by "
-                f"{human_bytes(base_end - end)} (use --layout fit or --size N=SIZE)"
+                f"{human_bytes(base_end - end)} ({base_end - end} bytes)"
+                + (stuck or " (use --layout fit or --size N=SIZE)")
             )
     placed = _place(plist, roles, old, {**fixed, **alloc}, first, target_sector)
 
@@ -364,6 +366,32 @@ def _keep(
         for n in sorted(old)
     )
     return LayoutPlan(KEEP, source, table, target_size, changes)
+
+
+WHY_NOT = {
+    "xfs": "XFS cannot be shrunk (xfs_growfs only grows), and restoring it by file is not "
+    "done here: restore it onto a disk at least its size",
+    "exfat": "no tool here shrinks exFAT",
+    "f2fs": "no tool here shrinks F2FS",
+    "hfsplus": "no tool here shrinks HFS+",
+}
+
+
+def _unshrinkable(
+    plist: list[TablePartition], roles: dict[int, str], info: dict[int, PartInfo]
+) -> str:
+    """Why the data partitions that keep their size do: one clause each."""
+    why = []
+    for p in plist:
+        inf = info[p.number]
+        if roles[p.number] != "data" or (inf.fstype in SHRINKS and inf.mode == USED):
+            continue
+        if inf.fstype in WHY_NOT:
+            why.append(f"partition {p.number} keeps its size: {WHY_NOT[inf.fstype]}")
+        elif inf.mode != SKIP:
+            what = inf.fstype or "no filesystem bootmedia can read"
+            why.append(f"partition {p.number} ({what}) was captured whole and keeps its size")
+    return "; " + "; ".join(why) if why else ""
 
 
 def _elastic(inf: PartInfo, smaller: bool) -> bool:
