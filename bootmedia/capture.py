@@ -96,7 +96,9 @@ class CapturePlan:
                 USED: "used blocks",
                 RAW: "every byte (zeros skipped)",
                 SWAP: "swap: uuid+label only",
-                SKIP: "container, nothing to read",
+                SKIP: "container, nothing to read"
+                if self.table is None or ar.number not in self.skipped
+                else "not chosen (--partitions), nothing read",
             }[ar.mode]
             lines.append(
                 f"  {ar.name:<10} {ar.fstype or '-':<8} {human_bytes(ar.size):>10}  {what}"
@@ -105,8 +107,29 @@ class CapturePlan:
         lines.append(f"Total to read: {human_bytes(self.total_bytes)}")
         return lines
 
+    @property
+    def skipped(self) -> tuple[int, ...]:
+        """Partitions left out with --partitions (an extended container is not one of them)."""
+        return tuple(
+            a.area.number
+            for a in self.areas
+            if a.area.mode == SKIP
+            and self.table is not None
+            and not any(
+                p.number == a.area.number and is_extended(p, self.table)
+                for p in self.table.partitions
+            )
+        )
+
     def command(self) -> str:
         argv = ["bootmedia", "capture", self.source, repo_label(self.repo), "--name", self.name]
+        if self.skipped and self.table is not None:
+            chosen = [
+                a.area.number
+                for a in self.areas
+                if a.area.number and a.area.number not in self.skipped
+            ]
+            argv += ["--partitions", ",".join(str(n) for n in chosen)]
         if self.description:
             argv += ["--description", self.description]
         if self.level != 3:
@@ -137,8 +160,11 @@ def plan_capture(
     description: str = "",
     level: int = 3,
     threads: int | None = None,
+    partitions: tuple[int, ...] | None = None,
 ) -> CapturePlan:
-    """Look at the source (table, filesystems, used blocks) and decide what to read."""
+    """Look at the source (table, filesystems, used blocks) and decide what to read.
+    With partitions, only those are read (Clonezilla's saveparts); the others stay in the
+    table but hold nothing (mode skip), and a restore leaves them as the target has them."""
     check_image_name(name)  # before the name reaches a path (a 10,000-character name)
     check_description(description)
     if not 1 <= level <= 19:
@@ -171,15 +197,21 @@ def plan_capture(
     # Mapping used blocks is mostly waiting on the disk: map all partitions at once.
     with tempfile.TemporaryDirectory(prefix="bootmedia-plan-") as work, ThreadPoolExecutor(4) as ex:
         if table is None:
+            if partitions:
+                raise UsageError(f"--partitions: {source} has no partition table")
             areas.append(_plan_area(Area("disk", 0, disk.size, RAW), source, Path(work)))
         else:
             ss = table.sector_size
             first = min((p.start * ss for p in table.partitions), default=HEAD_SIZE)
             areas.append(AreaPlan(Area("head", 0, min(HEAD_SIZE, first), RAW), source))
+            numbers = {p.number for p in table.partitions}
+            if partitions and not set(partitions) <= numbers:
+                missing = ", ".join(str(n) for n in sorted(set(partitions) - numbers))
+                raise UsageError(f"--partitions: {source} has no partition {missing}")
             for p in sorted(table.partitions, key=lambda p: p.number):
                 area = Area(f"p{p.number}", p.start * ss, p.size * ss, RAW, number=p.number)
                 node = blockdev.partition_path(source, p.number)
-                if is_extended(p, table):
+                if (partitions and p.number not in partitions) or is_extended(p, table):
                     areas.append(AreaPlan(replace(area, mode=SKIP), node))
                 elif p.type.upper() == BIOS_GRUB:
                     areas.append(AreaPlan(area, node))

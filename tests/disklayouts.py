@@ -126,9 +126,10 @@ def put_files(node: str, fstype: str, src: Path) -> None:
                 sh("btrfs", "subvolume", "create", f"{mnt}/home")
                 root = Path(mnt) / "root"
             sh("cp", "-a", *(str(x) for x in src.iterdir()), str(root))
-            first = next(root.rglob("*.dat"))
-            if fstype != "vfat":
-                (first.parent / "hardlink.dat").hardlink_to(first)
+            first = next(root.rglob("*.dat"), None)
+            link = first.parent / "hardlink.dat" if first else None
+            if first and link and not link.exists():
+                link.hardlink_to(first)
         finally:
             sh("umount", mnt)
 

@@ -9,6 +9,7 @@ from bootmedia.commands.customize import add_options, options_from_args, wants_c
 from bootmedia.customize import customize_disk, plan_customize, precheck
 from bootmedia.disks import check_confirm
 from bootmedia.layout import parse_size
+from bootmedia.layout.choose import apply_partitions, parse_numbers, plan_partitions
 from bootmedia.progress import human_bytes, human_duration
 
 
@@ -55,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N=SIZE",
         help="partition N's new size (e.g. 3=40G), or N=rest for all the room left; repeatable",
     )
+    p.add_argument(
+        "--partitions",
+        metavar="N,M",
+        help="restore only these partitions (e.g. 2,3) onto DISK, whose partition table must "
+        "already match the image's; nothing else on DISK is written",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_options(p)
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     target = args.to if args.partition is not None else args.disk
     if not target:
         raise UsageError("give the target DISK")
+    if args.partitions:
+        return _run_partitions(args, target)
     plan = plan_apply(
         args.repo,
         args.image,
@@ -133,4 +142,31 @@ def run(args: argparse.Namespace) -> int:
         for line in cres.lines():
             print(line)
         print(f"customized {cres.disk}: {len(cres.changes)} changes, each read back")
+    return 0
+
+
+def _run_partitions(args: argparse.Namespace, target: str) -> int:
+    from bootmedia.errors import UsageError
+    from bootmedia.repo.store import Repository
+
+    if args.partition is not None or args.layout or args.size or args.grow or args.grow_partition:
+        raise UsageError("--partitions restores onto the disk's own table: no other layout option")
+    with Repository.open(args.repo) as r:
+        image = r.image(args.image)
+    plan = plan_partitions(args.repo, image, target, parse_numbers(args.partitions), args.verify)
+    if args.dry_run:
+        print("\n".join(plan.summary()))
+        print(f"Command: {plan.command()}")
+        return 0
+    check_confirm(plan.disk, args.confirm, "overwrite partitions of")
+    rep, printer = reporter(args.quiet)
+    results = apply_partitions(plan, rep)
+    if printer:
+        printer.done()
+    for res in results:
+        print(
+            f"restored {res.image} onto {res.target}: {human_bytes(res.written)}; "
+            + ("verified" if res.verified else "NOT verified (--no-verify)")
+        )
+    print(f"untouched: {', '.join(plan.untouched) or 'nothing else'}")
     return 0

@@ -4,6 +4,7 @@ import argparse
 
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.commands._common import reporter
+from bootmedia.layout.choose import parse_numbers
 from bootmedia.progress import human_bytes, human_duration
 
 
@@ -20,13 +21,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--description", default="", help="free text shown in listings")
     p.add_argument("--level", type=int, default=3, help="zstd level 1-19 (default 3)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: cores)")
+    p.add_argument(
+        "--partitions",
+        metavar="N,M",
+        help="capture only these partitions (e.g. 1,3); the table is kept whole",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan, read nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = plan_capture(args.disk, args.repo, args.name, args.description, args.level, args.threads)
+    plan = plan_capture(
+        args.disk,
+        args.repo,
+        args.name,
+        args.description,
+        args.level,
+        args.threads,
+        partitions=parse_numbers(args.partitions) if args.partitions else None,
+    )
     if args.dry_run:
         print("\n".join(plan.summary()))
         return 0
