@@ -13,6 +13,7 @@ from bootmedia import unattended as u
 from bootmedia.cli import main
 from bootmedia.customize.unattended import CustomizeSpec
 from bootmedia.disks.model import Disk
+from bootmedia.errors import BootmediaError
 from tests import customize_disks as cd
 from tests.test_customize_loop import linux_disk
 
@@ -98,7 +99,7 @@ def test_paths_found_on_the_stick_then_in_the_repo(tmp_path: Path) -> None:
     (stick / "names.csv").write_text("S1,pc-stick\n")
     opts = spec.options(repo=repo, data_dir=stick, image="golden")
     assert opts.rule is not None and opts.rule.value == str(stick / "names.csv")
-    with pytest.raises(u.BootmediaError, match=r"customize names_csv missing\.csv: not found"):
+    with pytest.raises(BootmediaError, match=r"customize names_csv missing\.csv: not found"):
         CustomizeSpec(names_csv="missing.csv").options(repo=repo, data_dir=stick, image="g")
 
 

@@ -51,6 +51,8 @@ def live_app(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return app
 
 
+# The home screen lists this machine's disks (blkid -p, read-only): real tools.
+@pytest.mark.real_tools
 @async_test
 async def test_unattended_job_counts_down_runs_and_powers_off(live_app: Any) -> None:
     async with live_app.run_test(size=(80, 25)) as pilot:

@@ -1,0 +1,29 @@
+"""What every part of the unattended job shares: where the stick's data lives, the job file's
+name, the settings' allowed values, and the error type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bootmedia.errors import BootmediaError
+
+DATA_DIR = Path("/run/bootmedia/data")  # where the live system mounts LABEL=BOOTMEDIA
+DATA_LABEL = "BOOTMEDIA"
+LIVE_LABEL = "BOOTMEDIA_LIVE"  # the ISO9660 volume id of the live system itself
+JOB_FILE = "bootmedia.toml"
+RESULTS_DIR = "results"
+MAX_JOB_FILE = 64 << 10
+MAX_COUNTDOWN = 3600
+
+ACTIONS = ("restore",)
+AFTER = ("poweroff", "reboot", "stay")
+# Buses that never hold the machine's own disk.
+EXTERNAL_TRANSPORTS = ("usb", "loop", "file", "nbd", "ieee1394")
+
+
+class UnattendedError(BootmediaError):
+    """The job cannot run as written: the message says why and what to change."""
+
+
+class AlreadyDone(UnattendedError):
+    """This machine's target already received this job (a reboot loop with the stick still in)."""
