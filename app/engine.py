@@ -213,9 +213,11 @@ def _mountpoints() -> list[str]:
 
 def is_repository(path: Path) -> bool:
     """Cheap: the repository's identity file is there (opening takes locks and an index)."""
+    from bootmedia.net.http_repo import REMOTE_FILE
     from bootmedia.repo.store import REPO_FILE
 
-    return (path / REPO_FILE).is_file()
+    # A connected http(s) share is a placeholder naming its URL (bootmedia.net).
+    return (path / REPO_FILE).is_file() or (path / REMOTE_FILE).is_file()
 
 
 def open_repository(path: Path, write: bool = False) -> Any:

@@ -20,6 +20,7 @@ from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.widgets.tables import DiskTable, ImageTable
+from bootmedia.net.mount import label as repo_label
 from bootmedia.progress import human_bytes, human_size
 from bootmedia.text import printable
 
@@ -112,7 +113,7 @@ def image_details(row: ImageRow | None) -> str:
         f"{escape(printable(m.source.model, 64) or '?')} "
         f"{escape(printable(m.source.serial, 64))} ({human_size(m.source.size)})",
         f"Needs a disk of {human_size(m.required_size)}; data {human_bytes(m.stats.data_bytes)}, "
-        f"stored {human_bytes(m.stats.stored_bytes)}; repository {escape(str(row.repo))}",
+        f"stored {human_bytes(m.stats.stored_bytes)}; repository {escape(repo_label(row.repo))}",
     ]
     for a in m.partitions:
         used = f", {human_bytes(a.used)} used" if a.used is not None else ""
@@ -129,6 +130,7 @@ class ImagePickScreen(BaseScreen[ImageRow]):
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("enter", "choose", "Choose", key_display="Enter"),
         Binding("o", "open_repo", "Open repository"),
+        Binding("n", "network", "Network share"),
     ]
     DEFAULT_CSS = """
     ImagePickScreen #images { height: 1fr; }
@@ -183,6 +185,13 @@ class ImagePickScreen(BaseScreen[ImageRow]):
             self.session.add_repo(Path(path).expanduser())
             self.refresh_images()
 
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def action_network(self) -> None:
+        from app.screens.network import NetworkShareScreen
+
+        if await self.app.push_screen_wait(NetworkShareScreen()):
+            self.refresh_images()
+
 
 class RepoPickScreen(BaseScreen[Path]):
     """Pick the repository a capture goes into; n makes a new one at a typed path."""
@@ -190,6 +199,7 @@ class RepoPickScreen(BaseScreen[Path]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("n", "new_repo", "New / other path"),
+        Binding("s", "network", "Network share"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -204,7 +214,7 @@ class RepoPickScreen(BaseScreen[Path]):
         repos: list[Path] = message.value
         menu = self.query_one(OptionList)
         menu.clear_options()
-        menu.add_options([Option(str(p), id=str(p)) for p in repos])
+        menu.add_options([Option(repo_label(p), id=str(p)) for p in repos])
         if repos:
             menu.highlighted = 0
         menu.focus()
@@ -224,6 +234,14 @@ class RepoPickScreen(BaseScreen[Path]):
         )
         if path:
             self.dismiss(Path(path).expanduser())
+
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def action_network(self) -> None:
+        from app.screens.network import NetworkShareScreen
+
+        path = await self.app.push_screen_wait(NetworkShareScreen())
+        if path:
+            self.dismiss(path)
 
 
 class ChoicePickScreen(BaseScreen[str]):

@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from app.engine import DiskRow, ImageRow
+from bootmedia.net.mount import label as repo_label
 from bootmedia.progress import human_bytes, human_size
 from bootmedia.text import printable
 
@@ -253,7 +254,11 @@ class ImageTable(MarkedTable):
 
 
 def short_path(path: Path, keep: int = 2) -> str:
-    """The last `keep` components of a repository path (the details pane has all of it)."""
+    """The last `keep` components of a repository path (the details pane has all of it); a
+    network share shows as its URL without the scheme (bootmedia.net), not its mount point."""
+    url = repo_label(path)
+    if url != str(path):
+        return url.split("://", 1)[-1]
     parts = path.parts
     return str(path) if len(parts) <= keep + 1 else str(Path("...", *parts[-keep:]))
 

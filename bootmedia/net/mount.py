@@ -253,9 +253,18 @@ def label(path: str | os.PathLike[str]) -> str:
     return url
 
 
-def connect(ref: str, *, credentials_file: Path | None = None, prompt: Prompt | None = None) -> str:
-    """Like attach(), for the session: the share stays mounted (the TUI, unattended jobs)."""
-    with attach(ref, credentials_file=credentials_file, prompt=prompt, keep=True) as local:
+def connect(
+    ref: str,
+    *,
+    credentials_file: Path | None = None,
+    prompt: Prompt | None = None,
+    creds: Credentials | None = None,
+) -> str:
+    """Like attach(), for the session: the share stays mounted (the TUI, unattended jobs).
+    creds (typed into the TUI) win over the credentials file."""
+    with attach(
+        ref, credentials_file=credentials_file, prompt=prompt, keep=True, creds=creds
+    ) as local:
         return local
 
 
@@ -266,6 +275,7 @@ def attach(
     credentials_file: Path | None = None,
     prompt: Prompt | None = None,
     keep: bool = False,
+    creds: Credentials | None = None,
 ) -> Iterator[str]:
     """A repository named by path or URL -> the local path Repository.open takes: the
     directory itself, the mounted share, or for http(s) a placeholder directory naming the URL. The mount made here is
@@ -282,7 +292,8 @@ def attach(
         _remember(where.name, text)
         yield str(where)
         return
-    creds = creds_mod.load(url, credentials_file)
+    if creds is None or not (creds.password or creds.key):
+        creds = creds_mod.load(url, credentials_file) or creds
     mp = MOUNT_ROOT / _slug(url)
     already = _mounted(mp)
     share = mount(url, creds, prompt)

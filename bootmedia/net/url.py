@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from bootmedia.errors import UsageError
 
@@ -130,3 +130,21 @@ def parse_url(text: str) -> RepoURL:
         raise UsageError(f"{text}: a port is not supported for {scheme}:// (standard ports only)")
     path = "/" + "/".join(s for s in path.split("/") if s)
     return RepoURL(scheme, host, port, user, domain, share, path, version)
+
+
+def build_url(
+    scheme: str, server: str, path: str, user: str = "", port: str = "", version: str = ""
+) -> RepoURL:
+    """A URL from the Network share screen's fields, checked like a typed one (the password
+    is never part of it)."""
+    scheme = scheme.lower().strip()
+    server, path, user, port = server.strip(), path.strip(), user.strip(), port.strip()
+    if not server:
+        raise UsageError("give the server's name or address")
+    if port and not port.isdigit():
+        raise UsageError(f"port {port!r} is not a number")
+    who = f"{quote(user, safe=';$@')}@" if user else ""
+    where = f"{server}:{port}" if port else server
+    query = f"?vers={version.strip()}" if version.strip() else ""
+    path = "/" + "/".join(quote(s) for s in path.split("/") if s)
+    return parse_url(f"{scheme}://{who}{where}{path}{query}")
