@@ -180,6 +180,21 @@ class Manifest:
                 raise ImageError(f"{where}: unknown table sector size {self.table.sector_size}")
 
 
+_CONFIG_INTS = ("version", "chunk_size", "pack_size", "block_size", "frame_size")
+
+
+def check_config_types(config: dict[str, Any], where: str) -> None:
+    """bootmedia-repo.json's numbers are integers, never booleans or strings: `"version": true`
+    is not version 1 (Python's True == 1 made it so in round 1)."""
+    for key in _CONFIG_INTS:
+        if key in config and (type(config[key]) is not int or config[key] < 0):
+            raise ImageError(
+                f"{where}: {key} must be a non-negative integer, not {printable(repr(config[key]), 40)}"
+            )
+    if key_missing := [k for k in ("version",) if k not in config]:
+        raise ImageError(f"{where}: no {key_missing[0]}")
+
+
 def check_image_name(name: str) -> None:
     """The capture-time rule for names (also what load_manifest accepts)."""
     if not re.match(NAME_PATTERN, name):

@@ -28,7 +28,13 @@ from pathlib import Path
 import blake3
 
 from bootmedia.errors import BootmediaError, ImageError, UsageError
-from bootmedia.repo.manifest import MAX_MANIFEST, Manifest, dump_manifest, parse_manifest
+from bootmedia.repo.manifest import (
+    MAX_MANIFEST,
+    Manifest,
+    check_config_types,
+    dump_manifest,
+    parse_manifest,
+)
 from bootmedia.repo.maps import ENTRY, MAP_MAGIC, Extent
 from bootmedia.repo.packs import (
     FLAG_ZSTD,
@@ -156,6 +162,7 @@ class Repository:
             raise ImageError(f"{path}/{REPO_FILE} is corrupt") from None
         if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
             raise ImageError(f"{path}: not a bootmedia repository")
+        check_config_types(config, f"{path}/{REPO_FILE}")
         if config.get("version") != REPO_VERSION:
             raise ImageError(
                 f"{path}: unknown repository format version {config.get('version')!r} "
