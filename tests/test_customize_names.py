@@ -110,6 +110,11 @@ def test_csv(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage\x80")
     with pytest.raises(UsageError, match="cannot read the names CSV"):
         lookup_csv(binary, M)
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:
+        f.truncate(17 << 20)
+    with pytest.raises(UsageError, match="larger than 16 MiB"):
+        lookup_csv(huge, M)
     with pytest.raises(UsageError, match="no such names CSV"):
         make_rule(names_csv=str(tmp_path / "missing.csv"))
     with pytest.raises(UsageError, match="not both"):

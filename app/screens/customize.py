@@ -14,6 +14,7 @@ from app.engine import ImageRow
 from app.screens.base import BaseScreen
 from app.widgets.toggles import Toggle
 from bootmedia.customize import Machine, read_machine
+from bootmedia.customize.efi import booted_by_uefi
 from bootmedia.customize.names import (
     counter_dir_for,
     make_rule,
@@ -104,7 +105,8 @@ class CustomizeOptionsScreen(BaseScreen[dict[str, Any]]):
             yield Input(d.get("names_csv", ""), id="names_csv")
             yield Toggle("New machine-id (Linux)", d.get("reset_machine_id", True), id="mid")
             yield Toggle("New SSH host keys (Linux)", d.get("new_ssh_keys", False), id="ssh")
-            yield Toggle("Create the UEFI boot entry", d.get("boot_entry", False), id="entry")
+            uefi = booted_by_uefi()  # the entry can only be written from a UEFI boot
+            yield Toggle("Create the UEFI boot entry", d.get("boot_entry", uefi), id="entry")
             yield Toggle("Add \\EFI\\BOOT\\BOOTX64.EFI", d.get("add_fallback", False), id="fb")
             yield Static("", id="preview")
 

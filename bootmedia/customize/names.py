@@ -27,6 +27,7 @@ from bootmedia.errors import UsageError
 DMI = Path("/sys/class/dmi/id")
 NET = Path("/sys/class/net")
 FIELDS = ("serial", "mac", "asset", "n", "prefix")
+CSV_LIMIT = 16 << 20
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _NETBIOS = re.compile(r"^[A-Za-z0-9-]{1,15}$")
 # Values vendors put in DMI fields that are not a serial at all.
@@ -220,6 +221,8 @@ def lookup_csv(path: str | Path, machine: Machine) -> str:
     comments. Two rows for the same key are refused, so a typo cannot pick one silently.
     """
     try:
+        if Path(path).stat().st_size > CSV_LIMIT:
+            raise UsageError(f"{path}: a names CSV larger than 16 MiB is refused")
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the names CSV ({exc})") from None
