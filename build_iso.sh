@@ -140,6 +140,18 @@ mv "$OUT_DIR/bootmedia.iso.tmp" "$OUT_DIR/bootmedia.iso"
 
 mkdir -p "$OUT_DIR/netboot"
 cp "$iso/live/vmlinuz" "$iso/live/initrd.img" "$iso/live/filesystem.squashfs" "$OUT_DIR/netboot/"
+# The iPXE script (docs/LIVE.md): firmware PXE -> iPXE -> this script -> kernel, initrd and
+# squashfs over HTTP. ${base} is the HTTP folder holding these files (set it in a wrapper
+# script or DHCP option; default: the boot server's /bootmedia); ${bootmedia-args} adds kernel
+# parameters, e.g. an unattended job (bootmedia.job=restore bootmedia.repo=http://...).
+cat >"$OUT_DIR/netboot/bootmedia.ipxe" <<'IPXE'
+#!ipxe
+isset ${base} || set base http://${next-server}/bootmedia
+echo bootmedia: loading the live system from ${base}
+kernel ${base}/vmlinuz boot=live fetch=${base}/filesystem.squashfs console=tty0 console=ttyS0,115200 quiet ${bootmedia-args}
+initrd ${base}/initrd.img
+boot
+IPXE
 (cd "$OUT_DIR" && sha256sum bootmedia.iso netboot/* >SHA256SUMS)
 
 size=$(du -m "$OUT_DIR/bootmedia.iso" | cut -f1)
