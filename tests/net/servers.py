@@ -183,3 +183,36 @@ def start_smbd(ns: Netns, work: Path, share: Path, port: int = 445) -> Smbd:
     creds = work / "bootmedia-credentials.toml"
     creds.write_text(f'[[share]]\nurl = "smb://root@127.0.0.1/images"\npassword = "{password}"\n')
     return Smbd(port, "images", "root", password, share, conf, creds, log)
+
+
+@dataclass(frozen=True)
+class Ganesha:
+    export: Path
+    pseudo: str
+    log: Path
+
+    def url(self, sub: str = "") -> str:
+        return f"nfs://127.0.0.1{self.pseudo}{'/' + sub if sub else ''}?vers=4.2"
+
+
+def start_ganesha(ns: Netns, work: Path, export: Path, pseudo: str = "/export") -> Ganesha:
+    """nfs-ganesha (userspace NFSv4 server, VFS backend) exporting `export` read-write as
+    `pseudo`, on port 2049 of the namespace. NFSv4 only: no rpcbind, no lock manager."""
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "ganesha.conf"
+    conf.write_text(
+        "NFS_CORE_PARAM { Protocols = 4; NFS_Port = 2049; Enable_RQUOTA = false; "
+        "Enable_NLM = false; }\n"
+        "NFSV4 { Graceless = true; RecoveryBackend = fs; }\n"
+        "EXPORT { Export_Id = 1; "
+        f"Path = {export}; Pseudo = {pseudo}; Access_Type = RW; Squash = No_Root_Squash; "
+        "SecType = sys; Protocols = 4; FSAL { Name = VFS; } }\n"
+    )
+    log = work / "ganesha.log"
+    ns.popen(
+        ["ganesha.nfsd", "-F", "-L", str(log), "-f", str(conf), "-p", str(work / "ganesha.pid"),
+         "-N", "NIV_EVENT"],
+        log=work / "ganesha.out",
+    )  # fmt: skip
+    wait_port(ns, 2049, seconds=40)
+    return Ganesha(export, pseudo, log)

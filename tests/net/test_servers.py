@@ -65,3 +65,48 @@ def test_smbd_share_takes_the_user_and_refuses_a_wrong_password(
     )  # fmt: skip
     assert bad.returncode != 0
     assert "NT_STATUS_LOGON_FAILURE" in bad.stdout + bad.stderr
+
+
+def test_nfs_ganesha_serves_nfsv4_in_the_namespace(netns: Netns, tmp_path: Path) -> None:
+    from tests.net.servers import start_ganesha
+
+    export = tmp_path / "export"
+    export.mkdir()
+    g = start_ganesha(netns, tmp_path / "ganesha", export)
+    assert "NFS SERVER INITIALIZED" in g.log.read_text()
+
+
+def test_share_mounts_fail_in_one_line_where_the_kernel_has_no_client(
+    netns: Netns, smbd: Smbd, tmp_path: Path
+) -> None:
+    """This host's kernel has no cifs or nfs module (the live system's has: tests/e2e/test_net.py
+    mounts both); the error is one line naming the share, never a traceback or a success."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.net.servers import start_ganesha
+
+    export = tmp_path / "export"
+    (export / "repo").mkdir(parents=True)
+    g = start_ganesha(netns, tmp_path / "ganesha", export)
+    env = dict(
+        os.environ, BOOTMEDIA_NET_DIR=str(tmp_path / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp_path / "log")
+    )
+    root = Path(__file__).resolve().parents[2]
+    for url, says in (
+        (smbd.url(), "cannot mount the share"),
+        (g.url("repo"), "cannot mount the export"),
+    ):
+        proc = subprocess.run(
+            netns.cmd(sys.executable, "-m", "bootmedia", "--credentials", str(smbd.credentials), "images", url),
+            capture_output=True, text=True, env=env, cwd=root, check=False, timeout=300,
+        )  # fmt: skip
+        if proc.returncode == 0:  # a kernel with the client after all: then it must list
+            assert "images;" in proc.stdout
+            continue
+        assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert smbd.password not in proc.stderr
+    log = "\n".join(p.read_text() for p in (tmp_path / "log").glob("*.log"))
+    assert smbd.password not in log, "the SMB password reached the log"
