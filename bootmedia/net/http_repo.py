@@ -26,7 +26,7 @@ from pathlib import Path
 from bootmedia.errors import ImageError, UsageError
 from bootmedia.net.http import HttpStorage
 from bootmedia.net.url import RepoURL, parse_url
-from bootmedia.repo.manifest import Manifest
+from bootmedia.repo.manifest import Manifest, check_config_types
 from bootmedia.repo.packs import PACK_HEADER, PACK_MAGIC, RECORD_SIZE, Record, parse_record_header
 from bootmedia.repo.storage import MissingFile, StorageError
 from bootmedia.repo.store import (
@@ -86,6 +86,7 @@ def open_http(path: Path, write: bool) -> HttpRepository:
             raise ImageError(f"{url}{REPO_FILE} is corrupt") from None
         if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
             raise ImageError(f"{url}: not a bootmedia repository")
+        check_config_types(config, f"{url}{REPO_FILE}")
         if config.get("version") != REPO_VERSION:
             raise ImageError(
                 f"{url}: unknown repository format version {config.get('version')!r} "
