@@ -23,7 +23,7 @@ async def restore_flow(app: BootmediaApp) -> None:
             (
                 "image",
                 lambda a: ImagePickScreen(
-                    "Restore 1/4: image", "Which image should go onto the disk?"
+                    "Restore 1/4: image", "Which image should go onto the disk?", join=True
                 ),
             ),
             (

@@ -147,3 +147,54 @@ class NetworkShareScreen(BaseScreen[Path]):
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
+
+
+class JoinCastScreen(BaseScreen[dict[str, str]]):
+    """Join a multicast session (bootmedia cast): where missed chunks come from, and the
+    session's rendezvous address. Dismisses with the settings."""
+
+    TITLE_TEXT = "Join a multicast session"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("ctrl+o", "go", "Next", key_display="^O"),
+    ]
+    DEFAULT_CSS = NetworkShareScreen.DEFAULT_CSS.replace("NetworkShareScreen", "JoinCastScreen")
+
+    def __init__(self, title: str = "", fallback: str = "") -> None:
+        super().__init__(title)
+        self.fallback = fallback
+
+    def compose_body(self) -> ComposeResult:
+        from bootmedia.cast.sender import DEFAULT_RDV
+
+        yield Static(
+            "The sender runs 'bootmedia cast'. Chunks this machine misses come from the "
+            "fallback repository (a URL or a directory; blank: none).",
+            classes="heading",
+        )
+        with Grid():
+            yield Static("Fallback repository")
+            yield Input(value=self.fallback, placeholder="e.g. http://server/images", id="fallback")
+            yield Static("Rendezvous")
+            yield Input(value=DEFAULT_RDV, id="rdv")
+            yield Static("Interface")
+            yield Input(placeholder="(udpcast's choice)", id="interface")
+            yield Static("Image (optional)")
+            yield Input(placeholder="(the one the session sends)", id="image")
+
+    def on_mount(self) -> None:
+        self.query_one("#fallback", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "image":
+            self.action_go()
+        else:
+            self.focus_next()
+
+    def action_go(self) -> None:
+        values = {
+            k: self.query_one(f"#{k}", Input).value.strip()
+            for k in ("fallback", "rdv", "interface", "image")
+        }
+        self.dismiss(values)

@@ -131,15 +131,20 @@ class ImagePickScreen(BaseScreen[ImageRow]):
         Binding("enter", "choose", "Choose", key_display="Enter"),
         Binding("o", "open_repo", "Open repository"),
         Binding("n", "network", "Network share"),
+        Binding("j", "join", "Join multicast"),
     ]
     DEFAULT_CSS = """
     ImagePickScreen #images { height: 1fr; }
     ImagePickScreen #details { height: 9; }
     """
 
-    def __init__(self, title: str, question: str = "Which image?") -> None:
+    def __init__(self, title: str, question: str = "Which image?", join: bool = False) -> None:
         super().__init__(title)
         self.question = question
+        self.join = join  # offer "Join multicast" (restore only)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.join if action == "join" else True
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.question, classes="heading")
@@ -191,6 +196,13 @@ class ImagePickScreen(BaseScreen[ImageRow]):
 
         if await self.app.push_screen_wait(NetworkShareScreen()):
             self.refresh_images()
+
+    def action_join(self) -> None:
+        """Restore from a multicast session instead: the sender picks the image."""
+        from app.flows.receive import receive_flow
+
+        self.dismiss(None)
+        self.bm.start_flow(receive_flow)
 
 
 class RepoPickScreen(BaseScreen[Path]):

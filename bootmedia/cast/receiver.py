@@ -125,6 +125,81 @@ class _Receiver:
         return " | ".join(self.lines[-2:])
 
 
+@dataclass(frozen=True)
+class ReceivePlan:
+    """What `bootmedia receive` will do, before anything is written (the TUI's summary)."""
+
+    target: str
+    target_label: str
+    fallback: str | None  # local path (mounted share, placeholder, directory)
+    fallback_label: str | None  # what the technician named
+    image: str | None
+    interface: str | None
+    rdv: str
+    portbase: int
+
+    def summary(self) -> list[str]:
+        lines = [
+            f"Target: {self.target_label}",
+            "EVERYTHING on the target is overwritten with the image the multicast session sends"
+            + (f" (it must be {self.image!r})" if self.image else ""),
+            f"Session: rendezvous {self.rdv}, ports {self.portbase}-{self.portbase + 1}"
+            + (f", interface {self.interface}" if self.interface else ""),
+            (
+                f"Chunks the stream misses come from {self.fallback_label or self.fallback}"
+                if self.fallback
+                else "No fallback repository: a chunk the stream misses fails the job"
+            ),
+            "Verify: read back and check every written byte",
+        ]
+        return lines
+
+    def command(self) -> str:
+        import shlex
+
+        argv = ["bootmedia", "receive", self.target]
+        if self.fallback:
+            argv += ["--fallback", self.fallback_label or self.fallback]
+        if self.image:
+            argv += ["--image", self.image]
+        if self.interface:
+            argv += ["--interface", self.interface]
+        if self.rdv != DEFAULT_RDV:
+            argv += ["--rdv", self.rdv]
+        if self.portbase != DEFAULT_PORTBASE:
+            argv += ["--portbase", str(self.portbase)]
+        return shlex.join(argv)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+def plan_receive(
+    target: str,
+    target_label: str = "",
+    *,
+    fallback: str | None = None,
+    fallback_label: str | None = None,
+    image: str | None = None,
+    interface: str | None = None,
+    rdv: str = DEFAULT_RDV,
+    portbase: int = DEFAULT_PORTBASE,
+) -> ReceivePlan:
+    """Check what can be checked before the session: the target, the fallback repository."""
+    if not os.path.exists(target):
+        raise UsageError(f"{target}: no such disk")
+    check_writable(target, repo_path=fallback)
+    if not re.fullmatch(r"2(2[4-9]|3\d)(\.\d{1,3}){3}", rdv):
+        raise UsageError(f"rendezvous {rdv}: not a multicast address")
+    if fallback is not None:
+        with Repository.open(fallback) as fb:
+            if image:
+                fb.image(image)
+    return ReceivePlan(
+        target, target_label or target, fallback, fallback_label, image, interface, rdv, portbase
+    )
+
+
 def receive(
     target: str,
     *,

@@ -91,3 +91,87 @@ def test_network_share_screen_connects_http_and_lists_its_images(
             asyncio.run(body())
     finally:
         the_lab.close()
+
+
+def test_join_a_multicast_session_from_the_restore_wizard(loopdev, tmp_path: Path) -> None:
+    """Restore -> j (Join multicast) -> session settings -> target -> typed confirmation: the
+    lab's golden image arrives from a real udp-sender in another namespace, and is verified."""
+    import subprocess
+    import sys
+
+    from app.app import BootmediaApp
+    from app.screens.network import JoinCastScreen
+    from app.session import Session
+    from bootmedia.demo import create_lab
+    from tests.net.conftest import WHY_NOT
+    from tests.net.netns import Lan
+
+    if WHY_NOT:
+        pytest.skip(WHY_NOT)
+    the_lab = create_lab(tmp_path / "lab", say=None)
+    net = Lan()
+    log = tmp_path / "bootmedia.log"
+    log.touch()
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sender, here = net.add(1), net.add(11)
+        cast = subprocess.Popen(
+            sender.cmd(sys.executable, "-m", "bootmedia", "--log-dir", str(tmp_path), "cast",
+                       str(the_lab.repo_path), "golden", "--receivers", "1", "--wait", "300",
+                       "--interface", "eth0", "--rdv", "239.77.0.1", "-q"),
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        target = the_lab.loops["newpc-1.img"]
+
+        async def body() -> None:
+            app = BootmediaApp(Session(log_path=log, lab=the_lab))
+            async with app.run_test(size=(80, 25)) as pilot:
+                await pilot.press("r")
+                await _until(
+                    pilot, lambda: type(app.screen).__name__ == "ImagePickScreen", "picker"
+                )
+                await _until(pilot, lambda: "j Join multicast" in _text(app), "the j binding")
+                await pilot.press("j")
+                await _until(pilot, lambda: isinstance(app.screen, JoinCastScreen), "join screen")
+                screen = app.screen
+                screen.query_one("#rdv").value = "239.77.0.1"
+                screen.query_one("#interface").value = "eth0"
+                await pilot.press("ctrl+o")
+                await _until(pilot, lambda: type(app.screen).__name__ == "DiskPickScreen", "disks")
+                table = app.screen.query_one("DiskTable")
+                await _until(pilot, lambda: table.row_count > 0, "disk rows")
+                table.move_cursor(row=list(table.rows_by_key).index(target))
+                await pilot.pause()
+                await pilot.press("enter")
+                await _until(
+                    pilot,
+                    lambda: (
+                        type(app.screen).__name__ == "SummaryScreen" and app.screen.job is not None
+                    ),
+                    "summary",
+                )
+                shown = _text(app)
+                assert "bootmedia receive" in shown and "239.77.0.1" in shown, shown
+                for ch in app.screen.job.confirm.confirm_code:
+                    await pilot.press(ch)
+                await pilot.press("enter")
+                await _until(
+                    pilot, lambda: type(app.screen).__name__ == "ResultScreen", "result", 300
+                )
+                assert app.screen.outcome.ok, app.screen.outcome
+                assert "read back and checked" in _text(app)
+
+        with here.entered():
+            asyncio.run(body())
+        out, err = cast.communicate(timeout=120)
+        assert cast.returncode == 0, err
+        assert "10.77.0.11" in out
+        lab.run(["partx", "-u", target], check=False)
+        assert lab.file_checksums(f"{target}p2", "ext4") == lab.file_checksums(
+            f"{the_lab.loops['reference.img']}p2", "ext4"
+        )
+    finally:
+        if cast.poll() is None:
+            cast.kill()
+        net.close()
+        the_lab.close()
