@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,8 +131,12 @@ def confirm_matches(disk: Disk | DiskRow, typed: str) -> bool:
 # ---------------------------------------------------------------- disks
 
 
-def list_disks(session: Session, *, for_write: bool = True) -> list[DiskRow]:
-    """The disks to offer. In demo mode only the lab's, never the machine's."""
+def list_disks(
+    session: Session, *, for_write: bool = True, check: Callable[[Disk], str | None] | None = None
+) -> list[DiskRow]:
+    """The disks to offer. In demo mode only the lab's, never the machine's. `check` adds a
+    refusal of the step's own (too small for the image, mounted read-write for a capture), so
+    the picker greys the disk out with the reason instead of refusing it three steps later."""
     if session.lab is not None:
         disks = session.lab.disks()
     else:
@@ -145,12 +150,51 @@ def list_disks(session: Session, *, for_write: bool = True) -> list[DiskRow]:
     return [
         DiskRow(
             d,
-            refusal_for(session, d, repos) if for_write else None,
+            (refusal_for(session, d, repos) if for_write else None) or (check and check(d)),
             contents_summary(d),
             lab.serial_for(d) if lab is not None else "",
         )
         for d in disks
     ]
+
+
+def restore_refusal(image: ImageRow) -> Callable[[Disk], str | None]:
+    """Why a disk cannot take this image at all: smaller than the layout planner can fit the
+    image into (shrinking what can shrink), or than the image needs when it has no table."""
+    from bootmedia.layout.plan import FIT, PartInfo, plan_layout
+    from bootmedia.progress import human_size as size
+
+    m = image.manifest
+
+    def check(disk: Disk) -> str | None:
+        if m.table is None:
+            if disk.size < m.required_size:
+                return f"too small: {size(disk.size)}, the image needs {size(m.required_size)}"
+            return None
+        if disk.size >= m.required_size:
+            return None
+        infos = {a.number: PartInfo.from_area(a) for a in m.areas if a.number}
+        try:
+            plan_layout(m.table, infos, disk.size, disk.logical_sector_size, FIT)
+        except BootmediaError as exc:
+            return f"too small for {m.name} ({size(disk.size)}): {exc}"
+        return None
+
+    return check
+
+
+def capture_refusal(disk: Disk) -> str | None:
+    """A source mounted read-write changes while it is read: the image would be inconsistent."""
+    from bootmedia.mounts import mounts_of
+
+    nodes = [disk.path, *(p.path for p in disk.partitions)]
+    try:
+        rw = [m for m in mounts_of(nodes) if not m.read_only]
+    except OSError:
+        return None
+    if rw:
+        return f"mounted read-write at {rw[0].mountpoint}: unmount it or remount it read-only"
+    return None
 
 
 def refusal_for(session: Session, disk: Disk, repos: list[Path]) -> str | None:
@@ -237,6 +281,13 @@ def list_images(repos: list[Path]) -> list[ImageRow]:
         except BootmediaError as exc:
             log.warning("%s: %s", path, exc)
     return rows
+
+
+def image_names(repo: Path) -> list[str]:
+    """The image names in one repository (for the capture form's duplicate check)."""
+    if not is_repository(repo):
+        return []
+    return [row.name for row in list_images([repo])]
 
 
 def delete_command(row: ImageRow) -> str:

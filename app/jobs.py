@@ -95,7 +95,13 @@ def plan_restore(
 ) -> Job:
     from bootmedia.apply import plan_apply
 
-    plan = plan_apply(image.repo, image.name, target.disk.path, grow=grow, verify=verify)
+    # An image file cannot have its filesystems resized (no block device for the tools): keep
+    # the image's layout when it fits as it is, as the demo lab without root always did.
+    fits = target.disk.size >= image.manifest.required_size
+    layout = "keep" if target.disk.transport == "file" and fits else None
+    plan = plan_apply(
+        image.repo, image.name, target.disk.path, grow=grow, verify=verify, layout=layout
+    )
     return restore_job(plan, image, target, verify=verify, afterwards=afterwards)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from app.engine import capture_refusal
 from app.flows import run_job, run_steps
 from app.jobs import plan_capture_job
 from app.screens.forms import CaptureFormScreen
@@ -24,10 +25,14 @@ async def capture_flow(app: BootmediaApp) -> None:
                     "Capture 1/4: source disk",
                     for_write=False,
                     question="Which disk should be captured?",
+                    check=capture_refusal,
                 ),
             ),
             ("repo", lambda a: RepoPickScreen("Capture 2/4: repository")),
-            ("form", lambda a: CaptureFormScreen("Capture 3/4: name", a["source"].disk.name)),
+            (
+                "form",
+                lambda a: CaptureFormScreen("Capture 3/4: name", a["source"].disk.name, a["repo"]),
+            ),
             (
                 "job",
                 lambda a: SummaryScreen(

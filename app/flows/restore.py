@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from app.engine import restore_refusal
 from app.flows import run_job, run_steps
 from app.jobs import Job, plan_restore
 from app.jobs_customize import with_customize
@@ -31,6 +32,7 @@ async def restore_flow(app: BootmediaApp) -> None:
                 lambda a: DiskPickScreen(
                     "Restore 2/4: target disk",
                     question=f"Which disk gets {a['image'].name}? Everything on it is overwritten.",
+                    check=restore_refusal(a["image"]),
                 ),
             ),
             ("options", lambda a: RestoreOptionsScreen("Restore 3/4: options", a.get("options"))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
@@ -11,6 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
+from app import engine
+from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.widgets.toggles import Choice, Toggle
 
@@ -83,9 +86,11 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
     CaptureFormScreen Input { width: 60; }
     """
 
-    def __init__(self, title: str, source_name: str) -> None:
+    def __init__(self, title: str, source_name: str, repo: Path | None = None) -> None:
         super().__init__(title)
         self.source_name = source_name
+        self.repo = repo
+        self.taken: set[str] = set()  # names already in the repository (loaded in a thread)
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane", id="form"):
@@ -99,6 +104,15 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
     def on_mount(self) -> None:
         self.query_one("#form").border_title = "Image"
         self.query_one("#name", Input).focus()
+        if self.repo is not None:
+            self.run_blocking("names", engine.image_names, self.repo)
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what == "names":
+            self.taken = set(message.value)
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        pass  # a repository that cannot be listed yet: the plan says why, one step on
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -112,6 +126,10 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
         level_text = self.query_one("#level", Input).value.strip()
         if not NAME_RE.match(name):
             self.status("The name must be 1-64 letters, digits, '.', '_' or '-'.", error=True)
+            self.query_one("#name", Input).focus()
+            return
+        if name in self.taken:
+            self.status(f"{name} is already in this repository: choose another name.", error=True)
             self.query_one("#name", Input).focus()
             return
         if not level_text.isdigit() or not 1 <= int(level_text) <= 19:

@@ -20,6 +20,7 @@ from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.widgets.tables import DiskTable, ImageTable
+from bootmedia.disks.model import Disk
 from bootmedia.net.mount import label as repo_label
 from bootmedia.progress import human_bytes, human_size
 from bootmedia.text import printable
@@ -61,10 +62,18 @@ class DiskPickScreen(BaseScreen[DiskRow]):
     DiskPickScreen #details { height: 8; }
     """
 
-    def __init__(self, title: str, *, for_write: bool = True, question: str = "") -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        for_write: bool = True,
+        question: str = "",
+        check: Callable[[Disk], str | None] | None = None,
+    ) -> None:
         super().__init__(title)
         self.for_write = for_write
         self.question = question or "Which disk?"
+        self.check = check  # the step's own refusal (too small, mounted read-write...)
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.question, classes="heading")
@@ -76,7 +85,9 @@ class DiskPickScreen(BaseScreen[DiskRow]):
         self.action_refresh()
 
     def action_refresh(self) -> None:
-        self.run_blocking("disks", engine.list_disks, self.session, for_write=self.for_write)
+        self.run_blocking(
+            "disks", engine.list_disks, self.session, for_write=self.for_write, check=self.check
+        )
 
     def on_loaded(self, message: Loaded) -> None:
         rows: list[DiskRow] = message.value

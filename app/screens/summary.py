@@ -51,14 +51,22 @@ class SummaryScreen(BaseScreen[Job]):
         self.status("Checking the plan...")
         self.run_blocking("plan", self.build)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Enter is offered only once there is a plan to start (never on "Cannot do this").
+        if action == "start":
+            return self.job is not None
+        return True
+
     def on_load_failed(self, message: LoadFailed) -> None:
         self.query_one("#checking", Static).update(
             f"[b red]Cannot do this:[/b red] {escape(message.reason)}"
         )
         self.status("Press Esc to go back and change something.", error=True)
+        self.refresh_bindings()
 
     async def on_loaded(self, message: Loaded) -> None:
         self.job = job = message.value
+        self.refresh_bindings()
         box = self.query_one("#summary", VerticalScroll)
         await box.remove_children()
         await box.mount(Static(escape("\n".join(job.summary)), id="plan"))

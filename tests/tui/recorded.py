@@ -147,7 +147,9 @@ class QuietMonitor:
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "list_disks", lambda session, for_write=True: list(ROWS))
+    monkeypatch.setattr(
+        engine, "list_disks", lambda session, for_write=True, check=None: list(ROWS)
+    )
     monkeypatch.setattr(engine, "find_repositories", lambda session: [REPO])
     monkeypatch.setattr(engine, "list_images", lambda repos: [IMAGE])
     monkeypatch.setattr(engine, "disk_monitor", lambda session: QuietMonitor())
