@@ -145,6 +145,11 @@ class BootmediaApp(App[None]):
 
         self.start_flow(capture_flow)
 
+    def action_clone(self) -> None:
+        from app.flows.clone import clone_flow
+
+        self.start_flow(clone_flow)
+
     def action_wipe(self) -> None:
         from app.flows.wipe import wipe_flow
 

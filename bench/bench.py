@@ -65,7 +65,7 @@ def timed_rss(argv: list[str]) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss * 1024
 
 
-def build_disk(dev: str, size_mib: int, tmp: Path) -> None:
+def build_disk(dev: str, size_mib: int, tmp: Path, fill: float = 0.6) -> None:
     print("building the disk: stale random data first ...", flush=True)
     sh(
         f"openssl enc -aes-128-ctr -pass pass:bench -nosalt -pbkdf2 </dev/zero 2>/dev/null | "
@@ -85,7 +85,7 @@ def build_disk(dev: str, size_mib: int, tmp: Path) -> None:
     # root: ext4 full of real system files
     sh(f"mkfs.ext4 -q -F -L root {dev}p2")
     sh(f"mount {dev}p2 {mnt}")
-    budget = int(root * MiB * 0.6)
+    budget = int(root * MiB * fill)
     for src in (
         "/usr/lib/x86_64-linux-gnu",
         "/usr/share",

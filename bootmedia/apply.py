@@ -226,7 +226,9 @@ def plan_apply(
     if (layout or sizes) and table is None:
         raise UsageError("--layout/--size need an image with a partition table")
     if layout is None and table is not None:
-        differs = size < m.required_size or size > m.source.size
+        # An image file cannot have its filesystems grown (no partition nodes): it is laid
+        # out anew only when the image does not fit it as it is.
+        differs = size < m.required_size or (size > m.source.size and disk is not None)
         layout = FIT if differs and not sizes and not grow and grow_partition is None else KEEP
     if sizes and layout == KEEP and (grow or grow_partition is not None):
         raise UsageError("--size and --grow do not go together: --size N=rest grows N")
@@ -243,9 +245,9 @@ def plan_apply(
         )
         if plan_lay.identical and table.sector_size == ss:
             plan_lay = None
-        elif disk is None and any(c.action in ("grow", "shrink") for c in plan_lay.changes):
+        elif disk is None and any(c.action == "grow" for c in plan_lay.changes):
             raise UsageError(
-                f"resizing filesystems needs a real block device as target; {target} is an "
+                f"growing filesystems needs a real block device as target; {target} is an "
                 "image file: attach it with losetup, or restore it with --layout keep"
             )
     if plan_lay is not None:

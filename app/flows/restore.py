@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 from app.engine import restore_refusal
 from app.flows import run_job, run_steps
 from app.jobs import Job, plan_restore
+from app.jobs_clone import matching_partitions, plan_partitions_job
 from app.jobs_customize import with_customize
 from app.screens.customize import CustomizeOptionsScreen
 from app.screens.forms import RestoreOptionsScreen
+from app.screens.partition_choice import PartitionChoiceScreen
 from app.screens.pickers import DiskPickScreen, ImagePickScreen
 from app.screens.summary import SummaryScreen
 
@@ -35,6 +37,7 @@ async def restore_flow(app: BootmediaApp) -> None:
                     check=restore_refusal(a["image"]),
                 ),
             ),
+            ("choose", _choose_step),
             ("options", lambda a: RestoreOptionsScreen("Restore 3/4: options", a.get("options"))),
             ("customize", _customize_step),
             (
@@ -45,6 +48,21 @@ async def restore_flow(app: BootmediaApp) -> None:
     )
     if answers is not None:
         await run_job(app, answers["job"])
+
+
+def _choose_step(a: dict[str, Any]) -> PartitionChoiceScreen | None:
+    """Untick partitions, when the target's table matches the image's. Once it found nothing
+    to choose for this image and disk, the step is skipped (also when going back)."""
+    pair = (a["image"].key, a["target"].key)
+    if a.get("no_choice") == pair:
+        return None
+
+    def nothing() -> None:
+        a["no_choice"] = pair
+
+    return PartitionChoiceScreen(
+        "Restore 2/4: partitions", lambda: matching_partitions(a["image"], a["target"]), nothing
+    )
 
 
 def _customize_step(a: dict[str, Any]) -> CustomizeOptionsScreen | None:
@@ -58,6 +76,15 @@ def _customize_step(a: dict[str, Any]) -> CustomizeOptionsScreen | None:
 
 def _plan(a: dict[str, Any]) -> Job:
     options = {k: v for k, v in a["options"].items() if k != "customize"}
+    chosen = (a.get("choose") or {}).get("partitions")
+    if chosen:
+        return plan_partitions_job(
+            a["image"],
+            a["target"],
+            chosen,
+            verify=options["verify"],
+            afterwards=options["afterwards"],
+        )
     job = plan_restore(a["image"], a["target"], **options)
     if a["options"].get("customize"):
         return with_customize(job, a["image"], a["target"], a["customize"])

@@ -20,6 +20,7 @@ from bootmedia.progress import human_size
 MENU = (
     ("r", "restore", "Restore", "put an image onto a disk"),
     ("c", "capture", "Capture", "take an image of a disk"),
+    ("k", "clone", "Clone", "copy a disk onto another"),
     ("w", "wipe", "Wipe", "erase a disk + report"),
     ("p", "partition", "Partition", "lay out a blank disk"),
     ("v", "verify", "Verify", "check an image is intact"),

@@ -18,7 +18,7 @@ from typing import Any
 from bootmedia import blockdev
 from bootmedia.apply import ApplyPlan, ApplyResult, apply_image, plan_apply
 from bootmedia.disks import Disk, find_disk
-from bootmedia.errors import UsageError
+from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Manifest
 from bootmedia.table import read_table, translate
@@ -129,6 +129,27 @@ def plan_partitions(
         blockdev.partition_path(target, n) for n in sorted(theirs) if n not in numbers
     )
     return PartitionsPlan(Path(repo), image, target, disk, numbers, plans, untouched)
+
+
+def restorable(repo: str | Path, image: Manifest, target: str) -> list[tuple[int, str]]:
+    """The image's partitions that plan_partitions would take for this disk, each with a line
+    describing it; [] when the disk's table does not match the image's (or it is in use)."""
+    if image.table is None or not blockdev.is_block(target):
+        return []
+    areas = [a for a in image.areas if a.number and a.mode in (USED, RAW, SWAP)]
+    try:
+        plan_partitions(repo, image, target, tuple(a.number for a in areas))
+    except BootmediaError:
+        return []
+    return [
+        (
+            a.number,
+            f"partition {a.number}: {a.fstype or 'raw'}"
+            + (f" '{a.label}'" if a.label else "")
+            + f" {human_bytes(a.size)}",
+        )
+        for a in areas
+    ]
 
 
 def apply_partitions(plan: PartitionsPlan, reporter: Reporter | None = None) -> list[ApplyResult]:
