@@ -15,7 +15,7 @@ RESULTS_DIR = "results"
 MAX_JOB_FILE = 64 << 10
 MAX_COUNTDOWN = 3600
 
-ACTIONS = ("restore",)
+ACTIONS = ("restore", "receive")  # receive: from a multicast session (bootmedia cast)
 AFTER = ("poweroff", "reboot", "stay")
 # Buses that never hold the machine's own disk.
 EXTERNAL_TRANSPORTS = ("usb", "loop", "file", "nbd", "ieee1394")

@@ -8,6 +8,7 @@ import time
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.customize.unattended import prepare_customize, run_customize
 from bootmedia.errors import BootmediaError, Cancelled
+from bootmedia.net.mount import label
 from bootmedia.progress import Reporter
 from bootmedia.unattended.plan import UnattendedPlan
 from bootmedia.unattended.results import JobResult
@@ -19,6 +20,8 @@ def run_restore(job: UnattendedPlan, reporter: Reporter) -> JobResult:
     """Restore the image onto the target with the engine, with no prompt. Never raises for a
     failed job: the failure becomes the result, because it must reach the data partition."""
     started = time.time()
+    if job.spec.action == "receive":
+        return _run_receive(job, reporter, started)
     try:
         plan = plan_apply(
             job.repo, job.spec.image, job.target.path, grow=job.spec.grow, verify=job.spec.verify
@@ -50,6 +53,33 @@ def run_restore(job: UnattendedPlan, reporter: Reporter) -> JobResult:
         )
     message += f"; customized: {done.summary_line()}"
     return JobResult("success", verified, message, started, time.time(), done.to_dict())
+
+
+def _run_receive(job: UnattendedPlan, reporter: Reporter, started: float) -> JobResult:
+    """A multicast receiver (bootmedia receive), the job's repository as its fallback."""
+    from bootmedia.cast.receiver import receive
+    from bootmedia.cast.sender import DEFAULT_RDV
+
+    try:
+        res = receive(
+            job.target.path,
+            fallback=str(job.repo),
+            fallback_label=label(job.repo),
+            image=job.spec.image,
+            interface=job.spec.interface or None,
+            rdv=job.spec.rdv or DEFAULT_RDV,
+            reporter=reporter,
+        )
+    except Cancelled as exc:
+        return JobResult("cancelled", False, str(exc), started, time.time())
+    except BootmediaError as exc:
+        return JobResult("failed", False, str(exc), started, time.time())
+    except Exception as exc:  # a bug; still a result on the stick
+        log.exception("unattended receive failed")
+        return JobResult("failed", False, f"internal error: {exc!r}", started, time.time())
+    if not res.ok:
+        return JobResult("failed", False, res.detail, started, time.time())
+    return JobResult("success", True, f"received and {res.detail}", started, time.time())
 
 
 def after_command(after: str) -> list[str] | None:

@@ -45,7 +45,12 @@ class UnattendedPlan:
     def summary(self) -> list[str]:
         return [
             f"Unattended job from {printable(self.spec.source, 200)}",
-            f"Restore image {self.spec.image} from {printable(label(self.repo), 200)}",
+            (
+                f"Receive image {self.spec.image} from the multicast session; missed chunks "
+                f"from {printable(label(self.repo), 200)}"
+                if self.spec.action == "receive"
+                else f"Restore image {self.spec.image} from {printable(label(self.repo), 200)}"
+            ),
             f"onto {self.target.label()}",
             f"Verify: {'yes' if self.spec.verify else 'NO'}; afterwards: {self.spec.after}",
             *([self.spec.customize.describe()] if self.spec.customize else []),
@@ -59,7 +64,23 @@ class UnattendedPlan:
         t = self.target
         ident = t.by_id[0] if t.by_id else t.path
         confirm = t.serial.strip() or (t.by_id[0].rsplit("/", 1)[-1] if t.by_id else t.name)
-        argv = ["bootmedia", "apply", str(self.repo), self.spec.image, ident, "--confirm", confirm]
+        if self.spec.action == "receive":
+            argv = ["bootmedia", "receive", ident, "--fallback", label(self.repo)]
+            argv += ["--image", self.spec.image, "--confirm", confirm]
+            if self.spec.rdv:
+                argv += ["--rdv", self.spec.rdv]
+            if self.spec.interface:
+                argv += ["--interface", self.spec.interface]
+            return argv
+        argv = [
+            "bootmedia",
+            "apply",
+            label(self.repo),
+            self.spec.image,
+            ident,
+            "--confirm",
+            confirm,
+        ]
         if self.spec.grow:
             argv.append("--grow")
         if not self.spec.verify:

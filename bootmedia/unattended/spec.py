@@ -45,6 +45,8 @@ class JobSpec:
     grow: bool = True
     source: str = ""  # where it came from, for messages: "kernel command line", a file path
     customize: CustomizeSpec | None = None  # [job.customize]: see bootmedia/customize/unattended.py
+    rdv: str = ""  # receive: the session's multicast rendezvous ("" = bootmedia cast's default)
+    interface: str = ""  # receive: the network interface ("" = udpcast's choice)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> JobSpec:
@@ -58,6 +60,8 @@ class JobSpec:
             "countdown",
             "grow",
             "customize",
+            "rdv",
+            "interface",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -70,7 +74,7 @@ class JobSpec:
             )
         image = str(data.get("image", "")).strip()
         if not image:
-            raise UnattendedError(f"{source}: a restore job needs an image name")
+            raise UnattendedError(f"{source}: a {action} job needs an image name")
         target = str(data.get("target", "")).strip()
         parse_rule(target, source)  # fail now, before any countdown
         after = str(data.get("after", "stay")).strip().lower()
@@ -98,6 +102,8 @@ class JobSpec:
             grow=grow,
             source=source,
             customize=customize,
+            rdv=str(data.get("rdv", "")).strip(),
+            interface=str(data.get("interface", "")).strip(),
         )
 
     def describe(self) -> str:
@@ -157,7 +163,17 @@ def job_from_cmdline(text: str) -> JobSpec | bool | None:
     if job in ("off", "none", "0", "no"):
         return False
     data: dict[str, Any] = {"action": job}
-    for key in ("image", "target", "after", "repo", "verify", "countdown", "grow"):
+    for key in (
+        "image",
+        "target",
+        "after",
+        "repo",
+        "verify",
+        "countdown",
+        "grow",
+        "rdv",
+        "interface",
+    ):
         if key in params:
             data[key] = params[key]
     custom = {k: params[k] for k in CUSTOMIZE_CMDLINE_KEYS if k in params}

@@ -187,3 +187,42 @@ def test_a_receiver_that_joins_late_restores_from_the_fallback(
     assert got["10.77.0.11"]["joined"] and got["10.77.0.11"]["from_fallback"] == 0
     assert "joined late" in done[19][1], done[19]
     assert "10.77.0.11" in out, out + err
+
+
+def test_an_unattended_receive_job_joins_the_session(
+    lan: Lan, setup, loopdev, tmp_path: Path, monkeypatch
+) -> None:
+    """action = "receive": the job's repository is the fallback; the result says verified."""
+    from bootmedia import unattended as u
+    from bootmedia.disks import find_disk
+    from bootmedia.net import mount
+    from bootmedia.progress import Reporter
+
+    sender, nginx, repo, _, want = setup
+    monkeypatch.setattr(mount, "MOUNT_ROOT", tmp_path / "mnt")
+    here = lan.add(11)
+    disk = loopdev(96 * MiB)
+    spec = u.JobSpec.from_dict(
+        {"action": "receive", "image": "golden", "target": "internal", "repo": nginx.url("repo"),
+         "rdv": RDV, "interface": "eth0"}, "test",
+    )  # fmt: skip
+    send = subprocess.Popen(
+        bm(sender, "cast", str(repo), "golden", "--receivers", "1", "--wait", "120",
+           "--interface", "eth0", "--rdv", RDV, "-q"),
+        env=env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with here.entered():
+            fallback = u.find_repo(spec, None, u.repo_has_image)
+            job = u.ResolvedJob(spec, find_disk(disk), fallback, None)
+            assert "bootmedia receive" in " ".join(job.command())
+            assert any("multicast session" in line for line in job.summary())
+            result = u.run_restore(job, Reporter())
+        assert (result.status, result.verified) == ("success", True), result.message
+        _, err = send.communicate(timeout=120)
+        assert send.returncode == 0, err
+    finally:
+        if send.poll() is None:
+            send.kill()
+    lab.run(["partx", "-u", disk], check=False)
+    assert sample.sums(disk, LAYOUT) == want
