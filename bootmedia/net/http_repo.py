@@ -49,7 +49,8 @@ def placeholder(url: RepoURL, root: Path) -> Path:
     digest = hashlib.blake2s(url.http_base().encode(), digest_size=5).hexdigest()
     path = root / f"{url.scheme}-{url.host.strip('[]').replace(':', '_')}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{REMOTE_FILE}.tmp"
+    # Several commands may attach the same URL at once: each writes its own temporary file.
+    tmp = path / f".{REMOTE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(json.dumps({"url": url.http_base()}) + "\n")
     os.replace(tmp, path / REMOTE_FILE)
     return path

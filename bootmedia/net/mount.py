@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -232,7 +233,9 @@ def _remember(slug: str, url: str) -> None:
     """A sidecar naming what a mount point or placeholder stands for (no secrets: URLs never
     hold passwords), so plans and results can show the URL instead of the mount point."""
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
-    (MOUNT_ROOT / f".{slug}.url").write_text(url + "\n")
+    tmp = MOUNT_ROOT / f".{slug}.url.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp.write_text(url + "\n")
+    os.replace(tmp, MOUNT_ROOT / f".{slug}.url")
 
 
 def label(path: str | os.PathLike[str]) -> str:

@@ -85,3 +85,23 @@ def test_bad_credentials_files_are_refused(tmp_path: Path, body: str, says: str)
     with pytest.raises(UsageError) as err:
         credentials.load(parse_url("ssh://a/b" if "ssh" in body else "smb://a/b"), f)
     assert says in str(err.value)
+
+
+def test_many_commands_attaching_one_http_url_at_once(tmp_path: Path, monkeypatch) -> None:
+    """Receivers on one machine (or a script) attach the same URL concurrently: each gets the
+    placeholder, none fails (a shared temporary file name once made all but one crash)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bootmedia.net import mount
+
+    monkeypatch.setattr(mount, "MOUNT_ROOT", tmp_path / "mnt")
+
+    def one(_: int) -> str:
+        with mount.attach("http://10.9.9.9:8080/repo") as local:
+            return local
+
+    with ThreadPoolExecutor(16) as pool:
+        paths = set(pool.map(one, range(64)))
+    (path,) = paths
+    assert mount.label(path) == "http://10.9.9.9:8080/repo"
+    assert not list((tmp_path / "mnt").rglob("*.tmp"))
