@@ -112,7 +112,13 @@ class ApplyPlan:
 
     @property
     def write_bytes(self) -> int:
-        return sum(a.data_bytes for a in self.areas if a.mode in (USED, RAW))
+        """Bytes written from the image's chunks (a shrunk or rebuilt filesystem's are counted
+        when it has been made, see ApplyResult.written)."""
+        return sum(
+            a.data_bytes
+            for a in self.areas
+            if a.mode in (USED, RAW) and self.action(a) not in ("shrink", "rebuild")
+        )
 
     def target_label(self) -> str:
         return self.disk.label() if self.disk else self.target
@@ -483,6 +489,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
     fd = -1
     shrinks = contextlib.ExitStack()
     shrink_stats: list[ShrinkStats] = []
+    rebuilt_bytes = 0
     try:
         with reporter.step("Checking the image"):
             check_image(repo, m, plan.areas)
@@ -526,13 +533,11 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
             label = area.name + (f" ({area.fstype})" if area.fstype else "")
             with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
                 _write_area(fd, repo, packs, m, area, base, defer_below, deferred, reporter)
-        for area, image in rebuilt:
+        for area, image, ranges in rebuilt:
             with reporter.step(f"Writing the rebuilt FAT of {area.name}"):
                 base = plan.offset_of(area)
-                ranges = fs.used_ranges(str(image), "vfat", image.parent) or [
-                    (0, image.stat().st_size)
-                ]
                 sums = copy_ranges(str(image), ranges, fd, base, reporter, area.name)
+                rebuilt_bytes += sum(n for _, n in ranges)
                 blockdev.flush(fd)
                 if plan.verify:
                     verify_ranges(fd, base, sums, reporter, area.name)
@@ -619,7 +624,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         target=plan.target if plan.partition is None else str(plan.to),
         serial=disk.serial if disk else "",
         by_id=disk.by_id[0] if disk and disk.by_id else "",
-        written=plan.write_bytes,
+        written=plan.write_bytes + sum(s.used for s in shrink_stats) + rebuilt_bytes,
         verified=plan.verify,
         seconds=round(time.monotonic() - started, 3),
         notes=plan.notes,
@@ -638,9 +643,10 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
 
 def _prepare_rebuilds(
     plan: ApplyPlan, stack: contextlib.ExitStack, reporter: Reporter
-) -> list[tuple[Area, Path]]:
-    """FAT partitions made anew for the target's sector size, as files, before any write."""
-    out: list[tuple[Area, Path]] = []
+) -> list[tuple[Area, Path, list[tuple[int, int]]]]:
+    """FAT partitions made anew for the target's sector size, as files, before any write;
+    each with the byte ranges its new FAT uses."""
+    out: list[tuple[Area, Path, list[tuple[int, int]]]] = []
     for n in plan.rebuild:
         area = plan.image.area(f"p{n}")
         assert area is not None and plan.layout is not None
@@ -652,8 +658,9 @@ def _prepare_rebuilds(
             mounted_view(ImageArea(plan.repo, plan.image.name, area.name), work, 16 << 20) as view,
         ):
             image = rebuild_fat(view.path, new_size, plan.sector_size, area.label, work)
-        reporter.add_total(new_size)
-        out.append((area, image))
+        ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
+        reporter.add_total(sum(n for _, n in ranges) * (2 if plan.verify else 1))
+        out.append((area, image, ranges))
     return out
 
 
