@@ -109,13 +109,15 @@ def records(f: IO[bytes], stats: dict[str, int]) -> Iterator[tuple[Record, bytes
         return len(buf) >= n
 
     while True:
+        # The trailer (12 bytes) is shorter than a record header: look for it first.
+        fill(len(END_MAGIC) + 4)
+        if buf[: len(END_MAGIC)] == END_MAGIC and len(buf) >= len(END_MAGIC) + 4:
+            (count,) = struct.unpack("<I", bytes(buf[len(END_MAGIC) : len(END_MAGIC) + 4]))
+            stats["complete"] = int(count == seen)
+            return
         if not fill(RECORD_SIZE):
             if buf:
                 stats["skipped"] = stats.get("skipped", 0) + len(buf)
-            return
-        if buf[: len(END_MAGIC)] == END_MAGIC and fill(len(END_MAGIC) + 4):
-            (count,) = struct.unpack("<I", bytes(buf[len(END_MAGIC) : len(END_MAGIC) + 4]))
-            stats["complete"] = int(count == seen)
             return
         rec = parse_record_header(bytes(buf[:RECORD_SIZE]), 0)
         if rec is None or rec.stored_len > MAX_PAYLOAD:

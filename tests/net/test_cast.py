@@ -131,6 +131,7 @@ def test_one_sender_eight_receivers_all_verified(lan: Lan, setup, loopdev, tmp_p
     got = reports(results)
     assert sorted(got) == [f"10.77.0.{n}" for n in range(11, 19)]
     assert all(d["ok"] and d["from_fallback"] == 0 for d in got.values()), got
+    assert not any("stopped early" in n for d in got.values() for n in d["notes"]), got
     # Each chunk went once on the wire: nginx served no chunk (no fallback was needed).
     assert "/packs/" not in nginx.access_log.read_text()
 
@@ -160,6 +161,7 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
     check_disks(done, want)
     got = reports(results)
     assert got["10.77.0.13"]["ok"] and got["10.77.0.13"]["from_fallback"] > 0, got
+    assert any("stopped early" in n for n in got["10.77.0.13"]["notes"]), got
     assert got["10.77.0.11"]["from_fallback"] == 0
     assert "/packs/" in nginx.access_log.read_text()
     assert "verified" in sent.stdout, sent.stdout + sent.stderr
