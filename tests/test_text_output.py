@@ -15,7 +15,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from bootmedia.disks.model import Disk
+from bootmedia.disks.model import Disk, Partition
 from bootmedia.repo.manifest import _canonical
 from bootmedia.text import printable
 from tests.minirepo import make_repo
@@ -135,3 +135,31 @@ def test_layout_file_is_a_bounded_regular_file(tmp_path: Path, layout: str) -> N
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "regular file" in proc.stderr or "too big" in proc.stderr
+
+
+def test_tui_details_and_cells_show_no_control_characters(hostile_repo: Path) -> None:
+    """The TUI's image and disk panes and the disk table's cells (the text the screens show)."""
+    from app.engine import DiskRow, ImageRow
+    from app.screens.pickers import disk_details, image_details
+    from app.widgets.tables import DiskTable
+    from bootmedia.repo.store import Repository
+
+    with Repository.open(hostile_repo) as repo:
+        m = repo.image("hostile")
+    assert m.description == EVIL  # stored as captured; only the output is cleaned
+    text = image_details(ImageRow(hostile_repo, m))
+    assert clean(text) and "okevil" in text
+    part = Partition("sdz1", "/dev/sdz1", 1, 10**9, fstype="\x1b[5mext4", label=EVIL)
+    disk = Disk(
+        "sdz",
+        "/dev/sdz",
+        500 * 10**9,
+        model=EVIL,
+        serial=EVIL,
+        transport="sata",
+        partitions=(part,),
+    )
+    row = DiskRow(disk)
+    assert clean(disk_details(row))
+    assert all(clean(v) for v in DiskTable.cells(row).values())
+    assert clean(row.confirm_prompt) and "[b]" in row.confirm_prompt

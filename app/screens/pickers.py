@@ -38,10 +38,10 @@ def disk_details(row: DiskRow | None) -> str:
     if d.incomplete_restore:
         lines.append("[b yellow]Holds an incomplete restore (cancelled or failed)[/b yellow]")
     for p in d.partitions:
-        mounts = ",".join(p.mountpoints)
+        mounts = printable(",".join(p.mountpoints), 80)
         lines.append(
-            f"  {p.name:<10} {human_size(p.size):>9}  {p.fstype or '?':<6} "
-            f"{escape(p.label or '')} {escape(mounts)}"
+            f"  {p.name:<10} {human_size(p.size):>9}  {escape(printable(p.fstype, 8)) or '?':<6} "
+            f"{escape(printable(p.label, 36))} {escape(mounts)}"
         )
     if not d.partitions:
         lines.append("  no partitions" + (f" ({d.fstype} on the whole disk)" if d.fstype else ""))
@@ -129,7 +129,8 @@ def image_details(row: ImageRow | None) -> str:
     for a in m.partitions:
         used = f", {human_bytes(a.used)} used" if a.used is not None else ""
         lines.append(
-            f"  {a.name:<8} {a.fstype or '-':<6} {escape(a.label or ''):<12} {human_size(a.size)}{used}"
+            f"  {a.name:<8} {escape(printable(a.fstype, 8)) or '-':<6} "
+            f"{escape(printable(a.label, 36)):<12} {human_size(a.size)}{used}"
         )
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from bootmedia.disks.model import Disk
+from bootmedia.text import printable
 
 EMPTY = "empty"
 DATA_NO_TABLE = "no partition table, data present"
@@ -70,7 +71,11 @@ def sample_disk(path: str, size: int) -> Sample:
 
 
 def partitions_text(disk: Disk) -> str:
-    return ", ".join("/".join(x for x in (p.fstype or "?", p.label) if x) for p in disk.partitions)
+    """The partitions as fstype/label, shown as they are (a label is any text a device holds)."""
+    return printable(
+        ", ".join("/".join(x for x in (p.fstype or "?", p.label) if x) for p in disk.partitions),
+        300,
+    )
 
 
 def contents_summary(disk: Disk, sample: Sample | None = None) -> str:
@@ -79,7 +84,7 @@ def contents_summary(disk: Disk, sample: Sample | None = None) -> str:
     if disk.partitions:
         what = partitions_text(disk)
     elif disk.fstype:
-        what = f"{disk.fstype} on the whole disk"
+        what = f"{printable(disk.fstype, 16)} on the whole disk"
     elif disk.partition_table:
         what = f"{disk.partition_table} table, no partitions"
     else:
