@@ -109,3 +109,44 @@ def test_shrink_through_the_view(
     assert D.sums(dev, fstype) == before[area.number]
     blk = lab.run(["blkid", "-p", "-o", "value", "-s", "UUID", dev]).stdout.decode().strip()
     assert blk == area.uuid, "the filesystem keeps its UUID (NTFS: its serial)"
+
+
+def test_a_killed_job_leaves_no_overlay(captured, tmp_path: Path) -> None:
+    """SIGKILL the job while its view is mounted: the view's server follows it (it asked for
+    SIGTERM on its parent's death), and its overlay is removed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, repo, _ = captured
+    work = tmp_path / "w"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from bootmedia.image.view import ImageArea, mounted_view\n"
+        f"with mounted_view(ImageArea({str(repo)!r}, 'img', 'p1'), Path({str(work)!r}), 1 << 20) as v:\n"
+        "    print(v.proc.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert job.stdout is not None
+    server = int(job.stdout.readline())
+    assert list(work.glob("overlay-*"))
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    for _ in range(100):
+        if not Path(f"/proc/{server}").exists():
+            break
+        time.sleep(0.1)
+    try:
+        assert not Path(f"/proc/{server}").exists(), "the view server outlived its job"
+        assert not list(work.glob("overlay-*")), "the overlay is removed"
+    finally:
+        for mnt in work.glob("view-*"):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)

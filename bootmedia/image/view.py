@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import ctypes
 import errno
 import json
 import mmap
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
@@ -147,6 +149,10 @@ class ChunkBase:
                 return data
         e = self.index.get(i)
         data = bytes(e.length) if e.hash == ZERO_HASH else self.load(e)
+        if len(data) != e.length:
+            raise ImageError(
+                f"extent at {e.offset}: the map says {e.length} bytes, its chunk holds {len(data)}"
+            )
         with self._lock:
             if i not in self._cache:
                 self._cache[i] = data
@@ -262,6 +268,7 @@ def repo_loader(repo: Repository) -> Loader:
 def _serve(args: argparse.Namespace) -> int:
     import mfusepy  # here, not at the top: only the server process needs libfuse
 
+    _die_with_parent()
     repo: Repository | None = None
     base: ChunkBase | DeviceBase
     if args.device:
@@ -351,6 +358,15 @@ def _serve(args: argparse.Namespace) -> int:
         if repo is not None:
             repo.close()
     return 0
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the job that started us dies (even by SIGKILL): libfuse then leaves its
+    loop and the overlay is removed, so a killed job leaves no overlay filling RAM or the
+    stick. (The job's target is then marked incomplete, as after any interruption.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def main(argv: list[str] | None = None) -> int:
