@@ -229,3 +229,39 @@ def test_loaders_found_on_an_esp_listing() -> None:
     assert win is not None and win.label == "Windows Boot Manager"
     assert efi.find_loader(["EFI/BOOT/BOOTX64.EFI"]) is None  # the fallback is not an OS loader
     assert not efi.has_fallback(["EFI/debian/grubx64.efi"])
+
+
+def test_parse_efibootmgr_recorded_under_ovmf() -> None:
+    """Recorded inside the e2e VM by a hook, right after bootmedia created the entry."""
+    state = efi.parse_efibootmgr((FIXTURES / "ovmf-after-customize.txt").read_text())
+    assert state.current == "0001"
+    assert state.order[0] == "0005"
+    debian = state.entry("0005")
+    assert debian is not None and debian.label == "debian" and debian.active
+    assert debian.partuuid == "5b207fac-9cb0-1a4a-ab3a-2f1613695000"
+    assert debian.loader == "\\EFI\\debian\\grubx64.efi"
+    dvd = state.entry("0001")
+    assert dvd is not None and dvd.label == "UEFI QEMU DVD-ROM QM00001"
+    assert dvd.partuuid == "" and dvd.loader == ""
+    loader = efi.Loader("EFI/debian/grubx64.efi", "debian")
+    assert efi.matching(state, debian.partuuid, loader) == [debian]
+
+
+def test_apply_refuses_customize_where_it_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from bootmedia.cli import main
+    from bootmedia.commands.customize import add_options, options_from_args
+
+    argv = ["apply", str(tmp_path), "golden", "/dev/null", "--partitions", "2", "--hostname", "x"]
+    assert main(argv) == 2
+    assert "whole-disk restore, not --partitions" in capsys.readouterr().err
+    p = argparse.ArgumentParser()
+    add_options(p)
+    args = p.parse_args(["--hostname", "lab-{n}"])
+    with pytest.raises(UsageError, match="read-only: give --counter-dir"):
+        options_from_args(args, repo="https://images.example/repo")
+    opts = options_from_args(args, repo=tmp_path)
+    assert opts.rule is not None and opts.rule.counter_dir == str(tmp_path / "counters" / "lab-_n_")

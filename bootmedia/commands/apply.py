@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not target:
         raise UsageError("give the target DISK")
     if args.partitions:
+        if wants_customize(args):
+            raise UsageError("customize options need a whole-disk restore, not --partitions")
         return _run_partitions(args, target)
     plan = plan_apply(
         args.repo,

@@ -70,6 +70,10 @@ def options_from_args(
 ) -> CustomizeOptions:
     counter = args.counter_dir
     if counter is None and repo is not None and args.hostname and "{n" in args.hostname:
+        if "://" in str(repo):  # an http(s) repository is read-only: no claim files there
+            raise UsageError(
+                f"{{n}} is counted in the repository, and {repo} is read-only: give --counter-dir"
+            )
         counter = str(counter_dir_for(args.hostname, repo))
     rule = make_rule(args.hostname, args.names_csv, args.prefix, counter)
     if args.machines < 1:
