@@ -147,6 +147,9 @@ class VM:
         False  # qemu user networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2
     )
     extra: Sequence[str] = ()
+    # UEFI variables kept across boots (a "reboot" of the same machine): made from OVMF's
+    # template on first use; None = fresh variables at every start.
+    vars_file: Path | None = None
     child: pexpect.spawn | None = field(default=None, init=False)
     screen: Screen | None = field(default=None, init=False)
 
@@ -166,8 +169,9 @@ class VM:
         argv += ["-display", "none", "-vga", "std", "-nic", nic, "-no-reboot"]
         argv += ["-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server=on,wait=off"]
         if self.firmware == "uefi":
-            vars_copy = self.workdir / f"{self.name}-OVMF_VARS.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            vars_copy = self.vars_file or self.workdir / f"{self.name}-OVMF_VARS.fd"
+            if self.vars_file is None or not vars_copy.exists():
+                shutil.copyfile(OVMF_VARS, vars_copy)
             argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"]
             argv += ["-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
         boot = 1
