@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bootmedia.customize.mount import mounted, open_dir, read_at, write_at
@@ -219,7 +219,7 @@ def find_root(partitions: tuple[Partition, ...]) -> LinuxRoot | None:
 
 
 def _with_how(r: LinuxRoot, how: str) -> LinuxRoot:
-    return LinuxRoot(**{**r.__dict__, "how": how})
+    return replace(r, how=how)
 
 
 def inspect_root(p: Partition) -> LinuxRoot:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from bootmedia import blockdev
@@ -101,7 +100,6 @@ class CustomizePlan:
     fallback_present: bool = True
     hooks: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def summary(self) -> list[str]:
         o = self.options
@@ -310,7 +308,6 @@ def plan_customize(
         fallback_present=present,
         hooks=hooks,
         warnings=tuple(warnings),
-        params={"counter_dir": str(Path(options.rule.counter_dir)) if options.rule else ""},
     )
 
 
