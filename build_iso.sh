@@ -50,6 +50,12 @@ host_python=python3
 [ -x "$repo/.venv/bin/python" ] && host_python="$repo/.venv/bin/python"
 
 mkdir -p "$OUT_DIR" "$BUILD_DIR" "$CACHE_DIR"
+# One build at a time: the cleanup below would otherwise unmount a running build's chroot.
+exec 9>"$CACHE_DIR/build.lock"
+if ! flock -n 9; then
+    echo "build_iso.sh: another build is running (lock $CACHE_DIR/build.lock)" >&2
+    exit 1
+fi
 # A build killed inside a chroot leaves proc, sys, dev... mounted under these: unmount first.
 unmount_under "$BUILD_DIR" "$CACHE_DIR"/base-*.tmp
 

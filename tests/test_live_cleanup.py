@@ -91,6 +91,8 @@ def test_build_iso_uses_the_cleanup() -> None:
     text = (ROOT / "build_iso.sh").read_text()
     assert ". live/cleanup.sh" in text
     assert 'unmount_under "$BUILD_DIR"' in text
+    # ...after taking the build lock, so it never unmounts a running build's chroot.
+    assert text.index("flock -n 9") < text.index('unmount_under "$BUILD_DIR"')
     for var in ("$rootfs", "$base", "$iso", "$wheels"):
         assert f'remove_build_dir "{var}"' in text, var
         assert f'rm -rf "{var}"' not in text, var
