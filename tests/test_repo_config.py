@@ -52,3 +52,18 @@ def test_unknown_version_is_named(tmp_path: Path) -> None:
     (root / REPO_FILE).write_text(json.dumps(config))
     with pytest.raises(ImageError, match="unknown repository format version 7"):
         Repository.open(root)
+
+
+@pytest.mark.parametrize("sub", ["packs", "images", "tmp", "trash"])
+def test_a_subdirectory_that_is_a_symlink_is_refused(tmp_path: Path, sub: str) -> None:
+    """Item 14: a capture into a repository whose packs/ (or tmp/...) points elsewhere would
+    write there. Refused at open, and the place it points to is left alone."""
+    root, _ = make_repo(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    (root / sub).rename(outside)
+    (root / sub).symlink_to(outside)
+    before = digest(outside)
+    for write in (False, True):
+        with pytest.raises(ImageError, match=f"{sub} is a symbolic link"):
+            Repository.open(root, write=write)
+    assert digest(outside) == before

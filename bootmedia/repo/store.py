@@ -171,6 +171,11 @@ class Repository:
         for sub in ("packs", "images", "tmp", "trash"):
             with contextlib.suppress(OSError):
                 (path / sub).mkdir(exist_ok=True)
+            if (path / sub).is_symlink():  # captures and deletes would write where it points
+                raise ImageError(
+                    f"{path}/{sub} is a symbolic link: refused (nothing is read or written "
+                    "outside the repository directory)"
+                )
         locks: list[int] = []
         if os.access(path, os.W_OK):
             # Readers share gc.lock so collection never deletes a pack under a restore.
