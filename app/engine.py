@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Any
 from app.session import Session
 from bootmedia.errors import BootmediaError
 from bootmedia.progress import human_size
+from bootmedia.stick.data import DATA_DIR
 from bootmedia.text import printable
 
 if TYPE_CHECKING:
     from bootmedia.disks.model import Disk
 
 log = logging.getLogger("bootmedia.tui")
-
-# Where a repository may sit on a mounted filesystem: its root or one of these folders.
-REPO_SUBDIRS = ("", "bootmedia", "images", "bootmedia/images")
 
 
 @dataclass(frozen=True)
@@ -232,36 +230,17 @@ def disk_monitor(session: Session) -> Any:
 def find_repositories(session: Session) -> list[Path]:
     """Every repository we can see: the lab's (demo), the stick's data partition and any other
     mounted filesystem holding one, and the paths the technician typed in."""
-    found: list[Path] = []
-    candidates: list[Path] = []
-    if session.lab is not None:
-        candidates.append(session.lab.repo_path)
-    else:
-        candidates += [Path(m) / sub for m in _mountpoints() for sub in REPO_SUBDIRS]
-    candidates += session.extra_repos
-    for path in candidates:
-        if path not in found and is_repository(path):
-            found.append(path)
-    return found
+    from bootmedia.repo.discover import find_repositories as find
 
-
-def _mountpoints() -> list[str]:
-    import psutil
-
-    skip = ("/proc", "/sys", "/dev", "/run/user")
-    points = [p.mountpoint for p in psutil.disk_partitions(all=False)]
-    # The stick's data partition first: that is where images usually are.
-    points.sort(key=lambda m: (not os.path.ismount(m) or "bootmedia" not in m.lower(), m))
-    return [m for m in points if not m.startswith(skip)]
+    if session.lab is not None:  # demo: the lab's repository, never the machine's
+        return find([session.lab.repo_path, *session.extra_repos], mounted=False)
+    return find(session.extra_repos)
 
 
 def is_repository(path: Path) -> bool:
-    """Cheap: the repository's identity file is there (opening takes locks and an index)."""
-    from bootmedia.net.http_repo import REMOTE_FILE
-    from bootmedia.repo.store import REPO_FILE
+    from bootmedia.repo.discover import is_repository as check
 
-    # A connected http(s) share is a placeholder naming its URL (bootmedia.net).
-    return (path / REPO_FILE).is_file() or (path / REMOTE_FILE).is_file()
+    return check(path)
 
 
 def open_repository(path: Path, write: bool = False) -> Any:
@@ -300,15 +279,12 @@ def delete_command(row: ImageRow) -> str:
 def delete_image(row: ImageRow) -> str:
     """Unlist the image, then collect chunks no other image uses. Returns what was done."""
     from bootmedia.progress import human_bytes
-    from bootmedia.repo.gc import collect
+    from bootmedia.repo.discover import delete_image as delete
 
-    with open_repository(row.repo, write=True) as repo:
-        repo.delete_image(row.name)
-        try:
-            gc = collect(repo)
-        except BootmediaError as exc:  # a restore is reading: space comes back next time
-            return f"Deleted {row.name} ({exc})"
-    return f"Deleted {row.name}; reclaimed {human_bytes(gc.bytes_freed)}"
+    done = delete(row.repo, row.name)
+    if done.gc is None:  # a restore is reading: space comes back next time
+        return f"Deleted {done.name} ({done.note})"
+    return f"Deleted {done.name}; reclaimed {human_bytes(done.gc.bytes_freed)}"
 
 
 # ---------------------------------------------------------------- the stick
@@ -323,7 +299,7 @@ def find_isos(session: Session) -> list[Path]:
         if sample is not None:
             found.append(sample)
     here = Path(__file__).resolve().parents[1]
-    for folder in (here / "out", Path("/run/bootmedia/data"), Path.cwd(), Path.home()):
+    for folder in (here / "out", DATA_DIR, Path.cwd(), Path.home()):
         try:
             found += sorted(p for p in folder.glob("*.iso") if p.is_file())
         except OSError:

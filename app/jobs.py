@@ -188,13 +188,14 @@ def plan_capture_job(
 
 
 def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
-    from bootmedia.verify import verify_repo
+    from bootmedia.verify import plan_verify as plan_engine_verify
+    from bootmedia.verify import verify_image
 
-    what = f"image {image.name}" if image else f"every image in {repo_path}"
-    command = shlex.join(["bootmedia", "verify", str(repo_path), *([image.name] if image else [])])
+    plan = plan_engine_verify(repo_path, image.name if image else None)
+    what = plan.what
 
     def execute(reporter: Reporter) -> Outcome:
-        result = verify_repo(repo_path, image.name if image else None, reporter)
+        result = verify_image(plan, reporter)
         checked = f"{result.chunks} chunks, {human_bytes(result.bytes)} read and checked"
         if result.ok:
             return Outcome(True, f"Intact: {what}", (checked, *result.notes))
@@ -209,12 +210,8 @@ def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
     return Job(
         kind="verify",
         title=f"Verify {what}",
-        summary=(
-            f"Read every chunk of {what} and check it against its hash,",
-            "and check every manifest and extent map.",
-            f"Repository: {repo_path}",
-        ),
-        command=command,
+        summary=_lines(plan),
+        command=_command(plan),
         execute=execute,
         cancel_note="Nothing was changed.",
     )
@@ -242,10 +239,6 @@ def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
 
     plan = plan_wipe(target.disk, method)
     disk = target.disk
-    ident = disk.by_id[0] if disk.by_id else disk.path
-    command = shlex.join(
-        ["bootmedia", "wipe", ident, "--method", method, "--confirm", confirm_code(disk)]
-    )
 
     def execute(reporter: Reporter) -> Outcome:
         report = wipe_disk(plan, reporter)
@@ -263,8 +256,8 @@ def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
     return Job(
         kind="wipe",
         title=f"Wipe {disk.name} ({method})",
-        summary=tuple(plan.render().splitlines()),
-        command=command,
+        summary=_lines(plan),
+        command=_command(plan),
         execute=execute,
         cancel_note=f"{disk.name} is partly erased; the report says how far the wipe got.",
         confirm=target,
@@ -315,18 +308,18 @@ STICK_FILESYSTEMS = [
 def plan_stick_job(iso_path: Path, target: DiskRow, data_fs: str) -> Job:
     """Write the live ISO to the stick, read it back, add the BOOTMEDIA data partition."""
     from bootmedia.disks import check_writable
-    from bootmedia.usb import inspect_iso, make_usb, plan_usb
+    from bootmedia.stick import inspect_iso, make_stick, plan_stick
 
     disk = target.disk
     if disk.transport == "file":
         raise BootmediaError(
             f"{disk.name}: an image file, not a stick (run the demo as root for loop devices)"
         )
-    plan = plan_usb(inspect_iso(iso_path), disk, data_fs)
+    plan = plan_stick(inspect_iso(iso_path), disk, data_fs)
 
     def execute(reporter: Reporter) -> Outcome:
         check_writable(disk)  # again, right before the first write
-        result = make_usb(plan, reporter)
+        result = make_stick(plan, reporter)
         return Outcome(True, f"Stick ready: {iso_path.name} written and read back", result.lines)
 
     return Job(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +22,10 @@ class Session:
         """Where wipe reports go: the lab, the stick's data partition, else beside the log."""
         if self.lab is not None:
             return self.lab.root / "reports"
-        data = Path("/run/bootmedia/data")
-        if os.path.ismount(data):
+        from bootmedia.stick.data import data_dir
+
+        data = data_dir()
+        if data is not None:
             return data / "reports"
         return self.log_path.parent / "reports"
 

@@ -6,11 +6,13 @@ import fcntl
 import os
 import stat
 import struct
-import time
 from pathlib import Path
 
 from bootmedia.errors import BootmediaError
-from bootmedia.run import run
+from bootmedia.tools import partx
+from bootmedia.tools.partx import partition_path
+
+__all__ = ["partition_path"]
 
 # From linux/fs.h
 BLKGETSIZE64 = 0x80081272
@@ -102,30 +104,8 @@ def sysfs_dir(path: str | Path) -> Path:
     return Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}").resolve()
 
 
-def partition_path(disk: str, number: int) -> str:
-    """/dev/sda + 1 -> /dev/sda1; /dev/nvme0n1 or /dev/loop3 + 1 -> ...p1."""
-    return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
-
-
 def rescan(dev: str) -> None:
-    """Make the kernel's partition nodes match the table. There is no udev on a bare host, so
-    partx does it; `udevadm settle` then waits for udev where one runs so the nodes exist.
-    An image file has no kernel partitions to update: nothing to do."""
-    if not is_block(dev):
-        return
-    run(["partx", "-u", dev], check=False)
-    # -u only updates the partitions the kernel knows; new ones (an MBR's logical partitions
-    # behind a new extended one) need -a, which complains about those that exist already.
-    run(["partx", "-a", dev], check=False)
-    run(["udevadm", "settle", "--timeout=10"], check=False)
-    # devtmpfs creates the nodes asynchronously; give it a moment.
-    for _ in range(50):
-        if all(Path(p).exists() for p in _expected_partitions(dev)):
-            return
-        time.sleep(0.05)
-
-
-def _expected_partitions(dev: str) -> list[str]:
-    name = Path(dev).name
-    sysdir = Path("/sys/class/block") / name
-    return sorted(f"/dev/{p.name}" for p in sysdir.glob(f"{name}p*"))
+    """Make the kernel's partition nodes match the table (bootmedia.tools.partx). An image
+    file has no kernel partitions to update: nothing to do."""
+    if is_block(dev):
+        partx.reread(dev, timeout=2.5)

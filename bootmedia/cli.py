@@ -29,6 +29,7 @@ COMMANDS = (
     "images",
     "info",
     "delete",
+    "repos",
     "repair",
     "disks",
     "wipe",

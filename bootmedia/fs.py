@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bootmedia.errors import BootmediaError
 from bootmedia.run import run, run_text, which
+from bootmedia.tools import blkid
 
 log = logging.getLogger("bootmedia.fs")
 
@@ -42,18 +43,7 @@ class FsInfo:
 
 def probe(device: str) -> FsInfo:
     """Low-level probe (blkid -p): reads the device itself, never a stale cache."""
-    proc = run(["blkid", "-p", "-o", "export", device], check=False)
-    if proc.returncode == 2:  # nothing found
-        return FsInfo()
-    if proc.returncode != 0:
-        raise BootmediaError(f"blkid -p {device} failed: {proc.stderr.decode().strip()}")
-    values = dict(
-        line.split("=", 1)
-        for line in proc.stdout.decode(errors="replace").splitlines()
-        if "=" in line
-    )
-    if values.get("USAGE") not in ("filesystem", "crypto", "other", None):
-        return FsInfo()
+    values = blkid.content(blkid.probe(device))
     return FsInfo(values.get("TYPE", ""), values.get("UUID", ""), values.get("LABEL", ""))
 
 

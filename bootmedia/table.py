@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 from bootmedia.blockdev import rescan
 from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.repo.manifest import Table, TablePartition
-from bootmedia.run import run
+from bootmedia.tools import gpt, sfdisk
 
 # Partition types that hold no filesystem of their own (an MBR extended container).
 EXTENDED_TYPES = {"5", "f", "85"}
@@ -18,20 +17,13 @@ BIOS_GRUB = "21686148-6449-6E6F-744E-656564454649"
 
 def read_table(device: str) -> Table | None:
     """The device's partition table, or None when it has none."""
-    proc = run(["sfdisk", "-J", device], check=False)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace")
-        if "does not contain a recognized partition table" in err or not err.strip():
-            return None
-        raise BootmediaError(f"sfdisk -J {device} failed: {err.strip().splitlines()[-1]}")
-    data = json.loads(proc.stdout)["partitiontable"]
-    parts = []
-    for p in data.get("partitions", []):
-        node = p["node"]
-        number = int(node[len(node.rstrip("0123456789")) :])
-        parts.append(
+    data = sfdisk.read(device)
+    if data is None:
+        return None
+    try:
+        parts = tuple(
             TablePartition(
-                number=number,
+                number=sfdisk.partition_number(p["node"]),
                 start=int(p["start"]),
                 size=int(p["size"]),
                 type=str(p["type"]),
@@ -40,15 +32,18 @@ def read_table(device: str) -> Table | None:
                 attrs=p.get("attrs", ""),
                 bootable=bool(p.get("bootable", False)),
             )
+            for p in data.get("partitions", [])
         )
-    return Table(
-        label=data["label"],
-        id=data.get("id", ""),
-        sector_size=int(data.get("sectorsize", 512)),
-        first_lba=int(data.get("firstlba", 0)),
-        last_lba=int(data.get("lastlba", 0)),
-        partitions=tuple(parts),
-    )
+        return Table(
+            label=data["label"],
+            id=data.get("id", ""),
+            sector_size=int(data.get("sectorsize", 512)),
+            first_lba=int(data.get("firstlba", 0)),
+            last_lba=int(data.get("lastlba", 0)),
+            partitions=parts,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BootmediaError(f"sfdisk -J {device}: unexpected table ({exc})") from None
 
 
 def is_extended(p: TablePartition, table: Table) -> bool:
@@ -87,39 +82,53 @@ def render_sfdisk(table: Table, grow: int | None = None) -> str:
     """An sfdisk script that recreates the table: same label id, uuids, names and types.
 
     With grow=N, partition N gets no size, which tells sfdisk to extend it to the end of the
-    usable space, and the GPT backup lands at the end of the (larger) target disk.
+    usable space, and the GPT backup lands at the end of the (larger) target disk. Every value
+    comes from an image, so each is checked or escaped (bootmedia.tools.sfdisk); a name sfdisk
+    cannot write is left to write_table, which puts every name into the GPT itself.
     """
     lines = [f"label: {table.label}"]
     if table.id:
-        lines.append(f"label-id: {table.id}")
+        lines.append(f"label-id: {sfdisk.check_id('label-id', table.id)}")
     lines.append("unit: sectors")
     if table.label == "gpt" and table.first_lba:
-        lines.append(f"first-lba: {table.first_lba}")
+        lines.append(f"first-lba: {int(table.first_lba)}")
     lines.append("")
     for p in sorted(table.partitions, key=lambda p: p.number):
-        fields = [f"start={p.start}"]
+        fields = [f"start={int(p.start)}"]
         if p.number != grow:
-            fields.append(f"size={p.size}")
-        fields.append(f"type={p.type}")
+            fields.append(f"size={int(p.size)}")
+        fields.append(f"type={sfdisk.check_id('type', p.type)}")
         if p.uuid:
-            fields.append(f"uuid={p.uuid}")
-        if p.name:
-            fields.append('name="{}"'.format(p.name.replace('"', "")))
+            fields.append(f"uuid={sfdisk.check_id('uuid', p.uuid)}")
+        if p.name and sfdisk.sfdisk_can_name(p.name):
+            fields.append(f"name={sfdisk.quote_name(p.name)}")
         if p.attrs:
-            fields.append(f'attrs="{p.attrs}"')
+            fields.append(f'attrs="{sfdisk.check_attrs(p.attrs)}"')
         if p.bootable:
             fields.append("bootable")
         # sfdisk reads only the number at the end of the name before ':'; naming each
         # partition keeps gaps in the numbering (a deleted partition 2 stays absent).
-        lines.append(f"part{p.number} : " + ", ".join(fields))
+        lines.append(f"part{int(p.number)} : " + ", ".join(fields))
     return "\n".join(lines) + "\n"
 
 
-def write_table(device: str, script: str) -> None:
-    """Write the table. sfdisk tells the kernel; partx catches what it could not (a loop
-    device without udev); `udevadm settle` waits for the nodes where udev runs."""
-    run(["sfdisk", "--no-reread", "-q", "--wipe", "never", device], input=script.encode())
-    rescan(device)
+def check_names(table: Table) -> None:
+    """Every name fits a GPT entry (36 UTF-16 units); raises ImageError naming the one that
+    does not. Called before the first write."""
+    for p in table.partitions:
+        if p.name:
+            gpt.encode_name(p.name)
+
+
+def write_table(device: str, script: str, table: Table | None = None) -> None:
+    """Write the table (sfdisk, then the kernel told). Given the Table the script came from,
+    a GPT's names are then written into both entry arrays exactly (bootmedia.tools.gpt)."""
+    sfdisk.write(device, script)
+    if table is not None and table.label == "gpt":
+        names = {p.number: p.name for p in table.partitions if p.name}
+        if names:
+            gpt.set_names(device, names, table.sector_size)
+            rescan(device)
 
 
 def same_layout(a: Table, b: Table) -> list[str]:
@@ -137,7 +146,7 @@ def same_layout(a: Table, b: Table) -> list[str]:
         x, y = pa[n], pb[n]
         for attr in ("start", "size", "type", "uuid", "name", "attrs", "bootable"):
             vx, vy = getattr(x, attr), getattr(y, attr)
-            if isinstance(vx, str):
+            if isinstance(vx, str) and attr != "name":  # hex ids in either case; names exact
                 vx, vy = vx.lower(), str(vy).lower()
             if vx != vy:
                 diffs.append(f"partition {n} {attr}: {getattr(x, attr)} != {getattr(y, attr)}")

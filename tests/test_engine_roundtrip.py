@@ -75,7 +75,10 @@ def test_restore_to_larger_disk_grows_last_partition(loopdev, tmp_path: Path) ->
     capture_image(plan_capture(src, tmp_path / "repo", "img"))
     dst = loopdev(400 * MiB)
     plan = plan_apply(tmp_path / "repo", "img", dst, grow=True, discard=True)
-    assert plan.grow == 2 and "--grow" in plan.command() and "--discard" in plan.command()
+    argv = plan.command()
+    assert (
+        plan.grow == 2 and argv[argv.index("--grow-partition") + 1] == "2" and "--discard" in argv
+    )
     apply_image(plan)
     assert sample.fsck_clean(dst, layout) == {}
     assert sample.sums(dst, layout) == before

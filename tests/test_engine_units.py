@@ -176,7 +176,8 @@ def test_sfdisk_script_keeps_identity_and_grows() -> None:
     )
     script = render_sfdisk(table, grow=3)
     assert "label-id: DISK-ID" in script
-    assert 'part1 : start=2048, size=1024, type=U, uuid=UUID-1, name="EFI sys"' in script
+    # The name keeps its quotes (issue 8 item 8: they used to be dropped, and apply failed).
+    assert 'part1 : start=2048, size=1024, type=U, uuid=UUID-1, name="EFI \\x22sys\\x22"' in script
     assert "part3 : start=4096, type=L" in script and "size=8192" not in script
     assert 'attrs="GUID:63"' in script
     t4k = translate(table, 4096)

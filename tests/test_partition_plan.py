@@ -12,6 +12,7 @@ from bootmedia.disks import Disk, build_disks
 from bootmedia.errors import UsageError
 from bootmedia.partition import plan_partition
 from bootmedia.partition.layouts import parse_size
+from bootmedia.plan import shell
 
 MiB = 1 << 20
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
@@ -133,8 +134,9 @@ def test_sizes() -> None:
 
 def test_plan_summary_and_equivalent_command() -> None:
     plan = plan_partition(SDA, "bios", fs="ntfs")
-    assert plan.summary() == plan.render() and "MBR: one bootable ntfs partition" in plan.summary()
-    assert plan.command() == (
+    assert plan.summary() == plan.render().splitlines()
+    assert "MBR: one bootable ntfs partition" in plan.render()
+    assert shell(plan) == (
         "bootmedia partition /dev/disk/by-id/ata-TOSHIBA_DT01ACA100_Y6AKDK9MS "
         "--layout bios --fs ntfs --confirm K9MS"
     )

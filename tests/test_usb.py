@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bootmedia import lab, usb
+from bootmedia import lab, stick
 from bootmedia.cli import main
 from bootmedia.disks import find_disk
 from bootmedia.disks.model import Disk
@@ -24,7 +24,7 @@ from bootmedia.progress import Reporter
 from tests.conftest import root_only
 
 MiB = 1 << 20
-ISO = usb.IsoFacts(Path("/out/bootmedia.iso"), 300 * MiB + 2048, "gpt", 4)
+ISO = stick.IsoFacts(Path("/out/bootmedia.iso"), 300 * MiB + 2048, "gpt", 4)
 STICK = Disk(
     name="sdb",
     path="/dev/sdb",
@@ -38,7 +38,7 @@ STICK = Disk(
 
 
 def test_plan_puts_the_data_partition_after_the_iso_aligned() -> None:
-    plan = usb.plan_usb(ISO, STICK)
+    plan = stick.plan_stick(ISO, STICK)
     assert plan.data_start == 301 * MiB
     assert plan.data_number == 5 and plan.data_fs == "exfat"
     assert plan.data_start + plan.data_size <= STICK.size - 45 * 512
@@ -47,18 +47,21 @@ def test_plan_puts_the_data_partition_after_the_iso_aligned() -> None:
     )
     text = "\n".join(plan.summary())
     assert "4C530001234567" in text and "label BOOTMEDIA" in text and "exfat" in text
-    assert plan.command().endswith("--data-fs exfat --confirm 4C530001234567")
+    assert plan.command()[-4:] == ["--data-fs", "exfat", "--confirm", "4C530001234567"]
+    assert json.loads(json.dumps(plan.to_dict()))["data_start"] == 301 * MiB
 
 
 def test_plan_ext4_and_mbr_types() -> None:
-    assert "0FC63DAF-8483-4772-8E79-3D69ED7D8E47" in usb.plan_usb(ISO, STICK, "ext4").sfdisk_line()
-    mbr = usb.IsoFacts(ISO.path, ISO.size, "dos", 2)
-    plan = usb.plan_usb(mbr, STICK, "exfat")
+    assert (
+        "0FC63DAF-8483-4772-8E79-3D69ED7D8E47" in stick.plan_stick(ISO, STICK, "ext4").sfdisk_line()
+    )
+    mbr = stick.IsoFacts(ISO.path, ISO.size, "dos", 2)
+    plan = stick.plan_stick(mbr, STICK, "exfat")
     assert plan.data_number == 3 and plan.sfdisk_line() == f"start={301 * MiB // 512}, type=7\n"
 
 
 def test_plan_without_data_partition() -> None:
-    plan = usb.plan_usb(ISO, STICK, "none")
+    plan = stick.plan_stick(ISO, STICK, "none")
     assert plan.data_size == 0 and "No data partition" in plan.summary()
 
 
@@ -73,14 +76,14 @@ def test_plan_without_data_partition() -> None:
 )
 def test_plan_refuses_what_cannot_work(disk: Disk, fs: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        usb.plan_usb(ISO, disk, fs)
+        stick.plan_stick(ISO, disk, fs)
 
 
 def test_inspect_iso_refuses_a_non_iso(tmp_path: Path) -> None:
     junk = tmp_path / "junk.iso"
     junk.write_bytes(b"\0" * 65536)
     with pytest.raises(UsageError, match="not an ISO 9660 image"):
-        usb.inspect_iso(junk)
+        stick.inspect_iso(junk)
 
 
 # ---------------------------------------------------------------- on a loop device
@@ -144,11 +147,11 @@ def test_make_usb_on_a_loop_device(
     mini_iso: Path, loopdev: Callable[[int], str], data_fs: str
 ) -> None:
     dev = loopdev(256 * MiB)
-    iso = usb.inspect_iso(mini_iso)
+    iso = stick.inspect_iso(mini_iso)
     assert iso.table == "gpt" and iso.partitions == 4
-    plan = usb.plan_usb(iso, find_disk(dev), data_fs)
+    plan = stick.plan_stick(iso, find_disk(dev), data_fs)
     events: list[str] = []
-    result = usb.make_usb(plan, Reporter(callback=lambda p: events.append(p.step)))
+    result = stick.make_stick(plan, Reporter(callback=lambda p: events.append(p.step)))
 
     part = result.data_partition
     assert part == f"{dev}p5"
@@ -166,7 +169,7 @@ def test_make_usb_on_a_loop_device(
     assert (
         0 <= table["lastlba"] - end < MiB // 512
     )  # the rest of the stick (sfdisk aligns to 1 MiB)
-    assert data["type"] == usb.GPT_TYPES[data_fs]
+    assert data["type"] == stick.GPT_TYPES[data_fs]
     # The ISO's own entries are hidden from Windows' "format this drive?" prompt.
     assert all(p["attrs"].endswith("60,62,63") for p in table["partitions"][:4])
     subprocess.run(["sfdisk", "--verify", dev], check=True, capture_output=True)

@@ -33,35 +33,30 @@ import zstandard
 
 from bootmedia import blockdev
 from bootmedia.apply import (
-    BOOT_CODE,
+    DEFER_BELOW,
     ApplyPlan,
-    MiB,
-    _check_table,
-    _finish_deferred,
-    _Packs,
-    _verify_area,
-    _write_boot_area,
-    _write_swap,
     apply_image,
+    finish_restore,
+    mark_incomplete,
     plan_apply,
+    recreate_swap,
+    verify_written,
+    write_partition_table,
 )
 from bootmedia.cast.sender import DEFAULT_PORTBASE, DEFAULT_RDV, udpcast_args
 from bootmedia.cast.stream import StreamHeader, read_header, records
 from bootmedia.disks import check_writable
-from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.progress import Reporter
-from bootmedia.repo.manifest import RAW, SWAP, USED, Area
+from bootmedia.repo.manifest import RAW, USED, Area
 from bootmedia.repo.maps import Extent
 from bootmedia.repo.packs import decode
 from bootmedia.repo.store import Repository
 from bootmedia.run import require_tools, which
-from bootmedia.table import write_table
 
 log = logging.getLogger("bootmedia.cast")
 
 _ADDR = re.compile(r" at (\S+) on (\S+)")
-DEFER_BELOW = 4096  # as apply: the first 4 KiB of the disk are written last
 
 
 @dataclass
@@ -358,17 +353,7 @@ def _receive_stream(
     try:
         check_writable(plan.disk or plan.target)
         with reporter.step("Marking the target incomplete"):
-            blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
-            tail = max(0, plan.target_size - MiB)
-            blockdev.zero_range(fd, tail, plan.target_size - tail)
-            marker = (
-                INCOMPLETE_MARKER
-                + (
-                    f" image={m.name} started={datetime.now(UTC).isoformat(timespec='seconds')}"
-                ).encode()
-            )
-            os.pwrite(fd, marker[:BOOT_CODE], 0)
-            os.fsync(fd)
+            mark_incomplete(fd, plan)
         for a, e in zeros:
             blockdev.zero_range(fd, a.offset + e.offset, e.length)
 
@@ -422,26 +407,10 @@ def _receive_stream(
                     from_fallback += 1
         writer.close()
         blockdev.flush(fd)
-        packs = _Packs(repo)
-        for i, area in enumerate(data_areas, 1):
-            with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
-                _verify_area(fd, m, area, area.offset, repo, reporter, skip_below=DEFER_BELOW)
-        for area in plan.areas:
-            if area.mode == SWAP:
-                with reporter.step(f"Recreating swap on {area.name}"):
-                    _write_swap(fd, area, area.offset, plan.target_size)
-        if plan.script:
-            with reporter.step("Writing the partition table"):
-                os.fsync(fd)
-                write_table(plan.target, plan.script)
-                _check_table(plan)
-        with reporter.step("Writing boot code and finishing"):
-            _finish_deferred(fd, repo, packs, m, deferred, plan, reporter)
-            if m.table is not None:
-                _write_boot_area(fd, repo, packs, m, plan)
-            blockdev.flush(fd)
-            if os.pread(fd, len(INCOMPLETE_MARKER), 0) == INCOMPLETE_MARKER:
-                raise ImageError("the incomplete marker is still on the target after writing")
+        verify_written(fd, repo, plan, reporter, skip_below=DEFER_BELOW)
+        recreate_swap(fd, plan, reporter)
+        write_partition_table(fd, plan, reporter)
+        finish_restore(fd, repo, plan, deferred, reporter)
     except OSError as exc:
         raise BootmediaError(f"writing {target} failed: {exc.strerror or exc}") from None
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from bootmedia.apply import apply_image, plan_apply
+from bootmedia.apply import apply_image, check_confirmed, plan_apply
 from bootmedia.commands._common import reporter
 from bootmedia.commands.customize import add_options, options_from_args, wants_customize
 from bootmedia.customize import customize_disk, plan_customize, precheck
@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip the read-back check (success is then NOT checked)",
     )
     p.add_argument("--discard", action="store_true", help="discard (TRIM) the whole target first")
+    p.add_argument(
+        "--check-first",
+        action="store_true",
+        help="decompress and hash every chunk the image needs before touching the target "
+        "(a damaged image then leaves the target as it was)",
+    )
     p.add_argument("--partition", type=int, metavar="N", help="restore only partition N ...")
     p.add_argument("--to", metavar="PART", help="... onto this existing partition")
     p.add_argument(
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         partition=args.partition,
         layout=args.layout,
         sizes=dict(parse_size(s) for s in args.size),
+        check_first=args.check_first,
     )
     custom = wants_customize(args)
     options = options_from_args(args, repo=args.repo, image=plan.image.name)
@@ -107,10 +114,9 @@ def run(args: argparse.Namespace) -> int:
                 "Then customize: " + (f"name '{name}'; " if name else "") + "see "
                 "'bootmedia customize --dry-run' after the restore for every change"
             )
-        print(f"Command: {plan.command()}" + (" " + shlex.join(options.argv()) if custom else ""))
+        print(f"Command: {shlex.join(plan.command() + (options.argv() if custom else []))}")
         return 0
-    if plan.disk is not None:
-        check_confirm(plan.disk, args.confirm, "overwrite")
+    check_confirmed(plan, args.confirm)
     rep, printer = reporter(args.quiet)
     result = apply_image(plan, rep)
     if printer:

@@ -2,10 +2,7 @@ from __future__ import annotations
 
 import argparse
 
-from bootmedia.errors import BootmediaError
-from bootmedia.progress import human_bytes
-from bootmedia.repo.gc import collect
-from bootmedia.repo.store import Repository
+from bootmedia.repo.discover import delete_image
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,17 +17,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Repository.open(args.repo, write=True) as repo:
-        name = repo.image(args.image).name
-        repo.delete_image(name)
-        print(f"deleted {name}")
-        try:
-            gc = collect(repo)
-        except BootmediaError as exc:
-            print(f"note: {exc}")
-            return 0
-    print(
-        f"reclaimed {human_bytes(gc.bytes_freed)} ({gc.packs_deleted} packs removed, "
-        f"{gc.packs_rewritten} rewritten)"
-    )
+    print("\n".join(delete_image(args.repo, args.image).lines()))
     return 0

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bootmedia import stick
+from bootmedia.disks import check_confirm, check_writable, find_disk
+from bootmedia.plan import shell
 from bootmedia.progress import Progress, Reporter, human_bytes, human_duration
 
 
@@ -16,7 +19,7 @@ def register(sub: Any) -> None:
         help="write the live system to a USB stick, with a data partition for images",
         description="Write a bootmedia hybrid ISO (from build_iso.sh) to a stick, read it back, "
         "then add a partition labelled BOOTMEDIA in the rest of the stick for image "
-        "repositories, logs and reports. The live system mounts it at /run/bootmedia/data.",
+        f"repositories, logs and reports. The live system mounts it at {stick.DATA_DIR}.",
     )
     p.add_argument("iso", type=Path, help="the hybrid ISO (out/bootmedia.iso)")
     p.add_argument("disk", help="the stick: /dev/sdX or a /dev/disk/by-id name")
@@ -44,24 +47,21 @@ def _print_progress(p: Progress) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bootmedia import usb
-    from bootmedia.disks import check_confirm, check_writable, find_disk
-
-    iso = usb.inspect_iso(args.iso)
+    iso = stick.inspect_iso(args.iso)
     disk = find_disk(args.disk)
-    plan = usb.plan_usb(iso, disk, args.data_fs)
+    plan = stick.plan_stick(iso, disk, args.data_fs)
     print("\n".join(plan.summary()))
     if args.dry_run:
-        print(f"(dry run: nothing written)\n{plan.command()}")
+        print(f"(dry run: nothing written)\n{shell(plan)}")
         return 0
     check_confirm(disk, args.confirm, action="erase")
     check_writable(disk)
-    result = usb.make_usb(plan, Reporter(callback=_print_progress))
+    result = stick.make_stick(plan, Reporter(callback=_print_progress))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     print("\n".join(result.lines))
     print(
         "Done. Boot a machine from the stick (BIOS or UEFI); the data partition mounts at "
-        "/run/bootmedia/data."
+        f"{stick.DATA_DIR}."
     )
     return 0

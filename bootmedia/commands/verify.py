@@ -5,7 +5,7 @@ import sys
 
 from bootmedia.commands._common import reporter
 from bootmedia.progress import human_bytes
-from bootmedia.verify import verify_repo
+from bootmedia.verify import plan_verify, verify_image
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rep, printer = reporter(args.quiet)
-    result = verify_repo(args.repo, args.image, rep)
+    result = verify_image(plan_verify(args.repo, args.image), rep)
     if printer:
         printer.done()
     names = ", ".join(result.images) or "no images"

@@ -15,6 +15,7 @@ from pathlib import Path
 from bootmedia.disks.model import INCOMPLETE_MARKER, Disk, Partition
 from bootmedia.errors import BootmediaError
 from bootmedia.run import run
+from bootmedia.tools import blkid
 
 TRANSPORT = "file"  # Disk.transport of an image file; the UI shows it as "image file"
 COPY_CHUNK = 1 << 20
@@ -26,15 +27,7 @@ def is_image_file(path: str | Path) -> bool:
 
 def probe_at(path: str | Path, offset: int, size: int) -> dict[str, str]:
     """blkid's low-level probe of the byte range [offset, offset+size) of a file."""
-    argv = ["blkid", "-p", "-o", "export", "-O", str(offset), "--size", str(size), str(path)]
-    proc = run(argv, check=False)
-    if proc.returncode not in (0, 2):  # 2: nothing found
-        raise BootmediaError(f"blkid -p {path} at {offset} failed: {proc.stderr.decode().strip()}")
-    out = proc.stdout.decode(errors="replace")
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    if values.get("USAGE") not in ("filesystem", "crypto", "other", None):
-        return {}
-    return values
+    return blkid.content(blkid.probe(path, offset, size))
 
 
 def file_disk(path: str | Path) -> Disk:

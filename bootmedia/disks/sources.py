@@ -19,7 +19,8 @@ import psutil
 
 from bootmedia.disks import system
 from bootmedia.disks.discover import SystemFacts
-from bootmedia.run import run, which
+from bootmedia.run import which
+from bootmedia.tools import blkid
 
 log = logging.getLogger("bootmedia.disks")
 
@@ -154,13 +155,7 @@ def _blkid(names: list[str]) -> dict[str, dict[str, str]]:
     for name in names:
         if not os.access(f"/dev/{name}", os.R_OK):
             continue
-        out = run(["blkid", "-p", "-o", "export", f"/dev/{name}"], check=False).stdout
-        probe = {}
-        for line in out.decode(errors="replace").splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key != "DEVNAME":
-                probe[key] = value.replace("\\ ", " ").replace("\\\\", "\\")
-        found[name] = probe
+        found[name] = blkid.probe(f"/dev/{name}", strict=False)
     return found
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from bootmedia.errors import UsageError
 from bootmedia.net.url import RepoURL, parse_url
+from bootmedia.stick.data import DATA_DIR
 
 FILE_NAME = "bootmedia-credentials.toml"
-DATA_DIR = Path("/run/bootmedia/data")
 
 
 @dataclass(frozen=True)

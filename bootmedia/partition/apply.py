@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from bootmedia.errors import BootmediaError
 from bootmedia.partition.plan import PartitionPlan, PlannedPartition
 from bootmedia.progress import Reporter
 from bootmedia.run import require_tools, run
+from bootmedia.tools import blkid, partx, sfdisk
 
 # What blkid reports for the filesystems mkfs makes.
 BLKID_TYPE = {
@@ -74,43 +73,18 @@ def _run(result: PartitionResult, argv: list[str], **kwargs: Any) -> Any:
 
 
 def reread_partitions(disk: str, numbers: list[int], result: PartitionResult | None = None) -> None:
-    """Make the kernel's partition nodes match the new table before mkfs touches them.
-
-    sfdisk already asked the kernel to re-read the table; partx -u repeats it per partition,
-    which works even while another partition is busy. `udevadm settle` then waits for udev,
-    where one runs, so that /dev/disk/by-* links exist; on a machine without udev it fails
-    harmlessly. Finally wait for devtmpfs, which creates the nodes asynchronously.
-    """
-    for argv in (["partx", "-u", disk], ["udevadm", "settle", "--timeout=10"]):
-        if result is not None:
-            result.commands.append(shlex.join(argv))
-        run(argv, check=False)
-    from bootmedia.blockdev import partition_path
-
-    nodes = [Path(partition_path(disk, n)) for n in numbers]
-    deadline = time.monotonic() + 10
-    while not all(n.exists() for n in nodes):
-        if time.monotonic() > deadline:
-            missing = ", ".join(str(n) for n in nodes if not n.exists())
-            raise BootmediaError(f"{disk}: the kernel did not create {missing} after partitioning")
-        time.sleep(0.05)
-
-
-def _blkid(path: str) -> dict[str, str]:
-    out = run(["blkid", "-p", "-o", "export", path], check=False).stdout.decode(errors="replace")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    """Make the kernel's partition nodes match the new table before mkfs touches them
+    (bootmedia.tools.partx says why each step is there)."""
+    partx.reread(disk, numbers, record=result.commands if result is not None else None)
 
 
 def _probe(plan: PartitionPlan, p: PlannedPartition, result: PartitionResult) -> dict[str, str]:
     """blkid of a new partition: its node, or its byte range when the disk is an image file."""
     if plan.disk.transport != TRANSPORT:
-        result.commands.append(shlex.join(["blkid", "-p", "-o", "export", p.path]))
-        return _blkid(p.path)
+        result.commands.append(shlex.join(blkid.argv(p.path)))
+        return blkid.probe(p.path, strict=False)
     offset, size = p.start * plan.sector_size, p.sectors * plan.sector_size
-    result.commands.append(
-        shlex.join(["blkid", "-p", "-o", "export", "-O", str(offset), "--size", str(size)])
-        + f" {shlex.quote(plan.disk.path)}"
-    )
+    result.commands.append(shlex.join(blkid.argv(plan.disk.path, offset, size)))
     return probe_at(plan.disk.path, offset, size)
 
 
@@ -149,14 +123,12 @@ def _mkfs_in_file(
 
 def check_result(plan: PartitionPlan, result: PartitionResult) -> None:
     """Compare `sfdisk -J` and blkid with the plan; raise BootmediaError on any difference."""
-    table = json.loads(_run(result, ["sfdisk", "-J", plan.disk.path]).stdout)["partitiontable"]
+    result.commands.append(shlex.join(["sfdisk", "-J", plan.disk.path]))
+    table = sfdisk.read(plan.disk.path) or {}
     problems = []
     if table.get("label") != plan.table:
         problems.append(f"table is {table.get('label')}, planned {plan.table}")
-    found = {
-        int(p["node"][len(p["node"].rstrip("0123456789")) :]): p
-        for p in table.get("partitions", [])
-    }
+    found = {sfdisk.partition_number(p["node"]): p for p in table.get("partitions", [])}
     created = []
     for p in plan.partitions:
         got = found.get(p.number)

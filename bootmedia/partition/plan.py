@@ -63,18 +63,18 @@ class PartitionPlan:
     layout_arg: str = ""  # what the user chose: "uefi", "/path/lab.toml"
     fs: str | None = None
 
-    def summary(self) -> str:
-        """The plan in words (the TUI's summary screen; same as render())."""
-        return self.render()
+    def summary(self) -> list[str]:
+        """The plan in words (the TUI's summary screen; the lines of render())."""
+        return self.render().splitlines()
 
-    def command(self) -> str:
+    def command(self) -> list[str]:
         """The CLI command that does the same, for the log and for the technician to reuse."""
         disk = self.disk
         who = disk.by_id[0] if disk.by_id else disk.path
         code = disk.serial[-4:] if disk.serial else disk.name
         argv = ["bootmedia", "partition", who, "--layout", self.layout_arg or self.layout.name]
         argv += ["--fs", self.fs] if self.fs else []
-        return shlex.join([*argv, "--confirm", code])
+        return [*argv, "--confirm", code]
 
     def sfdisk_script(self) -> str:
         lines = [f"# bootmedia layout {self.layout.name}: {self.layout.description}"]

@@ -3,12 +3,9 @@ name, the settings' allowed values, and the error type."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bootmedia.errors import BootmediaError
+from bootmedia.stick.data import DATA_DIR, DATA_LABEL, RUN_DIR  # noqa: F401 (their one home)
 
-DATA_DIR = Path("/run/bootmedia/data")  # where the live system mounts LABEL=BOOTMEDIA
-DATA_LABEL = "BOOTMEDIA"
 LIVE_LABEL = "BOOTMEDIA_LIVE"  # the ISO9660 volume id of the live system itself
 JOB_FILE = "bootmedia.toml"
 RESULTS_DIR = "results"

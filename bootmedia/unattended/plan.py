@@ -18,6 +18,7 @@ from bootmedia.net import credentials
 from bootmedia.net.mount import connect, label
 from bootmedia.net.url import is_url
 from bootmedia.repo.store import Repository
+from bootmedia.stick.data import RUN_DIR
 from bootmedia.text import printable
 from bootmedia.unattended.base import DATA_DIR, AlreadyDone, UnattendedError
 from bootmedia.unattended.results import (
@@ -187,7 +188,7 @@ def find_job(
     *,
     cmdline_path: Path = Path("/proc/cmdline"),
     data_dir: Path | None = None,
-    lock_dir: Path = Path("/run/bootmedia"),
+    lock_dir: Path = RUN_DIR,
 ) -> ResolvedJob | None:
     """The live system's entry point: read the command line and the stick, resolve the job.
 

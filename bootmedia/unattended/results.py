@@ -21,6 +21,7 @@ import msgspec
 from bootmedia import __version__
 from bootmedia.disks.model import Disk
 from bootmedia.net.mount import label
+from bootmedia.stick.data import RUN_DIR
 from bootmedia.unattended.base import RESULTS_DIR
 from bootmedia.unattended.spec import JobSpec
 
@@ -221,7 +222,7 @@ def find_success(
     return None
 
 
-def claim_job(lock_dir: Path = Path("/run/bootmedia")) -> bool:
+def claim_job(lock_dir: Path = RUN_DIR) -> bool:
     """Only one console runs the job: the TUI starts on tty1 and on ttyS0 at once.
 
     True for the first caller in this boot (/run is empty at each boot), False for the others.

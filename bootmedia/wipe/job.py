@@ -14,6 +14,7 @@ from bootmedia.disks.files import TRANSPORT
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter
 from bootmedia.run import require_tools, run
+from bootmedia.tools import blkid, partx
 from bootmedia.wipe import ata, nvme, report, verify
 from bootmedia.wipe.overwrite import write_range
 from bootmedia.wipe.plan import HARDWARE, WipePlan, file_edges
@@ -57,11 +58,7 @@ class _Job:
         # partition nodes of the erased disk linger until the next boot. A file has none.
         if self.disk.transport == TRANSPORT:
             return
-        argv = ["blockdev", "--rereadpt", self.disk.path]
-        self.report.commands.append(shlex.join(argv))
-        if run(argv, check=False).returncode != 0:
-            self.report.commands.append(shlex.join(["partx", "-d", self.disk.path]))
-            run(["partx", "-d", self.disk.path], check=False)
+        partx.forget(self.disk.path, record=self.report.commands)
 
     def erase(self, before: list[bytes]) -> None:
         plan, size = self.plan, self.disk.size
@@ -121,9 +118,9 @@ class _Job:
             return verify.check_changed(path, ranges, seed, before)
         result = verify.check_zeros(path, ranges, seed)
         if self.plan.method == "quick" and result.passed:
-            probe = run(["blkid", "-p", "-o", "export", path], check=False)
-            if probe.returncode != 2:  # 2: nothing found
-                found = probe.stdout.decode().strip().replace("\n", " ")
+            probe = blkid.probe(path)
+            if probe:
+                found = " ".join(f"{k}={v}" for k, v in probe.items())
                 return verify.Verification(
                     "signatures", False, result.blocks, result.bytes_read, seed, (found,),
                     f"blkid still finds a signature: {found}",

@@ -59,6 +59,17 @@ class WipePlan:
     def destructive_size(self) -> int:
         return self.disk.size
 
+    def summary(self) -> list[str]:
+        return self.render().splitlines()
+
+    def command(self) -> list[str]:
+        """The CLI command that does the same, for the log and for the technician to reuse."""
+        disk = self.disk
+        who = disk.by_id[0] if disk.by_id else disk.path
+        serial = "".join(disk.serial.split())
+        code = serial[-4:] if serial else disk.name
+        return ["bootmedia", "wipe", who, "--method", self.method, "--confirm", code]
+
     def render(self) -> str:
         lines = [f"wipe {self.disk.label()}", f"method: {self.method} ({METHODS[self.method]})"]
         lines += [f"  {i}. {a}" for i, a in enumerate(self.actions, 1)]

@@ -30,7 +30,8 @@ from typing import ClassVar
 
 import pytest
 
-from bootmedia import lab, usb
+from bootmedia import lab
+from bootmedia import stick as sticks
 from tests.e2e.conftest import ROOT, e2e, needs_ovmf
 from tests.e2e.harness import VM, Drive, Screen, ScreenTimeout, run
 
@@ -186,8 +187,8 @@ def _make_stick(work: Path, iso: Path, data_template: Path) -> Path:
     mnt.mkdir(exist_ok=True)
     src.mkdir(exist_ok=True)
     with lab.loop_disk(stick) as dev, lab.loop_disk(data_template, read_only=True) as data:
-        plan = usb.plan_usb(usb.inspect_iso(iso), find_disk(dev), "ext4")
-        result = usb.make_usb(plan, Reporter())
+        plan = sticks.plan_stick(sticks.inspect_iso(iso), find_disk(dev), "ext4")
+        result = sticks.make_stick(plan, Reporter())
         run(["mount", result.data_partition, str(mnt)])
         try:
             run(["mount", "-o", "ro", f"{data}p1", str(src)])
@@ -298,7 +299,7 @@ def _exfat_data_disk(folder: Path) -> Path:
     path = lab.make_file(folder / "exfat.img", 128 << 20)
     run(
         ["sfdisk", "--quiet", str(path)],
-        input=f"label: gpt\ntype={usb.GPT_TYPES['exfat']}, name=BOOTMEDIA\n",
+        input=f"label: gpt\ntype={sticks.GPT_TYPES['exfat']}, name=BOOTMEDIA\n",
     )
     with lab.loop_disk(path) as dev:
         run(["mkfs.exfat", "-L", "BOOTMEDIA", f"{dev}p1"])

@@ -1,21 +1,19 @@
-"""Verify: decompress and hash every chunk an image uses, and say exactly what is damaged."""
+"""The verify job: decompress and hash every chunk an image uses, and say exactly what is damaged."""
 
 from __future__ import annotations
 
 import sqlite3
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import zstandard
 
 from bootmedia.errors import ImageError
 from bootmedia.pipeline import OrderedPool
 from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import Manifest
-from bootmedia.repo.packs import decode
+from bootmedia.repo.reader import PackReader
 from bootmedia.repo.store import Location, Repository
+from bootmedia.verify.plan import VerifyPlan, plan_verify
 
 MAX_LISTED = 50  # damaged extents listed per run; the count is always exact
 
@@ -47,31 +45,29 @@ class VerifyResult:
 
 
 class _Check:
-    def __init__(self, repo: Repository) -> None:
-        from bootmedia.apply import _Packs
-
-        self.packs = _Packs(repo)
-        self.local = threading.local()
+    def __init__(self, packs: PackReader) -> None:
+        self.packs = packs
 
     def __call__(self, item: tuple[bytes, Location | None]) -> str | None:
         digest, loc = item
         if loc is None:
             return "chunk missing from the repository"
-        dctx = getattr(self.local, "dctx", None)
-        if dctx is None:
-            dctx = self.local.dctx = zstandard.ZstdDecompressor()
         try:
-            decode(loc.record(digest), self.packs.read(loc, digest), dctx)
+            self.packs.chunk(digest, loc)
         except ImageError as exc:
             return f"{exc} (pack {loc.pack}, byte {loc.offset})"
-        except OSError as exc:
-            return f"cannot read pack {loc.pack}: {exc.strerror}"
         return None
 
 
 def verify_repo(
     repo_path: str | Path, image: str | None = None, reporter: Reporter | None = None
 ) -> VerifyResult:
+    """plan_verify + verify_image in one call."""
+    return verify_image(plan_verify(repo_path, image), reporter)
+
+
+def verify_image(plan: VerifyPlan, reporter: Reporter | None = None) -> VerifyResult:
+    repo_path, image = plan.repo, plan.image
     reporter = reporter or Reporter()
     damaged: list[Damage] = []
     count = 0
@@ -110,16 +106,14 @@ def verify_repo(
         located = (
             (row[0], repo.locate(row[0])) for row in refs.execute("SELECT DISTINCT hash FROM refs")
         )
-        check = _Check(repo)
         bad: dict[bytes, str] = {}
-        with reporter.step(f"Checking {chunks} chunks"):
-            for (digest, loc), problem in OrderedPool(check).run(located, reporter.cancel):
+        with reporter.step(f"Checking {chunks} chunks"), PackReader(repo) as packs:
+            for (digest, loc), problem in OrderedPool(_Check(packs)).run(located, reporter.cancel):
                 reporter.check_cancel()
                 if problem:
                     bad[digest] = problem
                 if loc:
                     reporter.advance(loc.raw_len)
-            check.packs.close()
         for digest, problem in bad.items():
             for img, area, offset in refs.execute(
                 "SELECT image, area, offset FROM refs WHERE hash=? ORDER BY image, area, offset",

@@ -1,0 +1,584 @@
+"""Apply: restore an image onto a disk (or one partition onto an existing partition).
+
+Order of writes, chosen so that an interrupted restore never looks like a good disk:
+  1. the old table's first and last MiB are zeroed and a BOOTMEDIA-INCOMPLETE marker is put in
+     the MBR boot-code area (sfdisk keeps those 440 bytes, so the marker survives step 4);
+  2. every partition's extents are written, flushed, and read back against their hashes;
+  3. the partition table is written, swap recreated, the grown filesystem grown;
+  4. last, the image's own boot code replaces the marker, and is read back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootmedia import blockdev, fs
+from bootmedia.apply.check import check_image, check_plan
+from bootmedia.apply.plan import ApplyPlan, check_target_again
+from bootmedia.disks.model import INCOMPLETE_MARKER
+from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.image.view import ImageArea, mounted_view
+from bootmedia.layout.fat import rebuild_fat
+from bootmedia.layout.shrink import (
+    Prepared,
+    ShrinkStats,
+    copy_prepared,
+    copy_ranges,
+    fix_moved_boot_sectors,
+    prepare_shrink,
+    verify_ranges,
+)
+from bootmedia.pipeline import OrderedPool, default_threads
+from bootmedia.progress import Reporter, human_bytes
+from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest
+from bootmedia.repo.maps import Extent
+from bootmedia.repo.packs import chunk_hash
+from bootmedia.repo.reader import PackReader
+from bootmedia.repo.store import Location, Repository
+from bootmedia.run import require_tools
+from bootmedia.table import (
+    read_table,
+    same_layout,
+    write_table,
+)
+
+log = logging.getLogger("bootmedia.apply")
+MiB = 1 << 20
+BOOT_CODE = 440  # MBR bytes before the disk signature and the partition entries
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    image: str
+    target: str
+    serial: str
+    by_id: str
+    written: int
+    verified: bool
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    shrinks: tuple[ShrinkStats, ...] = ()  # what shrinking took: overlay used, memory, time
+
+
+def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResult:
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    m = plan.image
+    require_tools("sfdisk", "mkswap", "partx")
+    repo = Repository.open(plan.repo)
+    packs = PackReader(repo)
+    total = plan.write_bytes * (2 if plan.verify else 1)
+    reporter.add_total(total + (plan.write_bytes if plan.check_first else 0))
+    fd = -1
+    touched = False  # from the first write on, a failure leaves the target incomplete
+    shrinks = contextlib.ExitStack()
+    shrink_stats: list[ShrinkStats] = []
+    rebuilt_bytes = 0
+    try:
+        with reporter.step("Checking the image"):
+            check_plan(plan)
+            check_image(repo, m, plan.check_areas)
+        if plan.check_first:
+            with reporter.step("Checking every chunk before writing (--check-first)"):
+                check_chunks(repo, packs, m, plan.areas, reporter)
+        with reporter.step("Checking the target"):
+            # Again, just before writing: a disk can be mounted or swapped since the plan.
+            check_target_again(plan)
+        # Shrinking happens in views of the image, before the first write to the target: a
+        # filesystem that cannot be made small enough stops the job with the target untouched.
+        prepared = _prepare_shrinks(plan, shrinks, reporter)
+        rebuilt = _prepare_rebuilds(plan, shrinks, reporter)
+        fd = blockdev.open_device(plan.target, write=True)
+        target = _Target(fd)
+        whole = plan.partition is None
+        # Writes inside this region wait until everything else is written and verified, so
+        # the target shows no valid signature there until the very end.
+        defer_below = 4096 if whole else MiB
+        touched = True
+        with reporter.step("Marking the target incomplete"):
+            if plan.discard:
+                _discard(fd, reporter)
+            if whole:
+                mark_incomplete(fd, plan)
+            else:
+                blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
+                tail = max(0, plan.target_size - MiB)
+                blockdev.zero_range(fd, tail, plan.target_size - tail)
+                os.fsync(fd)
+        deferred: list[_Item] = []
+        data_areas = [
+            a
+            for a in plan.areas
+            if a.mode in (USED, RAW) and plan.action(a) not in ("shrink", "rebuild")
+        ]
+
+        def base(area: Area) -> int:
+            return plan.offset_of(area) if whole else 0
+
+        for i, area in enumerate(data_areas, 1):
+            label = area.name + (f" ({area.fstype})" if area.fstype else "")
+            with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
+                items = _items(repo, m, area, base(area))
+                _write_area(target, packs, items, defer_below, deferred, reporter)
+        for area, image, ranges in rebuilt:
+            with reporter.step(f"Writing the rebuilt FAT of {area.name}"):
+                start = plan.offset_of(area)
+                sums = copy_ranges(str(image), ranges, fd, start, reporter, area.name)
+                rebuilt_bytes += sum(n for _, n in ranges)
+                blockdev.flush(fd)
+                if plan.verify:
+                    verify_ranges(fd, start, sums, reporter, area.name)
+        for p in prepared:
+            with reporter.step(f"Writing the shrunk {p.area.fstype} of {p.area.name}"):
+                shrink_stats.append(
+                    copy_prepared(p, fd, plan.offset_of(p.area), reporter, plan.verify)
+                )
+        shrinks.close()
+        blockdev.flush(fd)
+        if plan.verify:
+            for i, area in enumerate(data_areas, 1):
+                with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+                    items = _items(repo, m, area, base(area))
+                    _verify_area(target, items, reporter, skip_below=defer_below)
+        for area in plan.areas:
+            if area.mode == SWAP:
+                with reporter.step(f"Recreating swap on {area.name}"):
+                    if plan.layout is not None:
+                        area = replace(area, size=plan.layout.change(area.number).new_size)
+                    _write_swap(fd, area, base(area), plan.target_size)
+        if whole:
+            write_partition_table(fd, plan, reporter)
+        if plan.layout is not None and plan.grows:
+            _finish_deferred(target, packs, deferred, plan.verify, reporter)
+            deferred = []
+            blockdev.flush(fd)
+            os.close(fd)  # our exclusive open would make e2fsck & co. fail with EBUSY
+            fd = -1
+            for n in plan.grows:
+                grown = m.area(f"p{n}")
+                assert grown is not None
+                node = blockdev.partition_path(plan.target, n)
+                with reporter.step(f"Growing {grown.fstype} on {node}"):
+                    fs.grow(node, grown.fstype)
+            fd = target.fd = blockdev.open_device(plan.target, write=True)
+        if plan.layout is not None:
+            fix_moved_boot_sectors(fd, plan.layout.changes)
+        if plan.grow is not None and plan.layout is None:
+            grown = m.area(f"p{plan.grow}")
+            assert grown is not None
+            node = plan.to or blockdev.partition_path(plan.target, plan.grow)
+            with reporter.step(f"Growing {grown.fstype or 'swap'} on {node}"):
+                if grown.mode == SWAP:
+                    size = int((blockdev.sysfs_dir(node) / "size").read_text()) * 512
+                    _write_swap(fd, replace(grown, size=size), base(grown), plan.target_size)
+                else:
+                    _finish_deferred(target, packs, deferred, plan.verify, reporter)
+                    deferred = []
+                    blockdev.flush(fd)
+                    # Our exclusive open of the disk would make e2fsck & co. fail with EBUSY.
+                    os.close(fd)
+                    fd = -1
+                    fs.grow(node, grown.fstype)
+                    fd = target.fd = blockdev.open_device(plan.target, write=True)
+        with reporter.step("Writing boot code and finishing"):
+            _finish_deferred(target, packs, deferred, plan.verify, reporter)
+            if whole and m.table is not None:
+                _write_boot_area(target, repo, packs, m, plan)
+            blockdev.flush(fd)
+            if whole:
+                head = os.pread(fd, len(INCOMPLETE_MARKER), 0)
+                if head == INCOMPLETE_MARKER:
+                    raise ImageError("the incomplete marker is still on the target after writing")
+    except OSError as exc:
+        if exc.errno == 28:
+            err = BootmediaError(f"{plan.target}: no space left on device while writing")
+        else:
+            err = BootmediaError(f"writing {plan.target} failed: {exc.strerror or exc}")
+        raise _said_lost(err, plan) if touched else err from None
+    except BootmediaError as exc:
+        if touched:
+            raise _said_lost(exc, plan) from exc.__cause__
+        raise
+    finally:
+        shrinks.close()
+        if fd >= 0:
+            os.close(fd)
+        packs.close()
+        repo.close()
+    disk = plan.disk
+    result = ApplyResult(
+        image=m.name,
+        target=plan.target if plan.partition is None else str(plan.to),
+        serial=disk.serial if disk else "",
+        by_id=disk.by_id[0] if disk and disk.by_id else "",
+        written=plan.write_bytes + sum(s.used for s in shrink_stats) + rebuilt_bytes,
+        verified=plan.verify,
+        seconds=round(time.monotonic() - started, 3),
+        notes=plan.notes,
+        shrinks=tuple(shrink_stats),
+    )
+    log.info(
+        "applied image %s to %s (serial %s, by-id %s): %s",
+        m.name,
+        result.target,
+        result.serial or "none",
+        result.by_id or "none",
+        "verified" if result.verified else "NOT verified",
+    )
+    return result
+
+
+def lost_note(plan: ApplyPlan) -> str:
+    """What a failure after the first write leaves behind, in words for the technician."""
+    if plan.partition is not None:
+        return (
+            f"{plan.to}: its old contents are gone (its first and last MiB are already "
+            "zeroed); restore the partition again"
+        )
+    return (
+        f"{plan.target}: its old contents are gone and the disk is marked incomplete "
+        "(BOOTMEDIA-INCOMPLETE): it will not boot until an image is restored again"
+    )
+
+
+def _said_lost(exc: BootmediaError, plan: ApplyPlan) -> BootmediaError:
+    # Keep the error's class (and so its exit code); only the message grows.
+    exc.args = (f"{exc}; {lost_note(plan)}",)
+    return exc
+
+
+def _prepare_rebuilds(
+    plan: ApplyPlan, stack: contextlib.ExitStack, reporter: Reporter
+) -> list[tuple[Area, Path, list[tuple[int, int]]]]:
+    """FAT partitions made anew for the target's sector size, as files, before any write;
+    each with the byte ranges its new FAT uses."""
+    out: list[tuple[Area, Path, list[tuple[int, int]]]] = []
+    for n in plan.rebuild:
+        area = plan.image.area(f"p{n}")
+        assert area is not None and plan.layout is not None
+        work = Path(tempfile.mkdtemp(prefix="bootmedia-fat-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        new_size = plan.layout.change(n).new_size
+        with (
+            reporter.step(f"Rebuilding the FAT of {area.name} for {plan.sector_size}-byte sectors"),
+            mounted_view(ImageArea(plan.repo, plan.image.name, area.name), work, 16 << 20) as view,
+        ):
+            image = rebuild_fat(view.path, new_size, plan.sector_size, area.label, work)
+        ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
+        reporter.add_total(sum(n for _, n in ranges) * (2 if plan.verify else 1))
+        out.append((area, image, ranges))
+    return out
+
+
+def _prepare_shrinks(
+    plan: ApplyPlan, stack: contextlib.ExitStack, reporter: Reporter
+) -> list[Prepared]:
+    prepared: list[Prepared] = []
+    if plan.layout is None:
+        return prepared
+    work = Path(tempfile.mkdtemp(prefix="bootmedia-shrink-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    for c in plan.layout.changes:
+        if c.action != "shrink":
+            continue
+        area = plan.image.area(f"p{c.number}")
+        assert area is not None
+        with reporter.step(f"Shrinking {area.fstype} of {area.name} to {human_bytes(c.new_size)}"):
+            source = ImageArea(plan.repo, plan.image.name, area.name)
+            p = prepare_shrink(stack, source, area, c.new_size, work)
+        reporter.add_total(p.used * (2 if plan.verify else 1))
+        prepared.append(p)
+    return prepared
+
+
+def _discard(fd: int, reporter: Reporter) -> None:
+    try:
+        blockdev.discard(fd)
+    except OSError as exc:
+        reporter.message(f"discard not supported by the target ({exc.strerror}); continuing")
+
+
+# ---- the copy loop: chunks -> pool (read, decompress, hash) -> one ordered writer ------------
+
+
+@dataclass(frozen=True)
+class _Item:
+    area: Area
+    base: int  # where the area starts on the target
+    extent: Extent
+    location: Location | None  # None for a run of zeros
+
+
+def _items(repo: Repository, m: Manifest, area: Area, base: int) -> Iterator[_Item]:
+    for e in repo.extents(m, area.name):
+        if e.is_zero:
+            yield _Item(area, base, e, None)
+            continue
+        loc = repo.locate(e.hash)
+        if loc is None:
+            raise ImageError(f"{area.name} offset {e.offset}: chunk missing from the repository")
+        yield _Item(area, base, e, loc)
+
+
+class _Decoder:
+    """A pool worker: read one chunk from its pack, decompress it and check its hash. Workers
+    never touch the target; several pack reads are in flight and overlap with decompression."""
+
+    def __init__(self, packs: PackReader) -> None:
+        self.packs = packs
+
+    def __call__(self, item: _Item) -> bytes | None:
+        loc, e = item.location, item.extent
+        if loc is None:
+            return None
+        try:
+            data = self.packs.chunk(e.hash, loc)
+        except ImageError as exc:
+            raise ImageError(
+                f"{item.area.name} offset {e.offset}: stored chunk is damaged ({exc}) in "
+                f"{loc.pack} at byte {loc.offset}"
+            ) from None
+        if len(data) != e.length:
+            raise ImageError(
+                f"{item.area.name} offset {e.offset}: the map says {e.length} bytes, the "
+                f"chunk holds {len(data)}"
+            )
+        return data
+
+
+class _Target:
+    """The one owner of the target: every write goes through here, in the order given."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, item: _Item, data: bytes | None) -> None:
+        e = item.extent
+        pos = item.base + e.offset
+        if data is None:
+            blockdev.zero_range(self.fd, pos, e.length)
+            return
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, pos)
+            view, pos = view[n:], pos + n
+
+    def check(self, item: _Item) -> int:
+        """Read one extent back and compare it with its hash (or with zeros)."""
+        e = item.extent
+        data = os.pread(self.fd, e.length, item.base + e.offset)
+        ok = (data == bytes(e.length)) if e.is_zero else (chunk_hash(data) == e.hash)
+        if not ok:
+            raise ImageError(
+                f"verification failed: {item.area.name} at offset {e.offset} does not read "
+                "back as written (bad target disk or cable?)"
+            )
+        return e.length
+
+
+def _workers() -> int:
+    # Twice as many workers as cores: while one waits on a pack, another decompresses.
+    return default_threads() * 2
+
+
+def _write_area(
+    target: _Target,
+    packs: PackReader,
+    items: Iterator[_Item],
+    defer_below: int,
+    deferred: list[_Item],
+    reporter: Reporter,
+) -> None:
+    def wanted() -> Iterator[_Item]:
+        for item in items:
+            if item.base + item.extent.offset < defer_below:
+                deferred.append(item)
+                continue
+            yield item
+
+    for item, data in OrderedPool(_Decoder(packs), _workers()).run(wanted(), reporter.cancel):
+        reporter.check_cancel()
+        target.write(item, data)
+        if data is not None:
+            reporter.advance(item.extent.length)
+    reporter.check_cancel()
+
+
+def _finish_deferred(
+    target: _Target,
+    packs: PackReader,
+    deferred: list[_Item],
+    verify: bool,
+    reporter: Reporter,
+) -> None:
+    decode = _Decoder(packs)
+    for item in deferred:
+        target.write(item, decode(item))
+        blockdev.flush(target.fd)
+        if verify:
+            target.check(item)
+        if item.location is not None:
+            reporter.advance(item.extent.length * (2 if verify else 1))
+
+
+def _verify_area(
+    target: _Target, items: Iterator[_Item], reporter: Reporter, skip_below: int
+) -> None:
+    # Reading back is read-only, so the pool reads the target in parallel; nothing writes now.
+    wanted = (i for i in items if i.base + i.extent.offset >= skip_below)
+    for item, n in OrderedPool(target.check, _workers()).run(wanted, reporter.cancel):
+        reporter.check_cancel()
+        if item.location is not None:
+            reporter.advance(n)
+
+
+def check_chunks(
+    repo: Repository, packs: PackReader, m: Manifest, areas: tuple[Area, ...], reporter: Reporter
+) -> None:
+    """--check-first: decompress and hash every chunk the image needs, writing nothing."""
+    items = (i for a in areas if a.map for i in _items(repo, m, a, 0) if i.location is not None)
+    for item, data in OrderedPool(_Decoder(packs), _workers()).run(items, reporter.cancel):
+        reporter.check_cancel()
+        assert data is not None
+        reporter.advance(item.extent.length)
+    reporter.check_cancel()
+
+
+def _write_swap(fd: int, area: Area, base: int, target_size: int) -> None:
+    """Swap holds nothing worth keeping: clear the old signatures at both ends and write a
+    fresh header with the image's uuid and label (made by mkswap on a scratch file)."""
+    blockdev.zero_range(fd, base, min(MiB, area.size))
+    blockdev.zero_range(fd, base + max(0, area.size - MiB), min(MiB, area.size))
+    with tempfile.NamedTemporaryFile(prefix="bootmedia-swap-") as tmp:
+        tmp.truncate(area.size)
+        tmp.flush()
+        fs.make_swap(tmp.name, area.uuid, area.label)
+        header = os.pread(tmp.fileno(), 64 << 10, 0)
+    os.pwrite(fd, header, base)
+
+
+def _write_boot_area(
+    target: _Target, repo: Repository, packs: PackReader, m: Manifest, plan: ApplyPlan
+) -> None:
+    """The MBR boot code and, when the geometry matches, the gap before the first partition
+    (GRUB's core.img on BIOS/MBR disks)."""
+    head = m.area("head")
+    assert m.table is not None
+    if head is None or not head.map:
+        return
+    fd = target.fd
+    data = bytearray(head.size)
+    decode = _Decoder(packs)
+    for item in _items(repo, m, head, 0):
+        chunk = decode(item)
+        if chunk is not None:
+            data[item.extent.offset : item.extent.offset + item.extent.length] = chunk
+    os.pwrite(fd, bytes(data[:BOOT_CODE]), 0)
+    src = m.table
+    if src.sector_size == plan.sector_size:
+        first = min((p.start for p in src.partitions), default=0) * src.sector_size
+        gap_start = src.first_lba * src.sector_size if src.label == "gpt" else src.sector_size
+        end = min(first, len(data))
+        if (src.first_lba or src.label == "dos") and gap_start < end:
+            os.pwrite(fd, bytes(data[gap_start:end]), gap_start)
+    blockdev.flush(fd)
+    if os.pread(fd, BOOT_CODE, 0) != bytes(data[:BOOT_CODE]):
+        raise ImageError("verification failed: boot code does not read back as written")
+
+
+def _check_table(plan: ApplyPlan) -> None:
+    assert plan.table is not None
+    got = read_table(plan.target)
+    if got is None:
+        raise ImageError(f"{plan.target}: no partition table after writing it")
+    want = plan.table
+    if plan.grow is not None and plan.layout is None:
+        grown = next(p for p in got.partitions if p.number == plan.grow)
+        want = replace(
+            want,
+            partitions=tuple(
+                replace(p, size=grown.size) if p.number == plan.grow else p for p in want.partitions
+            ),
+        )
+    diffs = same_layout(want, got)
+    if diffs:
+        raise ImageError(
+            f"{plan.target}: partition table differs after writing: {'; '.join(diffs)}"
+        )
+
+
+# ---- the steps a whole-disk restore ends with, for another writer of the data (cast receive) --
+
+DEFER_BELOW = 4096  # a whole disk's first 4 KiB are written last
+
+
+def mark_incomplete(fd: int, plan: ApplyPlan) -> None:
+    """Step 1 of a whole-disk restore: zero the old table's first and last MiB and put the
+    BOOTMEDIA-INCOMPLETE marker in the boot-code bytes."""
+    blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
+    tail = max(0, plan.target_size - MiB)
+    blockdev.zero_range(fd, tail, plan.target_size - tail)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    marker = INCOMPLETE_MARKER + f" image={plan.image.name} started={started_at}".encode()
+    os.pwrite(fd, marker[:BOOT_CODE], 0)
+    os.fsync(fd)
+
+
+def verify_written(
+    fd: int, repo: Repository, plan: ApplyPlan, reporter: Reporter, skip_below: int = DEFER_BELOW
+) -> None:
+    """Read every data area back (a whole disk) and compare it with its map."""
+    target = _Target(fd)
+    data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
+    for i, area in enumerate(data_areas, 1):
+        with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+            items = _items(repo, plan.image, area, plan.offset_of(area))
+            _verify_area(target, items, reporter, skip_below=skip_below)
+
+
+def recreate_swap(fd: int, plan: ApplyPlan, reporter: Reporter) -> None:
+    for area in plan.areas:
+        if area.mode == SWAP:
+            with reporter.step(f"Recreating swap on {area.name}"):
+                start = plan.offset_of(area)
+                if plan.layout is not None:
+                    area = replace(area, size=plan.layout.change(area.number).new_size)
+                _write_swap(fd, area, start, plan.target_size)
+
+
+def write_partition_table(fd: int, plan: ApplyPlan, reporter: Reporter) -> None:
+    if plan.script:
+        with reporter.step("Writing the partition table"):
+            os.fsync(fd)
+            write_table(plan.target, plan.script, plan.table)
+            _check_table(plan)
+
+
+def finish_restore(
+    fd: int,
+    repo: Repository,
+    plan: ApplyPlan,
+    deferred: list[tuple[Area, Extent]],
+    reporter: Reporter,
+) -> None:
+    """The last step: the deferred first bytes, the boot code, and the marker gone."""
+    with reporter.step("Writing boot code and finishing"), PackReader(repo) as packs:
+        target = _Target(fd)
+        items = [
+            _Item(a, a.offset, e, None if e.is_zero else repo.locate(e.hash)) for a, e in deferred
+        ]
+        _finish_deferred(target, packs, items, plan.verify, reporter)
+        if plan.image.table is not None:
+            _write_boot_area(target, repo, packs, plan.image, plan)
+        blockdev.flush(fd)
+        if os.pread(fd, len(INCOMPLETE_MARKER), 0) == INCOMPLETE_MARKER:
+            raise ImageError("the incomplete marker is still on the target after writing")
