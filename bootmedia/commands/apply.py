@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--confirm",
         help="the target's serial, its last 4 characters or a by-id "
-        "name (the kernel name, e.g. loop3, only for disks without a serial)",
+        "name (the kernel name, e.g. loop3, only for disks without a serial; an image file's "
+        "name; with --to, the disk the partition is on)",
     )
     p.add_argument("--grow", action="store_true", help="grow the last partition to fill the disk")
     p.add_argument(
