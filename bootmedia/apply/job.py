@@ -147,7 +147,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         if plan.verify:
             for i, area in enumerate(data_areas, 1):
                 with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
-                    items = _items(repo, m, area, base(area))
+                    items = _items(repo, m, area, base(area), locate=False)
                     _verify_area(target, items, reporter, skip_below=defer_below)
         for area in plan.areas:
             if area.mode == SWAP:
@@ -318,9 +318,13 @@ class _Item:
     location: Location | None  # None for a run of zeros
 
 
-def _items(repo: Repository, m: Manifest, area: Area, base: int) -> Iterator[_Item]:
+def _items(
+    repo: Repository, m: Manifest, area: Area, base: int, locate: bool = True
+) -> Iterator[_Item]:
+    """The area's extents in map order; locate=False for reading back, which needs only the
+    map (a cast receiver's repository holds only the chunks it writes last)."""
     for e in repo.extents(m, area.name):
-        if e.is_zero:
+        if e.is_zero or not locate:
             yield _Item(area, base, e, None)
             continue
         loc = repo.locate(e.hash)
@@ -437,7 +441,7 @@ def _verify_area(
     wanted = (i for i in items if i.base + i.extent.offset >= skip_below)
     for item, n in OrderedPool(target.check, _workers()).run(wanted, reporter.cancel):
         reporter.check_cancel()
-        if item.location is not None:
+        if not item.extent.is_zero:
             reporter.advance(n)
 
 
@@ -541,7 +545,7 @@ def verify_written(
     data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
     for i, area in enumerate(data_areas, 1):
         with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
-            items = _items(repo, plan.image, area, plan.offset_of(area))
+            items = _items(repo, plan.image, area, plan.offset_of(area), locate=False)
             _verify_area(target, items, reporter, skip_below=skip_below)
 
 
@@ -573,9 +577,12 @@ def finish_restore(
     """The last step: the deferred first bytes, the boot code, and the marker gone."""
     with reporter.step("Writing boot code and finishing"), PackReader(repo) as packs:
         target = _Target(fd)
-        items = [
-            _Item(a, a.offset, e, None if e.is_zero else repo.locate(e.hash)) for a, e in deferred
-        ]
+        items = []
+        for a, e in deferred:
+            loc = None if e.is_zero else repo.locate(e.hash)
+            if loc is None and not e.is_zero:
+                raise ImageError(f"{a.name} offset {e.offset}: chunk missing from the repository")
+            items.append(_Item(a, plan.offset_of(a), e, loc))
         _finish_deferred(target, packs, items, plan.verify, reporter)
         if plan.image.table is not None:
             _write_boot_area(target, repo, packs, plan.image, plan)
