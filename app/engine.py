@@ -7,7 +7,6 @@ even on a tree where one engine module is broken.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

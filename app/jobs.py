@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import DiskRow, ImageRow, confirm_code
+from app.engine import DiskRow, ImageRow
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter, human_bytes, human_duration
 
