@@ -109,7 +109,7 @@ def test_size_options(loopdev) -> None:
     plan = plan_layout(src, WIN_INFO, 8 * GiB, 512, FIT, {3: 2 * GiB, 4: REST})
     assert plan.change(3).new_size == 2 * GiB
     assert plan.change(4).action == "grow" and plan.change(4).new_size > 5 * GiB
-    assert "--size 4=rest" in plan.command()
+    assert plan.command()[-2:] == ["--size", "4=rest"]
     with pytest.raises(UsageError, match="too small: its ntfs needs at least"):
         plan_layout(src, WIN_INFO, 8 * GiB, 512, FIT, {3: 500 * MiB})
     with pytest.raises(UsageError, match="only one partition"):

@@ -3,6 +3,7 @@ progress -> result (the image comes from the sender's stream, the gaps from the 
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from app.engine import DiskRow
@@ -88,7 +89,7 @@ def plan_receive_job(a: dict[str, Any]) -> Job:
         kind="receive",
         title=f"Join the multicast session onto {target.disk.name}",
         summary=tuple(plan.summary()),
-        command=plan.command(),
+        command=shlex.join(plan.command()),
         execute=execute,
         cancel_note=f"{target.disk.name} is marked incomplete: it will not boot until restored again.",
         confirm=target,

@@ -153,7 +153,7 @@ class ApplyPlan:
                 ["--grow"] if self.partition is not None else ["--grow-partition", str(self.grow)]
             )
         if self.layout is not None and (self.layout.policy != KEEP or self.layout.sizes):
-            argv += self.layout.command().split()
+            argv += self.layout.command()
         if not self.verify:
             argv.append("--no-verify")
         if self.discard:

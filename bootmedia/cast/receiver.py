@@ -149,9 +149,7 @@ class ReceivePlan:
         ]
         return lines
 
-    def command(self) -> str:
-        import shlex
-
+    def command(self) -> list[str]:
         argv = ["bootmedia", "receive", self.target]
         if self.fallback:
             argv += ["--fallback", self.fallback_label or self.fallback]
@@ -163,7 +161,7 @@ class ReceivePlan:
             argv += ["--rdv", self.rdv]
         if self.portbase != DEFAULT_PORTBASE:
             argv += ["--portbase", str(self.portbase)]
-        return shlex.join(argv)
+        return argv
 
     def to_dict(self) -> dict[str, object]:
         return dict(vars(self))

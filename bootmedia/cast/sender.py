@@ -71,7 +71,7 @@ class CastPlan:
             lines.append(f"Receivers' results collected in {self.results}")
         return lines
 
-    def command(self) -> str:
+    def command(self) -> list[str]:
         argv = ["bootmedia", "cast", self.repo_label, self.image.name]
         argv += ["--receivers", str(self.receivers), "--wait", str(self.wait)]
         if self.interface:
@@ -84,7 +84,7 @@ class CastPlan:
             argv += ["--results", str(self.results)]
         if self.max_bitrate:
             argv += ["--max-bitrate", self.max_bitrate]
-        return shlex.join(argv)
+        return argv
 
     def receive_command(self) -> str:
         """What to run on each receiver (shown to the technician)."""

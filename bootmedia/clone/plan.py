@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,17 +65,17 @@ class ClonePlan:
         )
         return lines
 
-    def command(self) -> str:
+    def command(self) -> list[str]:
         def who(d: Disk) -> str:
             return d.by_id[0] if d.by_id else d.path
 
         argv = ["bootmedia", "clone", who(self.source_disk), who(self.target_disk)]
         if self.layout.policy != KEEP or self.layout.sizes:
-            argv += self.layout.command().split()
+            argv += self.layout.command()
         if not self.verify:
             argv.append("--no-verify")
         t = self.target_disk
-        return shlex.join([*argv, "--confirm", t.serial[-4:] if t.serial else t.name])
+        return [*argv, "--confirm", t.serial[-4:] if t.serial else t.name]
 
     def to_dict(self) -> dict[str, Any]:
         return {

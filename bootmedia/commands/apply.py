@@ -165,7 +165,7 @@ def _run_partitions(args: argparse.Namespace, target: str) -> int:
     plan = plan_partitions(args.repo, image, target, parse_numbers(args.partitions), args.verify)
     if args.dry_run:
         print("\n".join(plan.summary()))
-        print(f"Command: {plan.command()}")
+        print(f"Command: {shlex.join(plan.command())}")
         return 0
     check_confirm(plan.disk, args.confirm, "overwrite partitions of")
     rep, printer = reporter(args.quiet)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from bootmedia.cast.sender import (
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(plan.summary()))
     print(f"On each receiver: {plan.receive_command()}")
     if args.dry_run:
-        print(f"Command: {plan.command()}")
+        print(f"Command: {shlex.join(plan.command())}")
         return 0
     rep, printer = reporter(args.quiet)
     last: list[str] = []

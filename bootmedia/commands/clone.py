@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from bootmedia.clone import clone_disk, plan_clone
 from bootmedia.commands._common import reporter
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         print("\n".join(plan.summary()))
-        print(f"Command: {plan.command()}")
+        print(f"Command: {shlex.join(plan.command())}")
         return 0
     check_confirm(plan.target_disk, args.confirm, "overwrite")
     rep, printer = reporter(args.quiet)

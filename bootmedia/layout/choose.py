@@ -10,7 +10,6 @@ table, not the boot code, not the other partitions.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,14 +67,14 @@ class PartitionsPlan:
         )
         return lines
 
-    def command(self) -> str:
+    def command(self) -> list[str]:
         argv = ["bootmedia", "apply", str(self.repo), self.image.name]
         argv.append(self.disk.by_id[0] if self.disk.by_id else self.target)
         argv += ["--partitions", ",".join(str(n) for n in self.numbers)]
         if not all(p.verify for p in self.plans):
             argv.append("--no-verify")
         code = self.disk.serial[-4:] if self.disk.serial else self.disk.name
-        return shlex.join([*argv, "--confirm", code])
+        return [*argv, "--confirm", code]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -124,11 +124,12 @@ class LayoutPlan:
             )
         return lines
 
-    def command(self) -> str:
+    def command(self) -> list[str]:
+        """The options that ask for this layout (apply and clone put them in their argv)."""
         args = ["--layout", self.policy]
         for n, size in self.sizes:
             args += ["--size", f"{n}={'rest' if size == REST else size}"]
-        return " ".join(args)
+        return args
 
     def to_dict(self) -> dict[str, Any]:
         return {
