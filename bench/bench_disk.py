@@ -90,6 +90,8 @@ def clonezilla_workaround(copy: str, dst: str, cz: Path, target_size: int) -> di
         sh(f"e2fsck -f -p {copy}p2")
         sh(f"resize2fs {copy}p2 {new2 * ss // 1024}K")
         sh(f"echo y | ntfsresize --force --no-progress-bar -s {new3 * ss} {copy}p3")
+        # ntfsresize marks the volume for chkdsk; partclone.ntfs refuses it until cleared
+        sh(f"ntfsfix -d {copy}p3")
         # GParted moves the NTFS partition down behind the shrunk ext4 (a full copy of it)
         start3 = p[2].start + new2 + mib
         sh(
@@ -164,6 +166,7 @@ def main() -> int:
             res["copy_source_s"], res["copy_source_cpu"] = timed(
                 lambda: sh(f"dd if={src} of={copy} bs=4M conv=fsync status=none")
             )
+            lab.rescan(copy)  # the copy's partitions, for the kernel
             cz = tmp / "cz"
             cz.mkdir()
             res.update(clonezilla_workaround(copy, dst, cz, small))
