@@ -98,7 +98,9 @@ def test_512_image_onto_4096_disk_translates_the_table(loopdev, tmp_path: Path) 
     capture_image(plan_capture(src, tmp_path / "repo", "img"))
     dst = loopdev(96 * MiB, 4096)
     plan = plan_apply(tmp_path / "repo", "img", dst)
-    assert any("translated" in n for n in plan.notes)
+    # The layout planner lays the table out anew for the target's sectors (bootmedia.layout);
+    # either way the plan says so, and the files and fsck below must come through unchanged.
+    assert any("translated" in n or "laid out anew" in n for n in plan.notes), plan.notes
     apply_image(plan)
     assert sample.sums(dst, layout) == before
     assert sample.fsck_clean(dst, layout) == {}
