@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bootmedia import lab
+from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.lab import SamplePart
 from tests import sample
 from tests.net.conftest import WHY_NOT
@@ -141,7 +142,16 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
 ) -> None:
     sender, nginx, repo, results, want = setup
     rx = start_receivers(
-        lan, loopdev, tmp_path, nginx, results, list(range(11, 15)), "--receive-timeout", "3"
+        lan,
+        loopdev,
+        tmp_path,
+        nginx,
+        results,
+        list(range(11, 15)),
+        "--receive-timeout",
+        "3",
+        "--start-timeout",
+        "240",
     )
     lan.lossy(12, 5)  # udpcast retransmits what it loses: slower, still complete
     time.sleep(1)
@@ -151,9 +161,15 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
            "--results-wait", "240", "--max-bitrate", "40m", "-q"),
         env=env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # Once the transfer runs, receiver 13 loses everything: udpcast drops it, its stream
-    # stops, and it must fetch the rest from the fallback.
-    time.sleep(5)
+    # Once the transfer runs (receiver 13 marked its disk incomplete: the header arrived),
+    # receiver 13 loses everything: udpcast drops it, its stream stops, and it must fetch the
+    # rest from the fallback.
+    disk13 = next(disk for n, disk, _ in rx if n == 13)
+    deadline = time.monotonic() + 240
+    while sample.read(disk13, 0, len(INCOMPLETE_MARKER)) != INCOMPLETE_MARKER:
+        assert time.monotonic() < deadline, "receiver 13 never started"
+        time.sleep(0.1)
+    time.sleep(1)
     lan.lossy(13, 100)
     out, err = sending.communicate(timeout=400)
     sent = subprocess.CompletedProcess(sending.args, sending.returncode, out, err)
