@@ -7,6 +7,7 @@ import hashlib
 import random
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,18 @@ def put_files(node: str, fstype: str, src: Path) -> None:
             if first and link and not link.exists():
                 link.hardlink_to(first)
         finally:
-            sh("umount", mnt)
+            umount(mnt)
+
+
+def umount(mnt: str) -> None:
+    """umount, retried: right after writing through ntfs-3g (FUSE) the mount can be busy for
+    a moment while the kernel still holds the last requests."""
+
+    for _ in range(50):
+        if subprocess.run(["umount", mnt], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(0.2)
+    sh("umount", mnt)
 
 
 def sums(node: str, fstype: str) -> dict[str, str]:
@@ -151,7 +163,7 @@ def sums(node: str, fstype: str) -> dict[str, str]:
         try:
             _hash(Path(tmp), out)
         finally:
-            sh("umount", tmp)
+            umount(tmp)
     return out
 
 
