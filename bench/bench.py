@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark bootmedia against what a technician would otherwise run, on the same disk, in one run.
 
-    sudo .venv/bin/python bench/bench.py [--size-gib 3] [--keep]
+    sudo flock /work/locks/bench.lock .venv/bin/python bench/bench.py [--rounds 3] [--image DISK]
 
 Builds a realistic disk on a loop device (ESP + ext4 full of real system files + NTFS + swap,
-stale random data left in the free space), then times, each from a cold page cache:
+stale random data left in the free space), then, each from a cold page cache and in
+interleaved rounds (so a shared machine's load falls on every tool alike), measures wall time,
+CPU-seconds (user + system of the whole process tree) and image size of:
 
   capture   bootmedia capture          vs  partclone.<fs> -c | zstd -T0 -3   (Clonezilla)
                                        vs  dd | zstd -T0 -3
+                                       vs  fsarchiver savefs -j2 -Z3 (the ext4 partition only)
   restore   bootmedia apply (+verify)  vs  zstd -dc | partclone.restore      (no verify)
                                        vs  zstd -dc | dd
-and reports time ratios, image sizes, bootmedia's peak RSS, and capture throughput as a fraction
-of `zstd -T0 -3` alone on the same used bytes. Not a test: tests check correctness.
+                                       vs  fsarchiver restfs (the ext4 partition only)
+
+then the package upgrade (1% of the ext4 files rewritten as new files + rename) and a timed
+recapture into the same repository, and a 20 GiB sparse disk (capture only). bootmedia's peak
+RSS comes from wait4(). Writes bench/results.json; bench/table.py renders the README table.
+Not a test: tests check correctness.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,11 +144,80 @@ def package_upgrade(part: str, mnt: Path, every: int = 100) -> tuple[int, int]:
     return files, nbytes
 
 
+def run_measured(cmd: list[str] | str, cwd: Path = ROOT) -> dict[str, float]:
+    """Wall, CPU-seconds (the whole tree) and peak RSS of one command, from a cold cache."""
+    cold()
+    argv = ["bash", "-o", "pipefail", "-c", cmd] if isinstance(cmd, str) else cmd
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {cmd}")
+    # bash waits for its pipeline, so its own rusage holds its children's CPU; maxrss is the
+    # largest single process in the tree
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024}
+
+
+PARTIAL: dict[str, object] = {}
+
+
+def checkpoint(path: str, **data: object) -> None:
+    """Everything measured so far, so a failure late in a long run loses nothing."""
+    PARTIAL.update(data)
+    Path(path + ".partial").write_text(json.dumps(PARTIAL, indent=1) + "\n")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {"median": statistics.median(v), "min": v[0], "max": v[-1]}
+
+
+def used_bytes(src: str, tmp: Path) -> int:
+    used = 0
+    for n, fs in FS.items():
+        subprocess.run(
+            [
+                PARTCLONE[fs],
+                "-D",
+                "-q",
+                "-s",
+                f"{src}p{n}",
+                "-o",
+                str(tmp / f"d{n}"),
+                "-L",
+                "/dev/null",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for line in (tmp / f"d{n}").read_text().splitlines():
+            p = line.split()
+            if len(p) == 3 and p[2] == "+":
+                used += int(p[1], 16)
+    return used
+
+
+def sparse_disk(dev: str, tmp: Path) -> None:
+    """A 20 GiB disk that is mostly empty: one ext4 partition holding a few hundred MB."""
+    subprocess.run(["sfdisk", "-q", dev], input=b"label: gpt\ntype=L\n", check=True)
+    lab.rescan(dev)
+    sh(f"mkfs.ext4 -q -F -L big {dev}p1")
+    mnt = tmp / "mnt"
+    mnt.mkdir(exist_ok=True)
+    sh(f"mount {dev}p1 {mnt}")
+    sh(f"cp -a /usr/lib/python3.11 {mnt}/py; cp -a /usr/share/doc {mnt}/doc")
+    sh(f"umount {mnt}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size-gib", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--image", help="a benchmark disk built before (copied, not changed)")
+    ap.add_argument("--sparse-gib", type=float, default=20.0)
     ap.add_argument("--workdir", default=None, help="scratch space (default: a temp dir)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
@@ -150,128 +227,199 @@ def main() -> int:
     size_mib = int(args.size_gib * 1024)
     tmp = Path(tempfile.mkdtemp(prefix="bootmedia-bench-", dir=args.workdir))
     py = sys.executable
-    src = lab.attach(lab.make_file(tmp / "src.img", size_mib * MiB))
+    img = tmp / "src.img"
+    if args.image:
+        shutil.copyfile(args.image, img)
+        size_mib = img.stat().st_size // MiB
+    else:
+        lab.make_file(img, size_mib * MiB)
+    src = lab.attach(img)
     dst = lab.attach(lab.make_file(tmp / "dst.img", size_mib * MiB))
-    res: dict[str, float] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
+    sizes: dict[str, int] = {}
+    res: dict[str, object] = {"nproc": os.cpu_count(), "size_mib": size_mib}
+    cz, repo, fsa = tmp / "clonezilla", tmp / "repo", tmp / "fsa.fsa"
     try:
-        build_disk(src, size_mib, tmp)
-        cz = tmp / "clonezilla"
-        cz.mkdir()
-        used = 0
-        for n, fs in FS.items():
-            out = subprocess.run(
-                [
-                    PARTCLONE[fs],
-                    "-D",
-                    "-q",
-                    "-s",
-                    f"{src}p{n}",
-                    "-o",
-                    str(tmp / f"d{n}"),
-                    "-L",
-                    "/dev/null",
-                ],
-                check=True,
-                capture_output=True,
-            )
-            del out
-            for line in (tmp / f"d{n}").read_text().splitlines():
-                p = line.split()
-                if len(p) == 3 and p[2] == "+":
-                    used += int(p[1], 16)
+        if not args.image:
+            build_disk(src, size_mib, tmp)
+        lab.rescan(src)
+        used = used_bytes(src, tmp)
         res["used_bytes"] = used
         print(f"disk: {size_mib} MiB, {used / MiB:.0f} MiB in use", flush=True)
-
-        def cz_capture() -> None:
-            sh(f"sfdisk -d {src} > {cz}/pt.sf")
-            for n, fs in FS.items():
-                sh(
+        bm = [py, "-m", "bootmedia"]
+        capture = {
+            "bootmedia": lambda: run_measured(
+                [*bm, "capture", src, str(repo), "--name", "bench", "-q"]
+            ),
+            "clonezilla": lambda: run_measured(
+                f"mkdir -p {cz} && sfdisk -d {src} > {cz}/pt.sf && "
+                + " && ".join(
                     f"{PARTCLONE[fs]} -c -q -s {src}p{n} -o - -L /dev/null | zstd -q -T0 -3 > {cz}/p{n}.zst"
+                    for n, fs in FS.items()
                 )
-
-        def cz_restore() -> None:
-            sh(f"sfdisk -q {dst} < {cz}/pt.sf")
-            lab.rescan(dst)
-            for n in FS:
-                sh(
+            ),
+            "dd": lambda: run_measured(
+                f"dd if={src} bs=4M status=none | zstd -q -T0 -3 > {tmp}/dd.zst"
+            ),
+            "fsarchiver": lambda: run_measured(
+                f"fsarchiver -o -j2 -Z3 savefs {fsa} {src}p2 >/dev/null"
+            ),
+        }
+        restore = {
+            "bootmedia": lambda: run_measured(
+                [*bm, "apply", str(repo), "bench", dst, "--confirm", Path(dst).name, "-q"]
+            ),
+            "clonezilla": lambda: run_measured(
+                f"sfdisk -q {dst} < {cz}/pt.sf && partx -u {dst} && "
+                + " && ".join(
                     f"zstd -q -dc {cz}/p{n}.zst | partclone.restore -q -s - -o {dst}p{n} -L /dev/null"
+                    for n in FS
                 )
-            sh(f"mkswap -L swap {dst}p4")
-
-        def dd_capture() -> None:
-            sh(f"dd if={src} bs=4M status=none | zstd -q -T0 -3 > {tmp}/dd.zst")
-
-        def dd_restore() -> None:
-            sh(f"zstd -q -dc {tmp}/dd.zst | dd of={dst} bs=4M status=none conv=fsync")
-
-        res["clonezilla_capture_s"] = timed(cz_capture)
-        res["clonezilla_image_bytes"] = sum(f.stat().st_size for f in cz.glob("*.zst"))
-        res["bootmedia_capture_s"], res["bootmedia_capture_rss"] = timed_rss(
-            [py, "-m", "bootmedia", "capture", src, str(tmp / "repo"), "--name", "bench", "-q"]
+                + f" && mkswap -L swap {dst}p4 >/dev/null && sync"
+            ),
+            "dd": lambda: run_measured(
+                f"zstd -q -dc {tmp}/dd.zst | dd of={dst} bs=4M status=none conv=fsync"
+            ),
+            "fsarchiver": lambda: run_measured(
+                f"fsarchiver -j2 restfs {fsa} id=0,dest={dst}p2 >/dev/null && sync"
+            ),
+        }
+        order = list(capture)
+        for r in range(args.rounds):
+            rot = order[r % len(order) :] + order[: r % len(order)]
+            for tool in rot:  # fresh destinations every round
+                shutil.rmtree(repo, ignore_errors=True)
+                shutil.rmtree(cz, ignore_errors=True)
+                for f in (fsa, tmp / "dd.zst"):
+                    f.unlink(missing_ok=True)
+                m = capture[tool]()
+                runs.setdefault(f"capture/{tool}", []).append(m)
+                checkpoint(args.out, runs=runs, sizes=sizes, res=res)
+                print(
+                    f"round {r + 1} capture {tool}: {m['wall']:.1f} s, {m['cpu']:.1f} CPU-s",
+                    flush=True,
+                )
+                if tool == "bootmedia":
+                    sizes["bootmedia"] = sum(
+                        f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp")
+                    )
+                elif tool == "clonezilla":
+                    sizes["clonezilla"] = sum(f.stat().st_size for f in cz.glob("*.zst"))
+                elif tool == "dd":
+                    sizes["dd"] = (tmp / "dd.zst").stat().st_size
+                else:
+                    sizes["fsarchiver"] = fsa.stat().st_size
+            # every tool's image exists again for the restores of this round
+            for tool in order:
+                if tool == "bootmedia" and not (repo / "images" / "bench").exists():
+                    capture[tool]()
+            for tool in rot:
+                if tool == "clonezilla" and not (cz / "pt.sf").exists():
+                    capture[tool]()
+                if tool == "dd" and not (tmp / "dd.zst").exists():
+                    capture[tool]()
+                if tool == "fsarchiver" and not fsa.exists():
+                    capture[tool]()
+            for tool in rot:
+                sh(f"wipefs -a -q {dst}")
+                m = restore[tool]()
+                runs.setdefault(f"restore/{tool}", []).append(m)
+                checkpoint(args.out, runs=runs, sizes=sizes, res=res)
+                print(
+                    f"round {r + 1} restore {tool}: {m['wall']:.1f} s, {m['cpu']:.1f} CPU-s",
+                    flush=True,
+                )
+        # one core (taskset) vs all: the serial share of capture, for the scaling projection
+        shutil.rmtree(repo, ignore_errors=True)
+        runs["capture/bootmedia-1thread"] = [
+            run_measured(
+                ["taskset", "-c", "0", *bm, "capture", src, str(repo), "--name", "bench", "-q"]
+            )
+        ]
+        # the package upgrade, then a recapture into the same repository
+        before = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp"))
+        (tmp / "mnt").mkdir(exist_ok=True)
+        files, nbytes = package_upgrade(f"{src}p2", tmp / "mnt")
+        m = run_measured([*bm, "capture", src, str(repo), "--name", "upgraded", "-q"])
+        added = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp")) - before
+        runs["recapture/bootmedia"] = [m]
+        res["upgrade"] = {
+            "files": files,
+            "bytes": nbytes,
+            "added_bytes": added,
+            "full_bytes": before,
+        }
+        print(
+            f"recapture: {m['wall']:.1f} s, added {added / MiB:.1f} MiB of {before / MiB:.1f}",
+            flush=True,
         )
-        res["bootmedia_image_bytes"] = sum(
-            f.stat().st_size for f in (tmp / "repo" / "packs").iterdir()
-        )
-        res["dd_capture_s"] = timed(dd_capture)
-        res["dd_image_bytes"] = (tmp / "dd.zst").stat().st_size
-
-        res["clonezilla_restore_s"] = timed(lambda: (cz_restore(), os.sync()))
-        sh(f"wipefs -a -q {dst}")
-        res["bootmedia_apply_s"], res["bootmedia_apply_rss"] = timed_rss(
-            [
-                py,
-                "-m",
-                "bootmedia",
-                "apply",
-                str(tmp / "repo"),
-                "bench",
-                dst,
-                "--confirm",
-                Path(dst).name,
-                "-q",
+        m = capture["clonezilla"]()
+        runs["recapture/clonezilla"] = [m]
+        checkpoint(args.out, runs=runs, sizes=sizes, res=res)
+        # a 20 GiB sparse disk: reading only what is used, memory not growing with the disk
+        lab.detach(dst)
+        (tmp / "dst.img").unlink()
+        big = lab.attach(lab.make_file(tmp / "big.img", int(args.sparse_gib * 1024) * MiB))
+        try:
+            sparse_disk(big, tmp)
+            shutil.rmtree(tmp / "bigrepo", ignore_errors=True)
+            runs["sparse/bootmedia"] = [
+                run_measured([*bm, "capture", big, str(tmp / "bigrepo"), "--name", "big", "-q"])
             ]
-        )
-        res["dd_restore_s"] = timed(dd_restore)
-
-        # zstd alone on the same used bytes: the ceiling for a capture
-        sh(f"{PARTCLONE['ext4']} -c -q -s {src}p2 -o - -L /dev/null > {tmp}/raw.pc")
-        raw = (tmp / "raw.pc").stat().st_size
-        t = timed(lambda: sh(f"zstd -q -T0 -3 -c {tmp}/raw.pc > /dev/null"))
-        res["zstd_alone_Bps"] = raw / t
-        res["bootmedia_capture_Bps"] = used / res["bootmedia_capture_s"]
+            runs["sparse/clonezilla"] = [
+                run_measured(
+                    f"{PARTCLONE['ext4']} -c -q -s {big}p1 -o - -L /dev/null | zstd -q -T0 -3 > {tmp}/big.zst"
+                )
+            ]
+        finally:
+            lab.detach(big)
+        dst = ""
     finally:
         subprocess.run(["umount", "-l", str(tmp / "mnt")], capture_output=True, check=False)
         lab.detach(src)
-        lab.detach(dst)
+        if dst:
+            lab.detach(dst)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    gb = used / 1e9
+    summary: dict[str, dict[str, float]] = {}
+    for key, ms in runs.items():
+        summary[key] = {
+            **{f"wall_{k}": v for k, v in stats([m["wall"] for m in ms]).items()},
+            **{f"cpu_{k}": v for k, v in stats([m["cpu"] for m in ms]).items()},
+            "cpu_s_per_gb": statistics.median(m["cpu"] for m in ms) / gb,
+            "rss_max": max(m["rss"] for m in ms),
+            "rounds": len(ms),
+        }
+    w = {k: v["wall_median"] for k, v in summary.items()}
+    c = {k: v["cpu_median"] for k, v in summary.items()}
+    up = res["upgrade"]
+    assert isinstance(up, dict)
     ratios = {
-        "capture speedup vs Clonezilla": res["clonezilla_capture_s"] / res["bootmedia_capture_s"],
-        "capture speedup vs dd|zstd": res["dd_capture_s"] / res["bootmedia_capture_s"],
-        "apply+verify speedup vs Clonezilla restore (no verify)": res["clonezilla_restore_s"]
-        / res["bootmedia_apply_s"],
-        "apply+verify speedup vs zstd|dd": res["dd_restore_s"] / res["bootmedia_apply_s"],
-        "image size vs Clonezilla": res["bootmedia_image_bytes"] / res["clonezilla_image_bytes"],
-        "capture throughput / zstd -T0 -3 alone": res["bootmedia_capture_Bps"]
-        / res["zstd_alone_Bps"],
+        "capture wall vs Clonezilla": w["capture/bootmedia"] / w["capture/clonezilla"],
+        "capture CPU vs Clonezilla": c["capture/bootmedia"] / c["capture/clonezilla"],
+        "image size vs Clonezilla": sizes["bootmedia"] / sizes["clonezilla"],
+        "apply+verify wall vs Clonezilla restore": w["restore/bootmedia"] / w["restore/clonezilla"],
+        "apply+verify CPU vs Clonezilla restore": c["restore/bootmedia"] / c["restore/clonezilla"],
+        "recapture adds, of a full image": up["added_bytes"] / up["full_bytes"],
+        "recapture wall vs first capture": w["recapture/bootmedia"] / w["capture/bootmedia"],
+        "capture wall vs dd|zstd": w["capture/bootmedia"] / w["capture/dd"],
+        "sparse 20 GiB capture wall vs Clonezilla": w["sparse/bootmedia"] / w["sparse/clonezilla"],
     }
-    print()
-    for k, v in res.items():
-        print(f"{k:32} {v:,.2f}")
+    # Amdahl from 1 thread vs all: serial fraction s with T(n) = T1 * (s + (1 - s) / n)
+    n = os.cpu_count() or 1
+    t1, tn = w["capture/bootmedia-1thread"], w["capture/bootmedia"]
+    serial = max(0.0, min(1.0, (tn / t1 - 1 / n) / (1 - 1 / n))) if n > 1 else 1.0
+    res["projection"] = {
+        "serial_fraction": serial,
+        "cpu_s_per_gb": summary["capture/bootmedia"]["cpu_s_per_gb"],
+        **{f"capture_s_{k}_cores": t1 * (serial + (1 - serial) / k) for k in (n, 8, 16)},
+    }
+    res |= {"runs": runs, "summary": summary, "sizes": sizes, "ratios": ratios}
     print()
     for k, v in ratios.items():
-        print(f"{k:58} {v:6.2f}")
-    print(
-        f"{'peak RSS capture / apply (MiB)':58} {res['bootmedia_capture_rss'] / MiB:6.0f} / "
-        f"{res['bootmedia_apply_rss'] / MiB:.0f}"
-    )
-    Path(args.out).write_text(
-        json.dumps(
-            {"measured": res, "ratios": ratios, "nproc": os.cpu_count(), "size_mib": size_mib},
-            indent=1,
-        )
-        + "\n"
-    )
+        print(f"{k:45} {v:6.3f}")
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0
 
 

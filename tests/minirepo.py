@@ -26,7 +26,7 @@ CHUNK = 64 << 10
 
 def make_repo(root: Path, name: str = "img") -> tuple[Path, Manifest]:
     """A real repository with one image of two areas (made by the engine's own writers)."""
-    repo = Repository.init(root, chunk_size=CHUNK, pack_size=16 << 20)
+    repo = Repository.init(root, chunk_size=CHUNK, pack_size=16 << 20, version=1)
     cctx = zstandard.ZstdCompressor()
     with repo:
         tmp = repo.new_image_dir(name)

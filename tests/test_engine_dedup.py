@@ -84,8 +84,14 @@ def test_index_rebuilds_from_packs(loopdev, tmp_path: Path) -> None:
     lab.populate_sample_disk(src, layout=(lab.SamplePart(1, "ext4", 0),))
     repo = tmp_path / "repo"
     capture_image(plan_capture(src, repo, "img"))
-    (repo / "index.sqlite").unlink()
-    assert verify_repo(repo).ok  # a reader rebuilds a missing index from the packs
-    proc = sample.bootmedia("repair", str(repo))
-    assert proc.returncode == 0 and "index rebuilt" in proc.stdout
+    with Repository.open(repo) as r:
+        cache = r.cache.path
+    assert cache is not None and not (repo / "index.sqlite").exists()
+    cache.unlink()
+    assert verify_repo(repo).ok  # a reader rebuilds a missing cache from the .idx files
+    for idx in (repo / "packs").glob("*.idx"):
+        idx.unlink()
+    proc = sample.bootmedia("repair", str(repo))  # .idx files rebuilt from the packs
+    assert proc.returncode == 0 and "index rebuilt" in proc.stdout, proc.stdout + proc.stderr
+    assert list((repo / "packs").glob("*.idx"))
     assert verify_repo(repo).ok

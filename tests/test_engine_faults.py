@@ -47,9 +47,13 @@ def test_flipped_byte_is_caught_by_verify_and_apply(captured, loopdev) -> None:
     _, repo = captured
     pack = _packs(repo)[0]
     with Repository.open(repo) as r:
-        loc = r._db.execute(
-            "SELECT offset, stored_len FROM chunks ORDER BY offset LIMIT 1 OFFSET 20"
-        ).fetchone()
+        m = r.image("img")
+        area = next(a for a in m.areas if a.map and a.data_bytes > 1 * MiB)
+        digest = [e.hash for e in r.extents(m, area.name) if not e.is_zero][20]
+        found = r.locate(digest)
+        assert found is not None
+        pack = repo / "packs" / found.pack
+        loc = (found.offset, found.stored_len)
     with open(pack, "r+b") as f:
         f.seek(loc[0] + loc[1] // 2)
         b = f.read(1)

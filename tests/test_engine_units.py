@@ -112,16 +112,16 @@ def test_repository_rules(tmp_path: Path) -> None:
         Repository.open(tmp_path / "r", write=True)  # one writer at a time
     repo.close()
     (tmp_path / "r" / "bootmedia-repo.json").write_text(
-        '{"format": "bootmedia-repo", "version": 2}'
+        '{"format": "bootmedia-repo", "version": 3}'
     )
-    with pytest.raises(ImageError, match="unknown repository format version 2"):
+    with pytest.raises(ImageError, match="unknown repository format version 3"):
         Repository.open(tmp_path / "r")
 
 
 def test_chunks_are_stored_once(tmp_path: Path) -> None:
     import zstandard
 
-    repo = Repository.init(tmp_path / "r", pack_size=16 << 20)
+    repo = Repository.init(tmp_path / "r", pack_size=16 << 20, version=1)
     w = repo.chunk_writer()
     cctx = zstandard.ZstdCompressor(write_checksum=True)
     data = b"abc" * 1000

@@ -5,6 +5,7 @@ image still lists, verifies and restores."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import blake3
 import pytest
+import zstandard
 
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
@@ -251,11 +253,23 @@ def test_index_naming_a_pack_outside_is_refused(repo: Path, tmp_path: Path) -> N
     import sqlite3
 
     secret = _outside_file(tmp_path, b"x" * 4096)
-    db = sqlite3.connect(repo / "index.sqlite")
+    with Repository.open(repo) as r:  # format 2: the index cache lives on this machine
+        cache = r.cache.path
+    assert cache is not None
+    db = sqlite3.connect(cache)
     rel = os.path.relpath(secret, repo / "packs")
     db.execute("UPDATE packs SET name=?", (rel,))
     db.commit()
     db.close()
+    # The cache is checked against the .idx files when the repository opens: the forged rows
+    # name no pack there, so they are dropped and the real packs indexed again.
     result = verify_repo(repo)
-    assert not result.ok
+    assert result.ok
     assert secret.stat().st_atime == 0, "a pack outside the repository was read"
+    # and a location naming a path outside is refused by the storage itself
+    with Repository.open(repo) as r:
+        loc = r.locate(next(e.hash for e in r.extents(r.image("first"), "p1") if not e.is_zero))
+        assert loc is not None
+        with pytest.raises(ImageError, match="outside the repository"):
+            r.read_frame(dataclasses.replace(loc, pack=rel), zstandard.ZstdDecompressor())
+    assert secret.stat().st_atime == 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import mmap
 import os
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from bootmedia.capture.plan import AreaPlan, CapturePlan
 from bootmedia.errors import BootmediaError
 from bootmedia.fs import min_size
 from bootmedia.pipeline import OrderedPool
-from bootmedia.progress import Reporter
+from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import (
     RAW,
     USED,
@@ -32,9 +35,11 @@ from bootmedia.repo.manifest import (
 )
 from bootmedia.repo.maps import ZERO_HASH, MapWriter
 from bootmedia.repo.packs import chunk_hash
-from bootmedia.repo.store import Repository
+from bootmedia.repo.store import FrameWriter, Repository
 
 log = logging.getLogger("bootmedia.capture")
+
+IN_FLIGHT = 64 << 20  # bytes of frames queued between the reader and the writer
 
 
 @dataclass(frozen=True)
@@ -57,25 +62,21 @@ class CaptureResult:
 
 
 @dataclass(frozen=True)
-class _Chunk:
-    """Where one chunk's bytes are: the worker that gets it reads them, so several reads are
-    in flight at once and reading overlaps with compressing."""
+class _Frame:
+    """About frame_size bytes of one area, aligned to the area start: the worker that gets it
+    reads the used pieces itself (so several reads are in flight and reading overlaps with
+    compressing), hashes every block holding a used byte, and compresses the new ones."""
 
     base: int  # the area's offset on the disk
-    offset: int  # the chunk's offset within the area
-    length: int
-    pieces: tuple[tuple[int, int], ...]  # (offset in chunk, length) to read; the rest is zeros
+    offset: int  # the frame's offset within the area
+    span: int  # bytes from offset to the end of the last block
+    pieces: tuple[tuple[int, int], ...]  # (offset in frame, length) to read; the rest is zeros
+    blocks: tuple[tuple[int, int], ...]  # (offset in frame, length) of blocks with a used byte
+    raw: bool = False  # every byte is read: nothing to zero first
 
     @property
     def read(self) -> int:
         return sum(n for _, n in self.pieces)
-
-    def load(self, fd: int) -> bytearray:
-        buf = bytearray(self.length)
-        view = memoryview(buf)
-        for a, n in self.pieces:
-            _read_exact(fd, view[a : a + n], self.base + self.offset + a)
-        return buf
 
 
 def _read_exact(fd: int, view: memoryview, pos: int) -> None:
@@ -86,65 +87,157 @@ def _read_exact(fd: int, view: memoryview, pos: int) -> None:
         view, pos = view[n:], pos + n
 
 
-def _iter_used(plan: AreaPlan, chunk: int) -> Iterator[_Chunk]:
-    """Chunks aligned to the area start holding its used ranges; unused bytes stay zero, so
-    equal content gives an equal chunk whatever was in the free space."""
+def _iter_used(plan: AreaPlan, block: int, frame: int) -> Iterator[_Frame]:
+    """Frames holding the area's used ranges. Blocks are aligned to the area start; blocks
+    without a used byte are left out (holes), unused bytes in a block read as zeros, so equal
+    content gives an equal block whatever was in the free space."""
     area, ranges = plan.area, plan.ranges
     assert ranges is not None
-    cur, pieces = -1, []  # type: ignore[var-annotated]
+    cur = -1
+    pieces: list[tuple[int, int]] = []
+    blocks: list[tuple[int, int]] = []
 
-    def build(ci: int, pieces: list[tuple[int, int]]) -> _Chunk:
-        off = ci * chunk
-        return _Chunk(area.offset, off, min(chunk, area.size - off), tuple(pieces))
+    def build() -> _Frame:
+        off = cur * frame
+        last = blocks[-1]
+        return _Frame(area.offset, off, last[0] + last[1], tuple(pieces), tuple(blocks))
 
     for i in range(0, len(ranges), 2):
         s, n = ranges[i], ranges[i + 1]
         while n > 0:
-            ci = s // chunk
-            take = min(n, (ci + 1) * chunk - s)
-            if ci != cur:
+            fi = s // frame
+            take = min(n, (fi + 1) * frame - s)
+            if fi != cur:
                 if pieces:
-                    yield build(cur, pieces)
-                cur, pieces = ci, []
-            pieces.append((s - ci * chunk, take))
+                    yield build()
+                cur, pieces, blocks = fi, [], []
+            rel = s - fi * frame
+            if pieces and pieces[-1][0] + pieces[-1][1] == rel:
+                pieces[-1] = (pieces[-1][0], pieces[-1][1] + take)
+            else:
+                pieces.append((rel, take))
+            first, last = rel // block, (rel + take - 1) // block
+            for b in range(first, last + 1):
+                if not blocks or blocks[-1][0] < b * block:
+                    length = min(block, area.size - fi * frame - b * block)
+                    blocks.append((b * block, length))
             s, n = s + take, n - take
     if pieces:
-        yield build(cur, pieces)
+        yield build()
 
 
-def _iter_raw(area: Area, chunk: int) -> Iterator[_Chunk]:
-    for off in range(0, area.size, chunk):
-        length = min(chunk, area.size - off)
-        yield _Chunk(area.offset, off, length, ((0, length),))
+def _iter_raw(area: Area, block: int, frame: int) -> Iterator[_Frame]:
+    for off in range(0, area.size, frame):
+        span = min(frame, area.size - off)
+        blocks = tuple((b, min(block, span - b)) for b in range(0, span, block))
+        yield _Frame(area.offset, off, span, ((0, span),), blocks, raw=True)
+
+
+# (offset in the area, length, hash) per block; the new blocks and their zstd frame
+_FrameResult = tuple[list[tuple[int, int, bytes]], list[tuple[bytes, int]], bytes | None]
+
+
+ALIGN = 4096  # O_DIRECT reads: offsets, lengths and memory aligned to this
 
 
 class _Worker:
-    """Hash, then compress only what the repository does not have yet."""
+    """Hash each block, ask which are new, compress only those, together.
 
-    def __init__(self, fd: int, level: int, has: object) -> None:
+    Reads bypass the page cache (O_DIRECT) into one page-aligned mmap buffer per worker, reused
+    for every frame; the used pieces are copied from it into the frame buffer (also one per
+    worker). Without O_DIRECT (a filesystem that refuses it, an unaligned end) reads are
+    buffered."""
+
+    def __init__(
+        self, fd: int, level: int, writer: FrameWriter, frame: int, dfd: int = -1, size: int = 0
+    ) -> None:
         self.fd = fd
+        self.dfd = dfd
+        self.size = size
         self.level = level
-        self.has = has
-        self.zeros: dict[int, bytes] = {}
+        self.writer = writer
+        self.frame = frame
+        self.zeros = bytes(frame)
         self.local = threading.local()
 
-    def __call__(self, c: _Chunk) -> tuple[bytes, bytes | None]:
-        data = c.load(self.fd)
-        zero = self.zeros.get(c.length)
-        if zero is None:
-            zero = self.zeros[c.length] = bytes(c.length)
-        # bytearray == bytes is a memcmp; comparing memoryviews goes item by item (100x slower).
-        if data == zero:
-            return ZERO_HASH, None
-        digest = chunk_hash(data)
-        if self.has(digest):  # type: ignore[operator]
-            return digest, None
-        cctx = getattr(self.local, "cctx", None)
-        if cctx is None:
-            cctx = self.local.cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+    def _read(self, f: _Frame, view: memoryview) -> None:
+        origin = f.base + f.offset
+        if self.dfd < 0:
+            for a, n in f.pieces:
+                _read_exact(self.fd, view[a : a + n], origin + a)
+            return
+        local = self.local
+        mm = getattr(local, "mm", None)
+        if mm is None:
+            mm = local.mm = mmap.mmap(-1, self.frame + 2 * ALIGN)
+            local.mmv = memoryview(mm)
+        mmv: memoryview = local.mmv
+        pad = origin % ALIGN
+        spans: list[list[int]] = []
+        for a, n in f.pieces:
+            s = (origin + a) & ~(ALIGN - 1)
+            e = -(-(origin + a + n) // ALIGN) * ALIGN
+            if spans and s <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], e)
+            else:
+                spans.append([s, e])
+        for s, e in spans:
+            lo, hi = s - origin + pad, e - origin + pad
+            if e > self.size:  # the disk ends unaligned: buffered
+                _read_exact(self.fd, mmv[lo : lo + self.size - s], s)
+                continue
+            try:
+                _read_exact(self.dfd, mmv[lo:hi], s)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.dfd = -1  # refused after all: buffered from now on
+                _read_exact(self.fd, mmv[lo:hi], s)
+        for a, n in f.pieces:
+            view[a : a + n] = mmv[pad + a : pad + a + n]
+
+    def __call__(self, f: _Frame) -> _FrameResult:
+        local = self.local
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = bytearray(self.frame)  # one per worker, reused for every frame
+            local.cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+        view = memoryview(buf)
+        if not f.raw:
+            view[: f.span] = self.zeros[: f.span]
+        self._read(f, view)
+        entries: list[tuple[int, int, bytes]] = []
+        digests: list[bytes] = []
+        for off, n in f.blocks:
+            # startswith is a memcmp on the buffer itself: no copy, no per-item compare
+            if buf.startswith(self.zeros[:n], off):
+                entries.append((f.offset + off, n, ZERO_HASH))
+                continue
+            digest = chunk_hash(view[off : off + n])
+            entries.append((f.offset + off, n, digest))
+            digests.append(digest)
+        if not digests:
+            return entries, [], None
+        new = self.writer.claim_new(digests)
+        if not any(new):
+            return entries, [], None
+        stored: list[tuple[bytes, int]] = []
+        pos = 0
+        k = 0
+        for off, n in f.blocks:  # move the new blocks together at the front of the buffer
+            e = entries[k]
+            k += 1
+            if e[2] == ZERO_HASH:
+                continue
+            if new.pop(0):
+                if pos != off:
+                    view[pos : pos + n] = view[off : off + n]
+                stored.append((e[2], n))
+                pos += n
         # A bytearray, not a memoryview: zstandard compresses a memoryview without releasing
         # the GIL long enough for two workers to overlap (measured: 337 vs 596 MB/s on 2 cores).
-        return digest, cctx.compress(data)
+        data = buf if pos == len(buf) else buf[:pos]
+        return entries, stored, local.cctx.compress(data)
 
 
 def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> CaptureResult:
@@ -153,20 +246,31 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
     reporter = reporter or Reporter()
     started = time.monotonic()
     reporter.add_total(plan.total_bytes)
+    warning = plan.space_warning()
+    if warning:
+        reporter.message(warning)
     repo = Repository.init(plan.repo)
     tmp: Path | None = None
     writer = None
-    fd = -1
+    fd = dfd = -1
     try:
         tmp = repo.new_image_dir(plan.name)
-        writer = repo.chunk_writer()
-        seen = sqlite3.connect(tmp / "seen.sqlite", isolation_level=None)
+        writer = repo.frame_writer()
+        # The blocks seen in this run (for its statistics): a scratch database on this machine,
+        # not on the repository's disk, all in one transaction (one statement per block).
+        scratch = tempfile.TemporaryDirectory(prefix="bootmedia-capture-")
+        seen = sqlite3.connect(Path(scratch.name) / "seen.sqlite", isolation_level=None)
         seen.execute("PRAGMA journal_mode=OFF")
         seen.execute("PRAGMA synchronous=OFF")  # scratch: a crash discards it anyway
         seen.execute("CREATE TABLE s(h BLOB PRIMARY KEY) WITHOUT ROWID")
+        seen.execute("BEGIN")
         fd = blockdev.open_device(plan.source)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        chunk = repo.chunk_size
+        try:
+            dfd = os.open(plan.source, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:
+            dfd = -1  # a filesystem without O_DIRECT (tmpfs): buffered reads
+        block, frame = repo.block_size, repo.frame_size
         # How small each filesystem could shrink (ntfsresize takes seconds on a big NTFS): asked
         # in the background while the data is read, and only needed for the manifest.
         sizer = ThreadPoolExecutor(1, thread_name_prefix="bm-minsize")
@@ -177,9 +281,16 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
         }
         sizer.shutdown(wait=False)
         # Twice as many workers as cores: while one waits for the disk, another compresses.
-        pool = OrderedPool(_Worker(fd, plan.level, writer.has), plan.threads * 2)
+        # Work in flight is bounded in bytes: at most IN_FLIGHT of frames queued.
+        workers = plan.threads * 2
+        pool = OrderedPool(
+            _Worker(fd, plan.level, writer, frame, dfd, plan.disk.size),
+            workers,
+            depth=max(workers + 1, IN_FLIGHT // frame),
+        )
         areas: list[Area] = []
         stored = data = chunks = 0
+        unresolved: list[bytes] = []
         todo = [a for a in plan.areas if a.area.mode in (USED, RAW)]
         for a in plan.areas:
             area = a.area
@@ -190,24 +301,29 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
             label = f"{area.name}" + (f" ({area.fstype})" if area.fstype else "")
             with reporter.step(f"Reading {label}, area {n} of {len(todo)}"):
                 mapw = MapWriter(tmp / f"{area.name}.map")
-                source = _iter_used(a, chunk) if area.mode == USED else _iter_raw(area, chunk)
+                source = (
+                    _iter_used(a, block, frame)
+                    if area.mode == USED
+                    else _iter_raw(area, block, frame)
+                )
                 area_data = 0
-                for c, (digest, payload) in pool.run(source, reporter.cancel):
+                for f, (entries, new, payload) in pool.run(source, reporter.cancel):
                     reporter.check_cancel()
-                    mapw.add(c.offset, c.length, digest)
-                    if digest != ZERO_HASH:
-                        area_data += c.length
-                        if payload is not None:
-                            writer.put(digest, c.length, payload)
-                        cur = seen.execute("INSERT OR IGNORE INTO s VALUES(?)", (digest,))
-                        if cur.rowcount:
-                            chunks += 1
-                            stored += (
-                                len(payload)
-                                if payload is not None
-                                else _stored(repo, writer, digest)
-                            )
-                    reporter.advance(c.read)
+                    if payload is not None:
+                        writer.put_frame(new, payload)
+                    for off, length, digest in entries:
+                        mapw.add(off, length, digest)
+                        if digest != ZERO_HASH:
+                            area_data += length
+                            cur = seen.execute("INSERT OR IGNORE INTO s VALUES(?)", (digest,))
+                            if cur.rowcount:
+                                chunks += 1
+                                share = writer.share(digest)
+                                if share:
+                                    stored += share
+                                else:  # claimed by a frame still in flight: count it later
+                                    unresolved.append(digest)
+                    reporter.advance(f.read)
                 reporter.check_cancel()
                 data += area_data
                 areas.append(
@@ -223,11 +339,15 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
                 replace(a, min_size=min_sizes[a.name].result()) if a.name in min_sizes else a
                 for a in areas
             ]
+            stored += sum(writer.share(d) for d in unresolved)
             writer.close()
             os.close(fd)
             fd = -1
+            if dfd >= 0:
+                os.close(dfd)
+                dfd = -1
             seen.close()
-            (tmp / "seen.sqlite").unlink()
+            scratch.cleanup()
             stats = Stats(
                 data_bytes=data,
                 stored_bytes=stored,
@@ -241,7 +361,7 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
                 description=plan.description,
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
                 tool=f"bootmedia {__version__}",
-                chunk_size=chunk,
+                chunk_size=block,
                 source=plan.disk,
                 table=plan.table,
                 areas=tuple(areas),
@@ -257,13 +377,13 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
     except OSError as exc:
         where = exc.filename or plan.repo
         if exc.errno == 28:
-            raise BootmediaError(
-                f"destination full: no space left on the device holding {where}"
-            ) from None
+            raise BootmediaError(_full_message(plan.repo, writer, tmp)) from None
         raise BootmediaError(f"capture failed: {exc.strerror or exc} ({where})") from None
     finally:
         if fd >= 0:
             os.close(fd)
+        if dfd >= 0:
+            os.close(dfd)
         if writer is not None:
             writer.abort()
         if tmp is not None:
@@ -271,6 +391,25 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
         repo.close()
 
 
-def _stored(repo: Repository, writer: object, digest: bytes) -> int:
-    loc = repo.locate(digest)
-    return loc.stored_len if loc else 0
+def _full_message(repo: Path, writer: FrameWriter | None, tmp: Path | None) -> str:
+    """After ENOSPC: what is free, what this capture left behind, how to get it back."""
+    try:
+        free = human_bytes(shutil.disk_usage(repo).free)
+    except OSError:
+        free = "?"
+    left = 0
+    what = []
+    pack = writer.unsealed() if writer is not None else None
+    if pack is not None:
+        left += pack[1]
+        what.append(f"packs/{pack[0]}")
+    if tmp is not None and tmp.exists():
+        left += sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+    msg = f"destination full: no space left on the device holding {repo} ({free} free)"
+    if left:
+        msg += (
+            f"; this capture left {human_bytes(left)} behind"
+            + (f" in {what[0]}" if what else "")
+            + f" (the next capture into it reuses it; 'bootmedia repair --gc {repo}' frees it)"
+        )
+    return msg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ from bootmedia.table import BIOS_GRUB, SWAP_TYPES, is_extended, read_table
 
 log = logging.getLogger("bootmedia.capture")
 
+ESTIMATED_RATIO = 2.5  # a typical compression ratio, for the space estimate only
 HEAD_SIZE = 1 << 20  # MBR boot code and the post-MBR gap where GRUB's core.img can live
 
 
@@ -91,6 +93,9 @@ class CapturePlan:
                 + (f", {human_bytes(a.read_bytes)} to read" if a.read_bytes else "")
             )
         lines.append(f"Total to read: {human_bytes(self.total_bytes)}")
+        warning = self.space_warning()
+        if warning:
+            lines.append(warning)
         return lines
 
     @property
@@ -105,6 +110,28 @@ class CapturePlan:
                 p.number == a.area.number and is_extended(p, self.table)
                 for p in self.table.partitions
             )
+        )
+
+    @property
+    def estimated_bytes(self) -> int:
+        """What the capture may add at most, roughly: the data at 2.5:1, no dedup assumed."""
+        return int(self.total_bytes / ESTIMATED_RATIO)
+
+    def space_warning(self) -> str:
+        """A line when the estimate is more than the destination's free space, else ''."""
+        where = self.repo
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            return ""
+        if self.estimated_bytes <= free:
+            return ""
+        return (
+            f"Warning: this may not fit: up to about {human_bytes(self.estimated_bytes)} to "
+            f"store (less if the repository already holds some of it), "
+            f"{human_bytes(free)} free at {where}"
         )
 
     def command(self) -> list[str]:

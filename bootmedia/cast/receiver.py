@@ -50,7 +50,7 @@ from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import RAW, USED, Area
 from bootmedia.repo.maps import Extent
-from bootmedia.repo.packs import decode
+from bootmedia.repo.packs import FLAG_ZSTD, decode
 from bootmedia.repo.store import Repository
 from bootmedia.run import require_tools, which
 
@@ -285,7 +285,7 @@ def _late(
 
 
 def _scratch_repo(scratch: Path, header: StreamHeader) -> Repository:
-    repo = Repository.init(scratch / "repo")
+    repo = Repository.init(scratch / "repo", version=1)  # holds the stream's records as sent
     tmp = repo.new_image_dir(header.image)
     (tmp / "manifest.json").write_bytes(header.manifest)
     for name, data in header.maps.items():
@@ -399,9 +399,16 @@ def _receive_stream(
                             f"chunk {digest.hex()[:16]} is not in the fallback repository "
                             f"{label or fallback}"
                         )
-                    payload = fb.read_payload(loc, digest)
-                    data = decode(loc.record(digest), payload, dctx)
-                    put(digest, loc.raw_len, data, payload, loc.flags)
+                    if loc.is_frame:  # format 2: a block inside a frame
+                        data = fb.read_block(loc, digest, dctx)
+                        payload = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(
+                            data
+                        )
+                        put(digest, loc.raw_len, data, payload, FLAG_ZSTD)
+                    else:
+                        payload = fb.read_payload(loc, digest)
+                        data = decode(loc.record(digest), payload, dctx)
+                        put(digest, loc.raw_len, data, payload, loc.flags)
                     from_fallback += 1
         writer.close()
         blockdev.flush(fd)

@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
+
 from bootmedia.apply import check_image
 from bootmedia.cast.stream import END_MAGIC, StreamHeader
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Manifest
-from bootmedia.repo.packs import pack_record_header
+from bootmedia.repo.packs import FLAG_ZSTD, pack_record_header
 from bootmedia.repo.store import Location, Repository
 from bootmedia.run import require_tools, which
 
@@ -113,6 +115,15 @@ class CastPlan:
         }
 
 
+def _record_payload(repo: Repository, loc: Location, digest: bytes) -> bytes:
+    """What the stream carries for one chunk: format 1's stored record as it is; a format-2
+    block (stored inside a frame with others) decompressed, checked and compressed alone."""
+    if not loc.is_frame:
+        return repo.read_payload(loc, digest)
+    data = repo.read_block(loc, digest, zstandard.ZstdDecompressor())
+    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
+
+
 def _chunk_order(repo: Repository, m: Manifest) -> Iterator[tuple[bytes, Location]]:
     """Each distinct chunk once, in the order the disk needs it (boot area first)."""
     seen: set[bytes] = set()
@@ -162,7 +173,7 @@ def plan_cast(
         chunks, stored = 0, 0
         for _, loc in _chunk_order(r, m):
             chunks += 1
-            stored += loc.stored_len
+            stored += loc.share
     return CastPlan(
         path,
         repo_label or str(repo),
@@ -278,6 +289,7 @@ def cast_image(
     reporter.add_total(plan.stored_bytes)
     try:
         with Repository.open(plan.repo) as repo:
+            repo.hold(plan.image.name, "cast")  # a delete of the image refuses while we send
             m = repo.image(plan.image.name)
             header = StreamHeader(
                 image=m.name,
@@ -295,9 +307,14 @@ def cast_image(
                 count = 0
                 for digest, loc in _chunk_order(repo, m):
                     reporter.check_cancel()
-                    payload = repo.read_payload(loc, digest)
+                    payload = _record_payload(repo, loc, digest)
                     proc.stdin.write(
-                        pack_record_header(digest, loc.raw_len, len(payload), loc.flags)
+                        pack_record_header(
+                            digest,
+                            loc.raw_len,
+                            len(payload),
+                            FLAG_ZSTD if loc.is_frame else loc.flags,
+                        )
                     )
                     proc.stdin.write(payload)
                     count += 1

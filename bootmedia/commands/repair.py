@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 
+from bootmedia.errors import ImageError
 from bootmedia.progress import human_bytes
 from bootmedia.repo.gc import collect
 from bootmedia.repo.store import Repository
@@ -11,8 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "repair",
         help="rebuild a repository's index from its packs",
-        description="Throw away index.sqlite and rebuild it by reading every pack (each chunk "
-        "is decompressed and hashed). With --gc, also collect unused chunks.",
+        description="Read every pack (each record decompressed and hashed), rebuild the index "
+        "from what is really there, and name every damaged record and the images that lose "
+        "data (exit 4 when any). With --gc, also collect unused chunks (a pack with damage "
+        "is never collected).",
     )
     p.add_argument("repo")
     p.add_argument("--gc", action="store_true", help="also collect unused chunks")
@@ -22,15 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    index = Path(args.repo) / "index.sqlite"
-    with Repository.open(args.repo, write=True) as repo:
-        repo._db.close()
-        index.unlink(missing_ok=True)
-        repo._db = repo._open_index()
-        repo.sync_index()
-        (count,) = repo._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
-        print(f"index rebuilt: {count} chunks in {human_bytes(repo.stored_bytes())} of packs")
+    with Repository.open(args.repo, write=True, job="repair") as repo:
+        if repo.version == 2:
+            from bootmedia.repo.repair import repair_v2
+
+            report = repair_v2(repo)
+            for line in report.lines():
+                print(line)
+            ok = report.ok
+        else:
+            index = Path(args.repo) / "index.sqlite"
+            repo._db.close()
+            index.unlink(missing_ok=True)
+            repo._db = repo._open_index()
+            repo.sync_index()
+            (count,) = repo._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+            print(f"index rebuilt: {count} chunks in {human_bytes(repo.stored_bytes())} of packs")
+            ok = True
         if args.gc:
             gc = collect(repo)
             print(f"reclaimed {human_bytes(gc.bytes_freed)}")
+    if not ok:
+        raise ImageError("repository is damaged: the images named above cannot be fully restored")
     return 0

@@ -244,6 +244,11 @@ def repo_loader(repo: Repository) -> Loader:
         loc = repo.locate(e.hash)
         if loc is None:
             raise ImageError(f"chunk {e.hash.hex()[:16]} is missing from the repository")
+        if loc.is_frame:  # format 2: the block inside its frame, checked
+            dctx2 = getattr(local, "dctx", None)
+            if dctx2 is None:
+                dctx2 = local.dctx = zstandard.ZstdDecompressor()
+            return repo.read_block(loc, e.hash, dctx2)
         with lock:
             fd = fds.get(loc.pack)
             if fd is None:

@@ -26,17 +26,19 @@ from pathlib import Path
 from bootmedia.errors import ImageError, UsageError
 from bootmedia.net.http import HttpStorage
 from bootmedia.net.url import RepoURL, parse_url
+from bootmedia.repo import leases
 from bootmedia.repo.manifest import Manifest, check_config_types
 from bootmedia.repo.packs import PACK_HEADER, PACK_MAGIC, RECORD_SIZE, Record, parse_record_header
 from bootmedia.repo.storage import MissingFile, StorageError
 from bootmedia.repo.store import (
     _SCHEMA,
     NAME_RE,
+    READ_VERSIONS,
     REPO_FILE,
     REPO_FORMAT,
-    REPO_VERSION,
     Location,
     Repository,
+    check_config,
 )
 
 log = logging.getLogger("bootmedia.net.http")
@@ -68,7 +70,7 @@ def remote_url(path: str | os.PathLike[str]) -> str | None:
     return str(url)
 
 
-def open_http(path: Path, write: bool) -> HttpRepository:
+def open_http(path: Path, write: bool) -> Repository:
     url = remote_url(path)
     assert url is not None
     if write:
@@ -88,10 +90,14 @@ def open_http(path: Path, write: bool) -> HttpRepository:
         if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
             raise ImageError(f"{url}: not a bootmedia repository")
         check_config_types(config, f"{url}{REPO_FILE}")
-        if config.get("version") != REPO_VERSION:
+        if config.get("version") == 2:
+            # Format 2 keeps an .idx beside each pack: the repository reads them through the
+            # storage (each file checked by its BLAKE3 trailer) into a local cache.
+            return HttpRepository2(path, storage, check_config(config, url))
+        if config.get("version") != 1:
             raise ImageError(
                 f"{url}: unknown repository format version {config.get('version')!r} "
-                f"(this bootmedia reads version {REPO_VERSION})"
+                f"(this bootmedia reads versions {', '.join(map(str, READ_VERSIONS))})"
             )
         return HttpRepository(path, storage, config)
     except BaseException:
@@ -223,4 +229,33 @@ class HttpRepository(Repository):
         self.http.close()
 
 
-__all__ = ["REMOTE_FILE", "HttpRepository", "StorageError", "open_http", "placeholder"]
+class HttpRepository2(Repository):
+    """A format-2 repository over HTTP: the index comes from the packs' .idx files (each
+    checked by its BLAKE3 trailer) through the storage into the local cache; images are listed
+    the way HttpRepository lists them."""
+
+    def __init__(self, path: Path, storage: HttpStorage, config: dict[str, object]) -> None:
+        self.http = storage
+        self.url = storage.base
+        super().__init__(path, config, False, [], storage=storage)
+
+    _pack_names = HttpRepository._pack_names
+    stored_bytes = HttpRepository.stored_bytes
+    scan_images = HttpRepository.scan_images
+    image = HttpRepository.image
+
+    def hold(self, image: str, job: str = "read") -> None:
+        """No lease on a web server (see the module docstring)."""
+
+    def readers(self, image: str | None = None) -> list[leases.LeaseInfo]:
+        return []
+
+
+__all__ = [
+    "REMOTE_FILE",
+    "HttpRepository",
+    "HttpRepository2",
+    "StorageError",
+    "open_http",
+    "placeholder",
+]

@@ -7,6 +7,7 @@ so at any instant each chunk an image needs is in a pack the index (or a rescan)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import sqlite3
@@ -14,9 +15,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootmedia.errors import BootmediaError
-from bootmedia.repo.packs import FLAG_ZSTD, PackWriter, read_pack_header
-from bootmedia.repo.store import Repository, _fsync_dir
+import zstandard
+
+from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.repo import leases
+from bootmedia.repo.idx import IdxEntry, write_idx
+from bootmedia.repo.packs import FLAG_ZSTD, PackWriter, PackWriter2, chunk_hash, read_pack_header
+from bootmedia.repo.storage import LocalStorage
+from bootmedia.repo.store import Location, Repository, _fsync_dir
 
 log = logging.getLogger("bootmedia.gc")
 REPACK_BELOW = 0.5  # rewrite a pack when less than half of it is still used
@@ -30,9 +36,12 @@ class GcResult:
 
 
 def collect(repo: Repository) -> GcResult:
-    """Needs the repository open for writing, and no reader: takes gc.lock exclusively."""
+    """Needs the repository open for writing, and no reader: takes gc.lock exclusively
+    (format 1), or the gc lease with no fresh read lease (format 2)."""
     if not repo.write:
         raise BootmediaError("garbage collection needs the repository open for writing")
+    if repo.version == 2:
+        return _collect_v2(repo)
     lock = repo.gc_lock_fd
     # Our own shared lock converts to exclusive; that fails while a restore or verify reads.
     try:
@@ -124,3 +133,159 @@ def _rewrite(repo: Repository, name: str, keep: list[tuple[bytes, int, int, int,
             "UPDATE chunks SET pack=?, offset=? WHERE hash=?",
             [(npid, r.offset, r.hash) for r in moved],
         )
+
+
+# ---- format 2 ------------------------------------------------------------------------------
+
+
+def _collect_v2(repo: Repository) -> GcResult:
+    """Lease first, then look for readers: a reader that starts after this sees gc.lease and
+    refuses; one that started before is seen here. Nothing here needs SQLite on the
+    repository's disk, or free space there, except to rewrite a pack (skipped when full)."""
+    locks = repo.path / "locks"
+    lease = leases.acquire(locks, leases.GC, "garbage collection")
+    try:
+        busy = repo.readers()
+        if busy:
+            raise leases.Busy(
+                f"{busy[0].who()} is reading this repository: space will be freed "
+                "by the next delete or 'bootmedia repair --gc'"
+            )
+        return _sweep_v2(repo)
+    finally:
+        lease.release()
+
+
+def _damaged_packs(repo: Repository) -> set[str]:
+    return {
+        p.name.removesuffix(".damaged") + ".bmp" for p in (repo.path / "packs").glob("*.damaged")
+    }
+
+
+def _sweep_v2(repo: Repository) -> GcResult:
+    before = repo.stored_bytes()
+    packs_dir = repo.path / "packs"
+    keep_whole = _damaged_packs(repo)
+    with tempfile.TemporaryDirectory() as tmp:
+        live = sqlite3.connect(Path(tmp) / "live.sqlite", isolation_level=None)
+        live.execute("PRAGMA journal_mode=OFF")
+        live.execute("PRAGMA synchronous=OFF")
+        live.execute("CREATE TABLE live(hash BLOB PRIMARY KEY) WITHOUT ROWID")
+        images, unreadable = repo.scan_images()
+        if unreadable:
+            raise BootmediaError(
+                "not collecting garbage: an image manifest is unreadable (" + unreadable[0] + ")"
+            )
+        for m in images:
+            for a in m.areas:
+                if a.map:
+                    live.executemany(
+                        "INSERT OR IGNORE INTO live VALUES(?)",
+                        ((e.hash,) for e in repo.extents(m, a.name) if not e.is_zero),
+                    )
+
+        def is_live(digest: bytes) -> bool:
+            return live.execute("SELECT 1 FROM live WHERE hash=?", (digest,)).fetchone() is not None
+
+        deleted = rewritten = 0
+        # Packs a killed capture left without .idx (no writer lives: we hold the write lease).
+        for name in repo.orphans():
+            if name in keep_whole:
+                continue
+            try:
+                entries, damage, _ = repo.scan_pack_v2(name, torn_tail_ok=True)
+            except ImageError as exc:
+                log.warning("gc: not touching %s: %s", name, exc)
+                continue
+            if damage or any(is_live(e.hash) for e in entries):
+                continue  # the next writer adopts it (writes its .idx)
+            _unlink(repo, packs_dir / name)
+            deleted += 1
+        for name in repo.cache.packs():
+            if name in keep_whole:
+                log.info("gc: keeping %s whole: it has damaged records (see repair)", name)
+                continue
+            entries = repo.cache.pack_entries(name)
+            frames: dict[int, list[IdxEntry]] = {}
+            for e in entries:
+                frames.setdefault(e.frame_offset, []).append(e)
+            size = sum(es[0].frame_len for es in frames.values())
+            live_entries = [e for e in entries if is_live(e.hash)]
+            kept = sum(e.frame_len * e.length // e.frame_raw for e in live_entries)
+            if live_entries and kept >= REPACK_BELOW * size:
+                continue
+            if live_entries:
+                try:
+                    _rewrite_v2(repo, name, live_entries)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    log.warning("gc: no room to rewrite %s; left as it is", name)
+                    continue
+                rewritten += 1
+            # .idx first: from then on nothing points into the pack, then the pack goes.
+            _unlink(repo, packs_dir / name)
+            deleted += 1
+        live.close()
+    repo.cache.sync()
+    _fsync_dir(packs_dir)
+    freed = before - repo.stored_bytes()
+    log.info("gc: %d packs deleted, %d rewritten, %d bytes freed", deleted, rewritten, freed)
+    return GcResult(deleted - rewritten, rewritten, freed)
+
+
+def _unlink(repo: Repository, pack: Path) -> None:
+    if isinstance(repo.storage, LocalStorage):
+        repo.storage.forget(f"packs/{pack.name}")
+    pack.with_suffix(".idx").unlink(missing_ok=True)
+    _fsync_dir(pack.parent)
+    pack.unlink(missing_ok=True)
+
+
+def _rewrite_v2(repo: Repository, name: str, keep: list[IdxEntry]) -> None:
+    """The live blocks of a mostly dead pack, recompressed into frames of a new pack, which
+    is sealed (synced, .idx written) before the old one is dropped."""
+    dctx = zstandard.ZstdDecompressor()
+    cctx = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    new = PackWriter2(repo.path / "packs", repo.pack_size)
+    entries: list[IdxEntry] = []
+    try:
+        by_frame: dict[int, list[IdxEntry]] = {}
+        for e in keep:
+            by_frame.setdefault(e.frame_offset, []).append(e)
+        blocks: list[tuple[bytes, int]] = []
+        data = bytearray()
+
+        def flush() -> None:
+            if not blocks:
+                return
+            frame = new.append(list(blocks), cctx.compress(bytes(data)), FLAG_ZSTD)
+            for digest, start, n in frame.starts():
+                entries.append(
+                    IdxEntry(digest, frame.offset, frame.length, start, n, frame.raw_len)
+                )
+            blocks.clear()
+            data.clear()
+
+        for offset, es in sorted(by_frame.items()):
+            loc = Location(name, offset, es[0].frame_len, es[0].length, 0, 0, es[0].frame_raw)
+            _, raw = repo.read_frame(loc, dctx)
+            for e in es:
+                block = raw[e.in_frame : e.in_frame + e.length]
+                if chunk_hash(block) != e.hash:
+                    raise ImageError(
+                        f"{name}: block {e.hash.hex()[:16]} is damaged; not collecting"
+                    )
+                blocks.append((e.hash, e.length))
+                data += block
+                if len(data) >= repo.frame_size:
+                    flush()
+        flush()
+        new.sync()
+        new.close()
+        write_idx(new.path.with_suffix(".idx"), new.id, entries)
+    except BaseException:
+        new.close()
+        new.path.unlink(missing_ok=True)
+        raise
+    repo.cache.add_sealed(new.name, new.path.with_suffix(".idx").stat().st_size, entries)

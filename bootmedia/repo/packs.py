@@ -12,7 +12,7 @@ import os
 import struct
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,3 +159,232 @@ def read_pack_header(path: Path) -> uuid.UUID:
     if magic != PACK_MAGIC:
         raise ImageError(f"{path.name}: unknown pack format version {magic[6:].hex()}")
     return uuid.UUID(bytes=raw)
+
+
+# ---- format version 2: frames of blocks ---------------------------------------------------
+#
+# header   8 bytes  magic "BMPACK\0\2", 16 bytes pack uuid
+# record   "BMFR" | block count u32 | raw length u32 | stored length u32 | flags u32 | crc32
+#          block table: count x (BLAKE3-256 32 bytes | length u32), then its crc32
+#          the zstd frame of the blocks' bytes, one after another (stored length bytes)
+
+PACK2_MAGIC = b"BMPACK\x00\x02"
+FRAME_MAGIC = b"BMFR"
+FRAME_HEAD = struct.Struct("<4sIIII")  # magic, count, raw_len, stored_len, flags
+FRAME_HEAD_SIZE = FRAME_HEAD.size + 4
+BLOCK_ENTRY = struct.Struct("<32sI")
+MAX_FRAME_BLOCKS = 4096
+MAX_FRAME_RAW = 64 << 20
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One v2 record: where it starts in its pack and what it holds."""
+
+    offset: int  # of the record header within the pack
+    blocks: tuple[tuple[bytes, int], ...]  # (hash, length), in frame order
+    raw_len: int
+    stored_len: int
+    flags: int
+
+    @property
+    def header_len(self) -> int:
+        return FRAME_HEAD_SIZE + BLOCK_ENTRY.size * len(self.blocks) + 4
+
+    @property
+    def length(self) -> int:
+        """The whole record: header, block table and payload."""
+        return self.header_len + self.stored_len
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    def starts(self) -> Iterator[tuple[bytes, int, int]]:
+        """(hash, offset in the decompressed frame, length) of each block."""
+        pos = 0
+        for digest, n in self.blocks:
+            yield digest, pos, n
+            pos += n
+
+
+def frame_header(blocks: list[tuple[bytes, int]], stored_len: int, flags: int) -> bytes:
+    raw = sum(n for _, n in blocks)
+    head = FRAME_HEAD.pack(FRAME_MAGIC, len(blocks), raw, stored_len, flags)
+    table = b"".join(BLOCK_ENTRY.pack(d, n) for d, n in blocks)
+    return head + struct.pack("<I", zlib.crc32(head)) + table + struct.pack("<I", zlib.crc32(table))
+
+
+def parse_frame_head(buf: bytes | memoryview) -> tuple[int, int, int, int] | None:
+    """(count, raw_len, stored_len, flags) from the fixed part of a record header, or None
+    when it is not one (bad magic, CRC or bounds)."""
+    if len(buf) < FRAME_HEAD_SIZE:
+        return None
+    head = bytes(buf[: FRAME_HEAD.size])
+    (crc,) = struct.unpack_from("<I", buf, FRAME_HEAD.size)
+    if zlib.crc32(head) != crc:
+        return None
+    magic, count, raw_len, stored_len, flags = FRAME_HEAD.unpack(head)
+    if (
+        magic != FRAME_MAGIC
+        or not 1 <= count <= MAX_FRAME_BLOCKS
+        or not 1 <= raw_len <= MAX_FRAME_RAW
+        or stored_len > raw_len + (raw_len >> 7) + 1024
+        or flags & ~FLAG_ZSTD
+    ):
+        return None
+    return count, raw_len, stored_len, flags
+
+
+def parse_frame(buf: bytes | memoryview, offset: int) -> Frame | None:
+    """The record whose header and block table start buf, or None when damaged."""
+    fixed = parse_frame_head(buf)
+    if fixed is None:
+        return None
+    count, raw_len, stored_len, flags = fixed
+    table_end = FRAME_HEAD_SIZE + BLOCK_ENTRY.size * count
+    if len(buf) < table_end + 4:
+        return None
+    table = bytes(buf[FRAME_HEAD_SIZE:table_end])
+    (crc,) = struct.unpack_from("<I", buf, table_end)
+    if zlib.crc32(table) != crc:
+        return None
+    blocks = tuple(BLOCK_ENTRY.iter_unpack(table))
+    if sum(n for _, n in blocks) != raw_len or any(n == 0 for _, n in blocks):
+        return None
+    return Frame(offset, blocks, raw_len, stored_len, flags)
+
+
+def decode_frame(
+    frame: Frame, payload: bytes | memoryview, dctx: zstandard.ZstdDecompressor
+) -> bytes:
+    """A frame's decompressed bytes (zstd's content checksum checked). ImageError if damaged;
+    the block hashes are checked by the caller, for the blocks it uses."""
+    if len(payload) != frame.stored_len:
+        raise ImageError("truncated frame")
+    if frame.flags & FLAG_ZSTD:
+        try:
+            data = dctx.decompress(payload, max_output_size=frame.raw_len)
+        except zstandard.ZstdError as exc:
+            raise ImageError(f"frame does not decompress ({exc})") from None
+    else:
+        data = bytes(payload)
+    if len(data) != frame.raw_len:
+        raise ImageError("frame has the wrong length")
+    return data
+
+
+def check_frame_blocks(frame: Frame, data: bytes) -> None:
+    view = memoryview(data)
+    for digest, start, n in frame.starts():
+        if chunk_hash(view[start : start + n]) != digest:
+            raise ImageError("block checksum mismatch")
+
+
+class PackWriter2:
+    """Appends frame records to one v2 pack. Not thread-safe: the ordered writer owns it."""
+
+    def __init__(self, directory: Path, max_size: int) -> None:
+        self.id = uuid.uuid4()
+        self.name = f"pack-{self.id.hex}.bmp"
+        self.path = directory / self.name
+        self.max_size = max_size
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.size = 0
+        self._write(PACK_HEADER.pack(PACK2_MAGIC, self.id.bytes))
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def fits(self, length: int) -> bool:
+        return self.size + length <= self.max_size or self.size <= PACK_HEADER.size
+
+    def append(self, blocks: list[tuple[bytes, int]], payload: bytes, flags: int) -> Frame:
+        head = frame_header(blocks, len(payload), flags)
+        frame = Frame(self.size, tuple(blocks), sum(n for _, n in blocks), len(payload), flags)
+        self._write(head + payload if len(payload) < (256 << 10) else head)
+        if len(payload) >= (256 << 10):
+            self._write(payload)
+        return frame
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def pack_version(head: bytes) -> int:
+    """1 or 2 from a pack's first bytes; ImageError for anything else."""
+    if len(head) < PACK_HEADER.size or head[:6] != PACK_MAGIC[:6]:
+        raise ImageError("not a bootmedia pack")
+    if head[:8] == PACK_MAGIC:
+        return 1
+    if head[:8] == PACK2_MAGIC:
+        return 2
+    raise ImageError(f"unknown pack format version {head[6:8].hex()}")
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A stretch of a pack that holds no readable record."""
+
+    offset: int
+    length: int
+    why: str
+
+
+def scan_frames(
+    read: Callable[[int, int], bytes], size: int, verify: bool = True
+) -> Iterator[Frame | Damage]:
+    """Every record of a v2 pack, in order. After a damaged record the scan resynchronises on
+    the next record magic whose header, table and (with verify) frame check, and reports the
+    bytes skipped as Damage, so one bad record costs only itself."""
+    dctx = zstandard.ZstdDecompressor()
+    pos = PACK_HEADER.size
+    bad_from = -1
+    bad_why = ""
+    window = 4 << 20
+    while pos < size:
+        head = read(pos, min(FRAME_HEAD_SIZE + BLOCK_ENTRY.size * MAX_FRAME_BLOCKS + 4, size - pos))
+        frame = parse_frame(head, pos)
+        why = "damaged record header"
+        if frame is not None:
+            if frame.end > size:
+                frame, why = None, "record cut short (interrupted write)"
+            elif verify:
+                payload = read(pos + frame.header_len, frame.stored_len)
+                try:
+                    check_frame_blocks(frame, decode_frame(frame, payload, dctx))
+                except ImageError as exc:
+                    frame, why = None, f"damaged frame ({exc})"
+        if frame is not None:
+            if bad_from >= 0:
+                yield Damage(bad_from, pos - bad_from, bad_why)
+                bad_from = -1
+            yield frame
+            pos = frame.end
+            continue
+        if bad_from < 0:
+            bad_from, bad_why = pos, why
+        # resynchronise: the next magic after this position
+        nxt = -1
+        scan = pos + 1
+        while scan < size:
+            buf = read(scan, min(window, size - scan))
+            i = buf.find(FRAME_MAGIC)
+            if i >= 0:
+                nxt = scan + i
+                break
+            scan += max(1, len(buf) - len(FRAME_MAGIC) + 1)
+        if nxt < 0:
+            break
+        pos = nxt
+    if bad_from >= 0:
+        yield Damage(bad_from, size - bad_from, bad_why)

@@ -16,7 +16,6 @@ from types import TracebackType
 import zstandard
 
 from bootmedia.errors import ImageError
-from bootmedia.repo.packs import decode
 from bootmedia.repo.store import Location, Repository
 
 
@@ -40,13 +39,24 @@ class PackReader:
             loc = self.locate(digest)
             if loc is None:
                 raise ImageError(f"chunk {digest.hex()[:16]} is missing from the repository")
+        try:
+            return self.repo.read_block(loc, digest, self._dctx())
+        except OSError as exc:
+            raise ImageError(f"cannot read pack {loc.pack}: {exc.strerror}") from None
+
+    def frame(self, loc: Location) -> bytes:
+        """The decompressed frame (format 2) holding the block at loc; the caller checks the
+        hashes of the blocks it takes from it."""
+        try:
+            return self.repo.read_frame(loc, self._dctx())[1]
+        except OSError as exc:
+            raise ImageError(f"cannot read pack {loc.pack}: {exc.strerror}") from None
+
+    def _dctx(self) -> zstandard.ZstdDecompressor:
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:
             dctx = self._local.dctx = zstandard.ZstdDecompressor()
-        try:
-            return decode(loc.record(digest), self.payload(loc, digest), dctx)
-        except OSError as exc:
-            raise ImageError(f"cannot read pack {loc.pack}: {exc.strerror}") from None
+        return dctx
 
     def close(self) -> None:
         """The storage owns the open packs; they close with the repository."""

@@ -21,13 +21,19 @@ import re
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+import zstandard
 
 from bootmedia.errors import BootmediaError, ImageError, UsageError
+from bootmedia.repo import leases
+from bootmedia.repo.cache import IndexCache
+from bootmedia.repo.idx import IdxEntry, write_idx
 from bootmedia.repo.manifest import (
     MAX_MANIFEST,
     Manifest,
@@ -38,11 +44,21 @@ from bootmedia.repo.manifest import (
 from bootmedia.repo.maps import ENTRY, MAP_MAGIC, Extent
 from bootmedia.repo.packs import (
     FLAG_ZSTD,
+    PACK_HEADER,
     RECORD_SIZE,
+    Damage,
+    Frame,
     PackWriter,
+    PackWriter2,
     Record,
+    chunk_hash,
+    decode,
+    decode_frame,
+    pack_version,
+    parse_frame,
     parse_record_header,
     read_pack_header,
+    scan_frames,
     scan_pack,
 )
 from bootmedia.repo.paths import inside
@@ -53,8 +69,11 @@ log = logging.getLogger("bootmedia.repo")
 
 REPO_FILE = "bootmedia-repo.json"
 REPO_FORMAT = "bootmedia-repo"
-REPO_VERSION = 1
-DEFAULT_CHUNK = 1 << 20
+REPO_VERSION = 2  # what a new repository gets
+READ_VERSIONS = (1, 2)
+DEFAULT_CHUNK = 1 << 20  # format 1's chunk
+DEFAULT_BLOCK = 16 << 10  # format 2's dedup block (measured: docs/FORMAT.md)
+DEFAULT_FRAME = 1 << 20  # format 2: new blocks are compressed together in frames this big
 DEFAULT_PACK = 1 << 30
 MAX_PACK = (4 << 30) - (1 << 20)  # FAT32 cannot hold a file of 4 GiB
 COMMIT_EVERY = 256 << 20  # sync the pack and commit the index this often while writing
@@ -72,11 +91,30 @@ CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset);
 
 @dataclass(frozen=True)
 class Location:
+    """Where a chunk (format 1) or a block (format 2) is stored.
+
+    Format 1: offset/stored_len are the record's payload; raw_len the chunk's length.
+    Format 2: offset/stored_len are the whole frame record (header, table, zstd frame);
+    raw_len is the block's length and in_frame its offset in the decompressed frame."""
+
     pack: str
     offset: int
     stored_len: int
     raw_len: int
     flags: int
+    in_frame: int = -1  # -1: a format-1 record
+    frame_raw: int = 0  # format 2: the frame's decompressed length
+
+    @property
+    def is_frame(self) -> bool:
+        return self.in_frame >= 0
+
+    @property
+    def share(self) -> int:
+        """Stored bytes attributable to this chunk or block (for image statistics)."""
+        if not self.is_frame or not self.frame_raw:
+            return self.stored_len
+        return self.stored_len * self.raw_len // self.frame_raw
 
     def record(self, digest: bytes) -> Record:
         return Record(digest, self.offset, self.raw_len, self.stored_len, self.flags)
@@ -90,6 +128,50 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def read_config(path: Path) -> dict[str, object]:
+    """bootmedia-repo.json, checked: format, a version this bootmedia reads, sizes in bounds."""
+    try:
+        config = json.loads(LocalStorage(path).read_bytes(REPO_FILE, limit=1 << 16))
+    except MissingFile:
+        raise UsageError(f"{path}: not a bootmedia repository (no {REPO_FILE})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ImageError(f"{path}/{REPO_FILE} is corrupt") from None
+    return check_config(config, str(path))
+
+
+def check_config(config: object, path: str) -> dict[str, object]:
+    """A decoded bootmedia-repo.json, checked (see read_config); `path` names it in errors."""
+    if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
+        raise ImageError(f"{path}: not a bootmedia repository")
+    check_config_types(config, f"{path}/{REPO_FILE}")
+    version = config.get("version")
+    if type(version) is not int or version not in READ_VERSIONS:
+        raise ImageError(
+            f"{path}: unknown repository format version {version!r} "
+            f"(this bootmedia reads versions {', '.join(map(str, READ_VERSIONS))})"
+        )
+    sizes = ["pack_size"] + (["chunk_size"] if version == 1 else ["block_size", "frame_size"])
+    for key in sizes:
+        v = config.get(key)
+        if type(v) is not int or not 4096 <= v <= MAX_PACK or v & 4095:
+            raise ImageError(f"{path}/{REPO_FILE}: bad {key} {v!r}")
+    if version == 2:
+        if not isinstance(config.get("uuid"), str) or not re.fullmatch(
+            r"[0-9a-f]{32}", config["uuid"]
+        ):
+            raise ImageError(f"{path}/{REPO_FILE}: bad uuid")
+        if config["frame_size"] % config["block_size"] or config["frame_size"] > 16 << 20:
+            raise ImageError(f"{path}/{REPO_FILE}: bad frame_size")
+    return config
+
+
+def _pack_uuid(name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(hex=name[len("pack-") : -len(".bmp")])
+    except ValueError:
+        raise ImageError(f"{name}: not a pack name") from None
+
+
 def _flock(path: Path, mode: int, what: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -101,25 +183,70 @@ def _flock(path: Path, mode: int, what: str) -> int:
 
 
 class Repository:
-    """Open with Repository.open(path) (reading) or Repository.open(path, write=True)."""
+    """Open with Repository.open(path) (reading) or Repository.open(path, write=True).
 
-    def __init__(self, path: Path, config: dict[str, int], write: bool, locks: list[int]) -> None:
+    Format 1 (round 1's) keeps index.sqlite in the repository and flock(2) files; format 2
+    keeps .idx files beside the packs, a local index cache, and lease files in locks/."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: Mapping[str, object],
+        write: bool,
+        locks: list[int],
+        lease: leases.Lease | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         self.path = path
-        self.chunk_size = int(config["chunk_size"])
-        self.pack_size = int(config["pack_size"])
+        self.version = int(config["version"])  # type: ignore[call-overload]
+        self.pack_size = int(config["pack_size"])  # type: ignore[call-overload]
+        if self.version == 1:
+            self.chunk_size = int(config["chunk_size"])  # type: ignore[call-overload]
+            self.block_size = self.frame_size = self.chunk_size
+        else:
+            self.block_size = int(config["block_size"])  # type: ignore[call-overload]
+            self.frame_size = int(config["frame_size"])  # type: ignore[call-overload]
+            self.chunk_size = self.block_size
+        self.uuid = str(config.get("uuid", ""))
         self.write = write
-        self.storage: Storage = LocalStorage(path)
+        self.storage: Storage = storage or LocalStorage(path)
+        self.notices: list[str] = []  # one-line notes for the user (a rebuilt cache ...)
         self._locks = locks
+        self._lease = lease
+        self._read_lease: leases.Lease | None = None
         self.gc_lock_fd = locks[0] if locks else -1
         self._db_lock = threading.Lock()
-        self._db = self._open_index()
-        self.sync_index()
+        try:
+            if self.version == 1:
+                try:
+                    self._db = self._open_index()
+                    self.sync_index()
+                except sqlite3.DatabaseError as exc:
+                    self._index_damaged(exc)
+            else:
+                if write:
+                    self._clean_leftovers()
+                self.cache = IndexCache(self.uuid, self.storage)
+                self.notices += self.cache.notices
+                if write:
+                    self._adopt_orphans()
+                for bad in self.cache.sync():
+                    self.notices.append(f"{bad}: run 'bootmedia repair'")
+        except BaseException:
+            self.close()
+            raise
 
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
     def init(
-        cls, path: str | Path, chunk_size: int = DEFAULT_CHUNK, pack_size: int = DEFAULT_PACK
+        cls,
+        path: str | Path,
+        chunk_size: int = DEFAULT_CHUNK,
+        pack_size: int = DEFAULT_PACK,
+        version: int = REPO_VERSION,
+        block_size: int = DEFAULT_BLOCK,
+        frame_size: int = DEFAULT_FRAME,
     ) -> Repository:
         """Create a repository (or open the one already there) for writing."""
         path = Path(path)
@@ -127,18 +254,28 @@ class Repository:
             return cls.open(path, write=True)  # refused: http(s) repositories are read-only
         if not 64 << 10 <= chunk_size <= 64 << 20 or chunk_size & (chunk_size - 1):
             raise UsageError("chunk size must be a power of two between 64 KiB and 64 MiB")
+        if not 4 << 10 <= block_size <= 1 << 20 or block_size & (block_size - 1):
+            raise UsageError("block size must be a power of two between 4 KiB and 1 MiB")
+        if not block_size <= frame_size <= 16 << 20 or frame_size % block_size:
+            raise UsageError("frame size must be a multiple of the block size, at most 16 MiB")
         if not 16 << 20 <= pack_size <= MAX_PACK:
             raise UsageError("pack size must be between 16 MiB and 4 GiB (FAT32's file limit)")
+        if version not in READ_VERSIONS:
+            raise UsageError(f"unknown repository format version {version}")
         if not (path / REPO_FILE).exists():
             if path.exists() and not path.is_dir():
                 raise UsageError(f"{path}: exists and is not a directory")
             path.mkdir(parents=True, exist_ok=True)
-            config = {
-                "format": REPO_FORMAT,
-                "version": REPO_VERSION,
-                "chunk_size": chunk_size,
-                "pack_size": pack_size,
-            }
+            config: dict[str, object] = {"format": REPO_FORMAT, "version": version}
+            if version == 1:
+                config |= {"chunk_size": chunk_size, "pack_size": pack_size}
+            else:
+                config |= {
+                    "uuid": uuid.uuid4().hex,
+                    "block_size": block_size,
+                    "frame_size": frame_size,
+                    "pack_size": pack_size,
+                }
             tmp = path / f".{REPO_FILE}.tmp"
             tmp.write_text(json.dumps(config, indent=1) + "\n")
             with open(tmp, "rb") as f:
@@ -148,27 +285,14 @@ class Repository:
         return cls.open(path, write=True)
 
     @classmethod
-    def open(cls, path: str | Path, write: bool = False) -> Repository:
+    def open(cls, path: str | Path, write: bool = False, job: str = "") -> Repository:
         path = Path(path)
         if (path / "bootmedia-remote.json").is_file():  # stands for an http(s) repository
             from bootmedia.net.http_repo import open_http
 
             return open_http(path, write)
-        try:
-            config = json.loads(LocalStorage(path).read_bytes(REPO_FILE, limit=1 << 16))
-        except MissingFile:
-            raise UsageError(f"{path}: not a bootmedia repository (no {REPO_FILE})") from None
-        except (ValueError, UnicodeDecodeError):
-            raise ImageError(f"{path}/{REPO_FILE} is corrupt") from None
-        if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
-            raise ImageError(f"{path}: not a bootmedia repository")
-        check_config_types(config, f"{path}/{REPO_FILE}")
-        if config.get("version") != REPO_VERSION:
-            raise ImageError(
-                f"{path}: unknown repository format version {config.get('version')!r} "
-                f"(this bootmedia reads version {REPO_VERSION})"
-            )
-        for sub in ("packs", "images", "tmp", "trash"):
+        config = read_config(path)
+        for sub in ("packs", "images", "tmp", "trash", "locks"):
             with contextlib.suppress(OSError):
                 (path / sub).mkdir(exist_ok=True)
             if (path / sub).is_symlink():  # captures and deletes would write where it points
@@ -177,25 +301,69 @@ class Repository:
                     "outside the repository directory)"
                 )
         locks: list[int] = []
-        if os.access(path, os.W_OK):
-            # Readers share gc.lock so collection never deletes a pack under a restore.
-            locks.append(_flock(path / "gc.lock", fcntl.LOCK_SH, "garbage collection running"))
-            if write:
-                locks.append(
-                    _flock(
-                        path / "write.lock", fcntl.LOCK_EX, "another capture or delete is running"
-                    )
-                )
-        elif write:
+        lease = None
+        writable = os.access(path, os.W_OK)
+        if write and not writable:
             raise UsageError(f"{path}: repository is read-only")
-        return cls(path, config, write, locks)
+        if config["version"] == 1:
+            if writable:
+                # Readers share gc.lock so collection never deletes a pack under a restore.
+                locks.append(_flock(path / "gc.lock", fcntl.LOCK_SH, "garbage collection running"))
+                if write:
+                    locks.append(
+                        _flock(
+                            path / "write.lock",
+                            fcntl.LOCK_EX,
+                            "another capture or delete is running",
+                        )
+                    )
+        elif write:
+            lease = leases.acquire(path / "locks", leases.WRITE, job or "write")
+            gc = leases.live(path / "locks", "gc")
+            if gc:
+                lease.release()
+                raise leases.Busy(f"repository is busy: {gc[0].who()}")
+        return cls(path, config, write, locks, lease)
+
+    def hold(self, image: str, job: str = "read") -> None:
+        """Say that this job reads `image` (a read lease in locks/), so a delete of it refuses
+        and collection waits. Lease first, then check for collection: see docs/FORMAT.md."""
+        if self._read_lease is not None or not os.access(self.path / "locks", os.W_OK):
+            return
+        lease = leases.Lease(self.path / "locks", leases.read_lease_name(), job, image)
+        if not lease.try_create():
+            return
+        gc = leases.live(self.path / "locks", "gc")
+        if gc and self.version == 2:
+            lease.release()
+            raise leases.Busy(f"repository is busy: {gc[0].who()}")
+        self._read_lease = lease
+
+    def readers(self, image: str | None = None) -> list[leases.LeaseInfo]:
+        """Fresh read leases (of `image`, or of any image), other than this job's own."""
+        own = self._read_lease.path.name if self._read_lease else ""
+        return [
+            i
+            for i in leases.live(self.path / "locks", "read-")
+            if i.file != own and (image is None or i.image in (image, ""))
+        ]
 
     def close(self) -> None:
-        self._db.close()
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+        if getattr(self, "cache", None) is not None:
+            self.cache.close()
         self.storage.close()
         for fd in self._locks:
             os.close(fd)
         self._locks = []
+        if self._read_lease is not None:
+            self._read_lease.release()
+            self._read_lease = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self) -> Repository:
         return self
@@ -221,6 +389,50 @@ class Repository:
             self._memory_index = True
         db.executescript(_SCHEMA)
         return db
+
+    def _index_damaged(self, exc: BaseException) -> None:
+        """Format 1's index.sqlite is a cache. Damaged: a writer sets it aside and rebuilds it
+        from the packs; a reader (which never changes the repository) rebuilds one in memory.
+        Either way it is said in one line."""
+        with contextlib.suppress(sqlite3.Error, AttributeError):
+            self._db.close()
+        db_path = self.path / "index.sqlite"
+        if self.write:
+            aside = db_path.with_name(f"index.sqlite.damaged-{int(time.time())}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(db_path, aside)
+            for extra in ("-journal", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{db_path}{extra}")
+            line = (
+                f"{db_path} was damaged ({exc}): set aside as {aside.name}, rebuilt from the packs"
+            )
+            self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+            self._memory_index = False
+        else:
+            line = (
+                f"{db_path} is damaged ({exc}): using an index rebuilt in memory from the "
+                "packs; 'bootmedia repair' rebuilds the file"
+            )
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._memory_index = True
+        log.warning("%s", line)
+        self.notices.append(line)
+        self._db.executescript(_SCHEMA)
+        self.sync_index()
+
+    def _v1(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        """One row from format 1's index; a damaged index is rebuilt (once) and asked again."""
+        for attempt in (0, 1):
+            try:
+                with self._db_lock:
+                    row = self._db.execute(sql, args).fetchone()
+                return tuple(row) if row is not None else None
+            except sqlite3.DatabaseError as exc:
+                if attempt:
+                    raise ImageError(f"{self.path}/index.sqlite: unusable ({exc})") from None
+                self._index_damaged(exc)
+        return None
 
     def _pack_files(self) -> dict[str, Path]:
         return {p.name: p for p in sorted((self.path / "packs").glob("pack-*.bmp"))}
@@ -310,23 +522,60 @@ class Repository:
                 shutil.rmtree(child, ignore_errors=True)
 
     def locate(self, digest: bytes) -> Location | None:
-        with self._db_lock:
-            row = self._db.execute(
-                "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.flags "
-                "FROM chunks c JOIN packs p ON p.id=c.pack WHERE c.hash=?",
-                (digest,),
-            ).fetchone()
-        return Location(*row) if row else None
+        if self.version == 2:
+            found = self.cache.locate(digest)
+            if found is None:
+                return None
+            pack, e = found
+            return Location(pack, e.frame_offset, e.frame_len, e.length, 0, e.in_frame, e.frame_raw)
+        row = self._v1(
+            "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.flags "
+            "FROM chunks c JOIN packs p ON p.id=c.pack WHERE c.hash=?",
+            (digest,),
+        )
+        if row is None:
+            return None
+        name, offset, stored_len, raw_len, flags = row
+        if (
+            not isinstance(name, str)
+            or not all(type(v) is int for v in (offset, stored_len, raw_len, flags))
+            or not 0 < offset < 1 << 40  # type: ignore[operator]
+            or not 0 <= stored_len <= 128 << 20  # type: ignore[operator]
+            or not 0 < raw_len <= 64 << 20  # type: ignore[operator]
+        ):
+            raise ImageError(
+                f"{self.path}/index.sqlite: damaged entry for chunk {digest.hex()[:16]}; "
+                "run 'bootmedia repair'"
+            )
+        return Location(name, offset, stored_len, raw_len, flags)  # type: ignore[arg-type]
 
     def has(self, digest: bytes) -> bool:
-        with self._db_lock:
-            return (
-                self._db.execute("SELECT 1 FROM chunks WHERE hash=?", (digest,)).fetchone()
-                is not None
-            )
+        if self.version == 2:
+            return self.cache.has(digest)
+        return self._v1("SELECT 1 FROM chunks WHERE hash=?", (digest,)) is not None
 
     def pack_path(self, name: str) -> Path:
         return inside(self.path, "packs", name)  # the name comes from the index: a cache
+
+    def read_block(self, loc: Location, digest: bytes, dctx: zstandard.ZstdDecompressor) -> bytes:
+        """One chunk or block, decompressed and checked against its name (ImageError if not)."""
+        if not loc.is_frame:
+            return decode(loc.record(digest), self.read_payload(loc, digest), dctx)
+        _, data = self.read_frame(loc, dctx)
+        block = data[loc.in_frame : loc.in_frame + loc.raw_len]
+        if len(block) != loc.raw_len or chunk_hash(block) != digest:
+            raise ImageError("block checksum mismatch")
+        return block
+
+    def read_frame(self, loc: Location, dctx: zstandard.ZstdDecompressor) -> tuple[Frame, bytes]:
+        """The frame record holding a format-2 block, decompressed (zstd's checksum checked;
+        the caller hashes the blocks it uses)."""
+        rel = f"packs/{loc.pack}"
+        buf = self.storage.pread(rel, loc.offset, loc.stored_len)
+        frame = parse_frame(buf, loc.offset)
+        if frame is None or frame.length != loc.stored_len or frame.length != len(buf):
+            raise ImageError(f"{loc.pack}: damaged frame record at byte {loc.offset}")
+        return frame, decode_frame(frame, memoryview(buf)[frame.header_len :], dctx)
 
     def read_payload(self, loc: Location, digest: bytes) -> bytes:
         """The stored bytes of one record, through the storage; its header is checked first."""
@@ -345,6 +594,11 @@ class Repository:
     def chunk_sizes(self, digests: list[bytes]) -> int:
         """Sum of stored sizes of these chunks (for stats)."""
         total = 0
+        if self.version == 2:
+            for d in digests:
+                loc = self.locate(d)
+                total += loc.share if loc else 0
+            return total
         with self._db_lock:
             for d in digests:
                 row = self._db.execute(
@@ -466,8 +720,16 @@ class Repository:
 
         Acts on the directory `name` resolves to (a name, or a number in `images`), never on
         whatever a manifest inside says: load_manifest() refuses a manifest naming another image.
+        Refused while a restore, verify or cast holds a read lease naming the image (the
+        write lease is held first, then the readers are checked: docs/FORMAT.md).
         """
         m = self.image(name)
+        busy = self.readers(m.name)
+        if busy:
+            raise leases.Busy(
+                f"not deleting {m.name}: it is being read by {busy[0].who()}; "
+                "try again when that job has finished"
+            )
         directory = self.image_dir(m.name)  # load_manifest checked: m.name is its directory
         trash = self.path / "trash" / f"{directory.name}-{os.getpid()}"
         os.rename(directory, trash)
@@ -479,7 +741,81 @@ class Repository:
     def chunk_writer(self) -> ChunkWriter:
         if not self.write:
             raise BootmediaError("repository opened read-only")
+        if self.version != 1:
+            raise BootmediaError("format-2 repositories store frames: use frame_writer()")
         return ChunkWriter(self)
+
+    def frame_writer(self) -> FrameWriter:
+        if not self.write:
+            raise BootmediaError("repository opened read-only")
+        if self.version == 1:
+            return FrameWriter(self, v1=ChunkWriter(self))
+        return FrameWriter(self)
+
+    # ---- format 2: packs without an index -------------------------------------------
+
+    def _adopt_orphans(self) -> None:
+        """With the write lease held no capture is writing: a pack without .idx is a killed
+        capture's. Scan it (records describe themselves) and write its .idx, so the next
+        capture reuses what it stored. On a full disk the .idx may not fit: then it stays an
+        orphan, which collection removes."""
+        packs = self.path / "packs"
+        for tmp in packs.glob(".pack-*.idx.tmp"):
+            tmp.unlink(missing_ok=True)
+        for path in sorted(packs.glob("pack-*.bmp")):
+            idx = path.with_suffix(".idx")
+            if idx.exists():
+                continue
+            try:
+                entries, damage, torn = self.scan_pack_v2(path.name, torn_tail_ok=True)
+                if torn is not None and not damage:
+                    os.truncate(path, torn)  # the record being written when it was killed
+                if entries:
+                    write_idx(idx, _pack_uuid(path.name), entries)
+                    log.info(
+                        "indexed %d blocks from %s (left by an interrupted capture)",
+                        len(entries),
+                        path.name,
+                    )
+            except OSError as exc:
+                log.warning("could not index %s: %s", path.name, exc.strerror or exc)
+            except ImageError as exc:
+                log.warning("skipping %s: %s", path.name, exc)
+
+    def scan_pack_v2(
+        self, name: str, torn_tail_ok: bool = False
+    ) -> tuple[list[IdxEntry], list[Damage], int | None]:
+        """Every good block of a format-2 pack by a full scan (frames decompressed and
+        hashed), and every damaged stretch, with resynchronisation after damage. With
+        torn_tail_ok (a pack a killed capture left without .idx), a bad stretch running to the
+        end of the file is the record it was writing, not damage: its offset is returned
+        third (None when the pack ends cleanly)."""
+        rel = f"packs/{name}"
+        size = self.storage.size(rel)
+        head = self.storage.pread(rel, 0, PACK_HEADER.size)
+        if pack_version(head) != 2:
+            raise ImageError(f"{name}: not a format-2 pack")
+        entries: list[IdxEntry] = []
+        damage: list[Damage] = []
+        for item in scan_frames(lambda o, n: self.storage.pread(rel, o, n), size):
+            if isinstance(item, Damage):
+                damage.append(item)
+                continue
+            for digest, start, n in item.starts():
+                entries.append(IdxEntry(digest, item.offset, item.length, start, n, item.raw_len))
+        torn = None
+        if torn_tail_ok and damage and damage[-1].offset + damage[-1].length == size:
+            log.info("%s: %d bytes torn at the end (interrupted write)", name, damage[-1].length)
+            torn = damage.pop().offset
+        return entries, damage, torn
+
+    def orphans(self) -> list[str]:
+        """Format-2 packs with no .idx."""
+        return [
+            p.name
+            for p in sorted((self.path / "packs").glob("pack-*.bmp"))
+            if not p.with_suffix(".idx").exists()
+        ]
 
 
 class ChunkWriter:
@@ -552,6 +888,110 @@ class ChunkWriter:
 
     def abort(self) -> None:
         """Stop writing after an error; what was written stays and is indexed at next open."""
+        if self._pack is not None:
+            self._pack.close()
+            self._pack = None
+
+
+class FrameWriter:
+    """Stores frames of new blocks for one capture (format 2), or chunks (format 1: one block
+    per frame, handed to ChunkWriter). Workers call claim_new() from any thread; the ordered
+    writer calls put_frame(). A pack's .idx is written when the pack is sealed (full, or
+    close()), and only then do its blocks enter the index cache."""
+
+    def __init__(self, repo: Repository, v1: ChunkWriter | None = None) -> None:
+        self.repo = repo
+        self._v1 = v1
+        self._pack: PackWriter2 | None = None
+        self._entries: dict[bytes, IdxEntry] = {}
+        self._claimed: set[bytes] = set()
+        self._lock = threading.Lock()
+        self.new_bytes = 0
+        self.new_chunks = 0
+
+    def claim_new(self, digests: list[bytes]) -> list[bool]:
+        """For each block, True when the caller must store it: not in the repository and not
+        claimed by another frame of this capture (so each block is compressed once)."""
+        if self._v1 is not None:
+            return [not self._v1.has(d) for d in digests]
+        known = set()
+        uniq = list(dict.fromkeys(digests))
+        for i in range(0, len(uniq), 500):
+            known |= self.repo.cache.has_many(uniq[i : i + 500])
+        out = []
+        with self._lock:
+            for d in digests:
+                if d in known or d in self._claimed:
+                    out.append(False)
+                else:
+                    self._claimed.add(d)
+                    out.append(True)
+        return out
+
+    def put_frame(self, blocks: list[tuple[bytes, int]], payload: bytes) -> None:
+        if self._v1 is not None:
+            ((digest, n),) = blocks
+            self._v1.put(digest, n, payload)
+            self.new_bytes, self.new_chunks = self._v1.new_bytes, self._v1.new_chunks
+            return
+        if self._pack is None or not self._pack.fits(len(payload) + 64 + 36 * len(blocks)):
+            self._rotate()
+        assert self._pack is not None
+        frame = self._pack.append(blocks, payload, FLAG_ZSTD)
+        for digest, start, n in frame.starts():
+            self._entries.setdefault(
+                digest, IdxEntry(digest, frame.offset, frame.length, start, n, frame.raw_len)
+            )
+        self.new_bytes += frame.length
+        self.new_chunks += len(blocks)
+
+    def share(self, digest: bytes) -> int:
+        """Stored bytes attributable to a block this capture stored or found."""
+        e = self._entries.get(digest)
+        if e is not None:
+            return e.frame_len * e.length // e.frame_raw
+        loc = self.repo.locate(digest)
+        return loc.share if loc else 0
+
+    def _rotate(self) -> None:
+        self.seal()
+        self._pack = PackWriter2(self.repo.path / "packs", self.repo.pack_size)
+        _fsync_dir(self.repo.path / "packs")
+
+    def seal(self) -> None:
+        """fsync the pack, write its .idx (fsynced, dir fsynced), then index it."""
+        pack = self._pack
+        if pack is None:
+            return
+        pack.sync()
+        pack.close()
+        entries = list(self._entries.values())
+        idx = pack.path.with_suffix(".idx")
+        write_idx(idx, pack.id, entries)
+        self.repo.cache.add_sealed(pack.name, idx.stat().st_size, entries)
+        with self._lock:
+            self._claimed.difference_update(self._entries)
+        self._entries = {}
+        self._pack = None
+
+    def unsealed(self) -> tuple[str, int] | None:
+        """The pack being written and its size (what an interrupted capture leaves)."""
+        if self._v1 is not None or self._pack is None:
+            return None
+        return self._pack.name, self._pack.size
+
+    def close(self) -> None:
+        if self._v1 is not None:
+            self._v1.close()
+            return
+        self.seal()
+
+    def abort(self) -> None:
+        """Stop after an error. The unsealed pack stays without .idx: the next writer scans
+        it and reuses its blocks, or collection removes it."""
+        if self._v1 is not None:
+            self._v1.abort()
+            return
         if self._pack is not None:
             self._pack.close()
             self._pack = None

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The README's benchmark table, from bench/results.json (written by bench/bench.py).
+
+.venv/bin/python bench/table.py            print it
+.venv/bin/python bench/table.py --readme   replace the block between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = "<!-- bench:begin (bench/table.py writes this from bench/results.json) -->"
+END = "<!-- bench:end -->"
+
+
+def _s(summary: dict[str, dict[str, float]], key: str) -> str:
+    v = summary.get(key)
+    if not v:
+        return "-"
+    return (
+        f"{v['wall_median']:.1f} s ({v['wall_min']:.1f}–{v['wall_max']:.1f}), "
+        f"{v['cpu_s_per_gb']:.1f} CPU-s/GB"
+    )
+
+
+def render(res: dict) -> str:  # type: ignore[type-arg]
+    s = res["summary"]
+    r = res["ratios"]
+    sizes = res["sizes"]
+    up = res["upgrade"]
+    p = res["projection"]
+    mb = 1e6
+    here = p[f"capture_s_{res['nproc']}_cores"]
+    rounds = s["capture/bootmedia"]["rounds"]
+    lines = [
+        f"Measured on this project's {res['nproc']}-core shared VM, a {res['size_mib'] / 1024:.0f} GiB "
+        f"disk with {res['used_bytes'] / 1e9:.2f} GB in use; wall time median (range) over "
+        f"{rounds} interleaved rounds, CPU-seconds per GB of used data:",
+        "",
+        "| | bootmedia | Clonezilla (`partclone \\| zstd -T0 -3`) | dd + zstd | fsarchiver `-j2 -Z3` (ext4 only) |",
+        "|---|---|---|---|---|",
+        f"| Capture | {_s(s, 'capture/bootmedia')} | {_s(s, 'capture/clonezilla')} | "
+        f"{_s(s, 'capture/dd')} | {_s(s, 'capture/fsarchiver')} |",
+        f"| Restore | {_s(s, 'restore/bootmedia')}, **with** read-back verify | "
+        f"{_s(s, 'restore/clonezilla')}, no verify | {_s(s, 'restore/dd')}, no verify | "
+        f"{_s(s, 'restore/fsarchiver')} |",
+        f"| Image size | {sizes['bootmedia'] / mb:.0f} MB | {sizes['clonezilla'] / mb:.0f} MB | "
+        f"{sizes['dd'] / mb:.0f} MB | {sizes['fsarchiver'] / mb:.0f} MB |",
+        f"| Recapture after a package upgrade | {_s(s, 'recapture/bootmedia')}, adds "
+        f"{up['added_bytes'] / mb:.1f} MB | {_s(s, 'recapture/clonezilla')}, a full image again | | |",
+        f"| 20 GiB sparse disk, capture | {_s(s, 'sparse/bootmedia')}, peak RSS "
+        f"{s['sparse/bootmedia']['rss_max'] / 2**20:.0f} MiB | {_s(s, 'sparse/clonezilla')} | | |",
+        "",
+        "| target (issue 9) | measured | |",
+        "|---|---|---|",
+        f"| capture ≤ 0.33× Clonezilla's wall | {r['capture wall vs Clonezilla']:.2f}× | "
+        f"{'met' if r['capture wall vs Clonezilla'] <= 0.33 else 'not met'} |",
+        f"| capture ≤ 0.5× Clonezilla's CPU | {r['capture CPU vs Clonezilla']:.2f}× | "
+        f"{'met' if r['capture CPU vs Clonezilla'] <= 0.5 else 'not met'} |",
+        f"| image ≤ 1.05× Clonezilla's | {r['image size vs Clonezilla']:.3f}× | "
+        f"{'met' if r['image size vs Clonezilla'] <= 1.05 else 'not met'} |",
+        f"| apply+verify ≤ 0.4× Clonezilla's restore wall | "
+        f"{r['apply+verify wall vs Clonezilla restore']:.2f}× | "
+        f"{'met' if r['apply+verify wall vs Clonezilla restore'] <= 0.4 else 'not met'} |",
+        f"| apply+verify ≤ 0.75× Clonezilla's restore CPU | "
+        f"{r['apply+verify CPU vs Clonezilla restore']:.2f}× | "
+        f"{'met' if r['apply+verify CPU vs Clonezilla restore'] <= 0.75 else 'not met'} |",
+        f"| recapture adds ≤ 3% of a full image | {100 * r['recapture adds, of a full image']:.1f}% "
+        f"({up['files']} files, {up['bytes'] / mb:.1f} MB rewritten) | "
+        f"{'met' if r['recapture adds, of a full image'] <= 0.03 else 'not met'} |",
+        f"| recapture ≤ 0.3× the first capture's time | {r['recapture wall vs first capture']:.2f}× | "
+        f"{'met' if r['recapture wall vs first capture'] <= 0.3 else 'not met'} |",
+        f"| peak RSS ≤ 256 MiB | capture {s['capture/bootmedia']['rss_max'] / 2**20:.0f} MiB, "
+        f"apply {s['restore/bootmedia']['rss_max'] / 2**20:.0f} MiB, 20 GiB disk "
+        f"{s['sparse/bootmedia']['rss_max'] / 2**20:.0f} MiB | "
+        f"{'met' if max(s[k]['rss_max'] for k in ('capture/bootmedia', 'restore/bootmedia', 'sparse/bootmedia')) <= 256 * 2**20 else 'not met'} |",
+        "",
+        f"Scaling: capture takes {p['cpu_s_per_gb']:.1f} CPU-s per GB of used data. From the same "
+        f"capture pinned to one core against all {res['nproc']}, its serial share is "
+        f"{100 * p['serial_fraction']:.0f}% (Amdahl), which projects "
+        f"{p['capture_s_8_cores']:.1f} s on 8 cores and {p['capture_s_16_cores']:.1f} s on 16 "
+        f"(against {here:.1f} s here), as long as the disk "
+        "keeps up. The serial part is the ordered writer: one thread that appends each frame to "
+        "its pack and each block's entry to the map and the run's seen-set, plus the per-frame "
+        "index query; at 16 cores that thread is the limit, not compression.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--readme", action="store_true")
+    args = ap.parse_args()
+    text = render(json.loads(Path(args.results).read_text()))
+    if not args.readme:
+        print(text)
+        return 0
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in body:
+        body = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, body, flags=re.S)
+    else:
+        raise SystemExit(f"README.md has no {BEGIN} marker")
+    readme.write_text(body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The local index cache (format 2): hash -> location, built from the packs' .idx files.
+
+It lives on the machine, never in the repository (SQLite is not safe on SMB, NFS or sshfs, and
+needs free space): `$BOOTMEDIA_CACHE_DIR`, else /var/cache/bootmedia for root, else
+~/.cache/bootmedia, one file per repository uuid; in memory when none of these is writable.
+It is only a cache. A missing or stale one is brought up to date from the .idx files when a
+repository opens; a damaged one is set aside (renamed *.damaged-<time>) and rebuilt, and that
+is said in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from bootmedia.errors import ImageError
+from bootmedia.repo.idx import IdxEntry, parse_idx
+from bootmedia.repo.storage import Storage
+
+log = logging.getLogger("bootmedia.repo")
+
+CACHE_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
+                                 idx_size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(hash BLOB NOT NULL, pack INTEGER NOT NULL,
+                                  frame_offset INTEGER NOT NULL, frame_len INTEGER NOT NULL,
+                                  in_frame INTEGER NOT NULL, length INTEGER NOT NULL,
+                                  frame_raw INTEGER NOT NULL, PRIMARY KEY(hash, pack)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks(pack);
+"""
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("BOOTMEDIA_CACHE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/bootmedia")
+    return Path.home() / ".cache" / "bootmedia"
+
+
+class IndexCache:
+    def __init__(self, repo_id: str, storage: Storage, directory: Path | None = None) -> None:
+        self.storage = storage
+        self.notices: list[str] = []
+        self._lock = threading.Lock()
+        self.path: Path | None = None
+        d = directory or cache_dir()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK):
+                self.path = d / f"{repo_id}.sqlite"
+        except OSError:
+            self.path = None
+        self._db = self._connect()
+
+    # ---- opening, damage ---------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        target = str(self.path) if self.path else ":memory:"
+        try:
+            db = self._open(target)
+        except sqlite3.DatabaseError as exc:
+            if self.path is None:
+                raise
+            db = self._set_aside(exc)
+        return db
+
+    @staticmethod
+    def _open(target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=60)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, CACHE_VERSION):
+            db.close()
+            raise sqlite3.DatabaseError(f"cache version {version}")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={CACHE_VERSION}")
+        db.execute("SELECT count(*) FROM packs").fetchone()
+        return db
+
+    def _set_aside(self, exc: BaseException) -> sqlite3.Connection:
+        assert self.path is not None
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        with contextlib.suppress(OSError):
+            os.replace(self.path, aside)
+        for extra in ("-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.path}{extra}")
+        line = (
+            f"index cache {self.path} was damaged ({exc}): set aside as {aside.name}, "
+            "rebuilt from the packs' .idx files"
+        )
+        log.warning("%s", line)
+        self.notices.append(line)
+        return self._open(str(self.path))
+
+    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+        """Damage found while in use: set the file aside, rebuild, carry on."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self.path is None:
+            raise ImageError(f"in-memory index failed: {exc}") from None
+        self._db = self._set_aside(exc)
+        self._sync_locked()
+
+    def rebuild(self) -> None:
+        """Forget everything and read every .idx again (repair)."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            if self.path is not None:
+                for extra in ("", "-journal"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{extra}")
+            self._db = self._connect()
+            self._sync_locked()
+
+    # ---- keeping it current ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def sync(self) -> list[str]:
+        """Load every new or changed .idx, forget the packs whose .idx is gone. Returns the
+        names of damaged .idx files (their packs are left out until repaired)."""
+        with self._lock:
+            try:
+                return self._sync_locked()
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+                return self._sync_locked()
+
+    def _sync_locked(self) -> list[str]:
+        files: dict[str, int] = {}
+        for name in self.storage.listdir("packs"):
+            if name.startswith("pack-") and name.endswith(".idx"):
+                files[name[: -len(".idx")] + ".bmp"] = self.storage.size(f"packs/{name}")
+        known = {
+            name: (pid, size)
+            for pid, name, size in self._db.execute("SELECT id, name, idx_size FROM packs")
+        }
+        damaged = []
+        for name, (pid, size) in known.items():
+            if files.get(name) != size:
+                with self._tx():
+                    self._db.execute("DELETE FROM blocks WHERE pack=?", (pid,))
+                    self._db.execute("DELETE FROM packs WHERE id=?", (pid,))
+        for name, size in files.items():
+            if known.get(name, (0, -1))[1] == size:
+                continue
+            rel = f"packs/{name[: -len('.bmp')]}.idx"
+            try:
+                _, entries = parse_idx(self.storage.read_bytes(rel, limit=1 << 30), rel)
+            except ImageError as exc:
+                log.warning("%s", exc)
+                damaged.append(str(exc))
+                continue
+            self._load(name, size, entries)
+        return damaged
+
+    def _load(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO packs(name, idx_size) VALUES(?, ?)", (name, idx_size)
+            )
+            pid = cur.lastrowid
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)",
+                (
+                    (e.hash, pid, e.frame_offset, e.frame_len, e.in_frame, e.length, e.frame_raw)
+                    for e in entries
+                ),
+            )
+
+    def add_sealed(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:
+        """A pack this process just sealed: no need to read its .idx back."""
+        with self._lock:
+            try:
+                old = self._db.execute("SELECT id FROM packs WHERE name=?", (name,)).fetchone()
+                if old:
+                    with self._tx():
+                        self._db.execute("DELETE FROM blocks WHERE pack=?", (old[0],))
+                        self._db.execute("DELETE FROM packs WHERE id=?", (old[0],))
+                self._load(name, idx_size, entries)
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def locate(self, digest: bytes) -> tuple[str, IdxEntry] | None:
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT p.name, b.frame_offset, b.frame_len, b.in_frame, b.length, b.frame_raw "
+                    "FROM blocks b JOIN packs p ON p.id=b.pack WHERE b.hash=? LIMIT 1",
+                    (digest,),
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+                return self.locate(digest)
+        if row is None:
+            return None
+        return row[0], IdxEntry(digest, *row[1:])
+
+    def has(self, digest: bytes) -> bool:
+        with self._lock:
+            try:
+                return (
+                    self._db.execute(
+                        "SELECT 1 FROM blocks WHERE hash=? LIMIT 1", (digest,)
+                    ).fetchone()
+                    is not None
+                )
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+        return self.has(digest)
+
+    def has_many(self, digests: list[bytes]) -> set[bytes]:
+        """Which of these hashes are stored (one query for a frame's worth of blocks)."""
+        if not digests:
+            return set()
+        marks = ",".join("?" * len(digests))
+        with self._lock:
+            try:
+                return {
+                    r[0]
+                    for r in self._db.execute(
+                        f"SELECT DISTINCT hash FROM blocks WHERE hash IN ({marks})", digests
+                    )
+                }
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+        return self.has_many(digests)
+
+    def pack_entries(self, name: str) -> list[IdxEntry]:
+        with self._lock:
+            return [
+                IdxEntry(*row)
+                for row in self._db.execute(
+                    "SELECT b.hash, b.frame_offset, b.frame_len, b.in_frame, b.length, b.frame_raw "
+                    "FROM blocks b "
+                    "JOIN packs p ON p.id=b.pack WHERE p.name=? ORDER BY b.frame_offset",
+                    (name,),
+                )
+            ]
+
+    def packs(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM packs ORDER BY name")]
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
