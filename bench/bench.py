@@ -281,6 +281,7 @@ def main() -> int:
                 f"zstd -q -dc {tmp}/dd.zst | dd of={dst} bs=4M status=none conv=fsync"
             ),
             "fsarchiver": lambda: run_measured(
+                f"sfdisk -q {dst} < {cz}/pt.sf && partx -u {dst}; partx -a {dst} 2>/dev/null; "
                 f"fsarchiver -j2 restfs {fsa} id=0,dest={dst}p2 >/dev/null && sync"
             ),
         }

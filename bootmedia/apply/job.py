@@ -77,7 +77,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
     repo = Repository.open(plan.repo)
     try:
         repo.hold(m.name, "restore")  # a delete of this image refuses while we read it
-        for line in repo.notices:
+        for line in repo.take_notices():
             reporter.message(line)
     except BaseException:
         repo.close()

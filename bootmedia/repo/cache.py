@@ -26,6 +26,7 @@ from bootmedia.repo.storage import Storage
 log = logging.getLogger("bootmedia.repo")
 
 CACHE_VERSION = 1
+PENDING: list[str] = []  # notes not shown to the user yet (Repository.take_notices)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
                                  idx_size INTEGER NOT NULL);
@@ -99,6 +100,7 @@ class IndexCache:
         )
         log.warning("%s", line)
         self.notices.append(line)
+        PENDING.append(line)
         return self._open(str(self.path))
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:

@@ -339,6 +339,16 @@ class Repository:
             raise leases.Busy(f"repository is busy: {gc[0].who()}")
         self._read_lease = lease
 
+    def take_notices(self) -> list[str]:
+        """One-line notes for the user (a damaged index cache set aside ...), each once per
+        process, even when an earlier open of the repository (a plan's) found the damage."""
+        from bootmedia.repo import cache
+
+        lines = list(dict.fromkeys([*self.notices, *cache.PENDING]))
+        cache.PENDING.clear()
+        self.notices = []
+        return lines
+
     def readers(self, image: str | None = None) -> list[leases.LeaseInfo]:
         """Fresh read leases (of `image`, or of any image), other than this job's own."""
         own = self._read_lease.path.name if self._read_lease else ""
@@ -418,6 +428,9 @@ class Repository:
             self._memory_index = True
         log.warning("%s", line)
         self.notices.append(line)
+        from bootmedia.repo import cache
+
+        cache.PENDING.append(line)
         self._db.executescript(_SCHEMA)
         self.sync_index()
 

@@ -101,7 +101,7 @@ def verify_image(plan: VerifyPlan, reporter: Reporter | None = None) -> VerifyRe
 
     with Repository.open(repo_path) as repo, tempfile.TemporaryDirectory() as tmp:
         repo.hold(image or "", "verify")
-        for line in repo.notices:
+        for line in repo.take_notices():
             reporter.message(line)
         if image is not None:
             images = [repo.image(image)]
