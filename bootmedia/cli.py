@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     log_path = setup_logging(args.verbose, Path(args.log_dir) if args.log_dir else None)
-    log.info("bootmedia %s: %s", __version__, " ".join(sys.argv))
+    from bootmedia.net.url import redact
+
+    log.info("bootmedia %s: %s", __version__, redact(" ".join(sys.argv)))
     try:
         from bootmedia.net.attach import network_repos
 

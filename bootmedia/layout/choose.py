@@ -22,6 +22,8 @@ from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Manifest
 from bootmedia.table import read_table, translate
 
+MAX_NUMBER = 256  # more than any GPT (128 by default) or MBR table here holds
+
 
 def parse_numbers(text: str) -> tuple[int, ...]:
     """`1,3` or `2-4,6` -> (1, 3) / (2, 3, 4, 6)."""
@@ -30,6 +32,10 @@ def parse_numbers(text: str) -> tuple[int, ...]:
         a, sep, b = part.partition("-")
         if not a.isdigit() or (sep and not b.isdigit()):
             raise UsageError(f"--partitions {text}: expected numbers like 1,3 or 2-4")
+        if int(b if sep else a) > MAX_NUMBER:  # 1-99999999999 would fill the memory first
+            raise UsageError(f"--partitions {text}: no table has a partition {int(b or a)}")
+        if sep and int(b) < int(a):
+            raise UsageError(f"--partitions {text}: {part} counts down (write {b}-{a})")
         out += range(int(a), int(b) + 1) if sep else [int(a)]
     if not out or any(n < 1 for n in out):
         raise UsageError(f"--partitions {text}: expected numbers like 1,3 or 2-4")

@@ -183,7 +183,7 @@ def parse_size(text: str) -> tuple[int, int]:
     unit = value[len(digits) :].replace("ib", "").replace("b", "") or ""
     try:
         size = int(float(digits) * units[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):  # OverflowError: inf, 1e400
         raise UsageError(f"--size {text}: cannot read size {value!r}") from None
     if size <= 0:
         raise UsageError(f"--size {text}: size must be positive")

@@ -29,6 +29,15 @@ def is_url(text: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(text)))
 
 
+_SECRET_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):\S*@")
+
+
+def redact(text: str) -> str:
+    """`text` with any password typed into a URL (scheme://user:password@...) replaced by ***,
+    for error messages and the log. Errs on the side of hiding: up to the last '@' of the word."""
+    return _SECRET_RE.sub(r"\1:***@", str(text))
+
+
 @dataclass(frozen=True)
 class RepoURL:
     scheme: str
@@ -71,12 +80,14 @@ class RepoURL:
 
 def parse_url(text: str) -> RepoURL:
     """Parse and check a repository URL; a one-line UsageError says what is wrong."""
-    text = str(text).strip()
+    given = str(text).strip()
+    text = redact(given)  # what the messages below show: never a typed password
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(given)
         port = parts.port
     except ValueError as exc:
-        raise UsageError(f"{text}: not a valid URL ({exc})") from None
+        why = f" ({exc})" if text == given else ""  # the reason may quote part of a password
+        raise UsageError(f"{text}: not a valid URL{why}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise UsageError(
