@@ -107,6 +107,11 @@ def plan_clone(
         p.name == Path(source).name for p in dst_disk.partitions
     ):
         raise UsageError("the source and the target are the same disk")
+    if _same_backing(src_disk, dst_disk):  # two loop devices over one file: one disk twice
+        raise UsageError(
+            f"the source and the target are the same disk ({source} and {target} are both "
+            f"backed by {src_disk.backing_file})"
+        )
     check_writable(dst_disk)
     table = read_table(source)
     if table is None:
@@ -162,6 +167,18 @@ def plan_clone(
         render_sfdisk(lay.table),
         verify,
     )
+
+
+def _same_backing(a: Disk, b: Disk) -> bool:
+    if not a.backing_file or not b.backing_file:
+        return False
+    if a.backing_file == b.backing_file:
+        return True
+    try:
+        sa, sb = os.stat(a.backing_file), os.stat(b.backing_file)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _plan_part(table: Table, number: int, node: str, work: Path) -> ClonePart:
