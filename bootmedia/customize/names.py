@@ -98,7 +98,7 @@ def name_problem(name: str, os_kind: str) -> str | None:
                 f"'{name}' has {len(name)} characters: a Windows (NetBIOS) computer name has "
                 "at most 15 (it is refused, not shortened)"
             )
-        if not _NETBIOS.match(name):
+        if not _NETBIOS.fullmatch(name):  # match() takes 'PC1\n' ($ before a newline)
             bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "-"))})
             return (
                 f"'{name}' has characters a Windows computer name may not have: "
@@ -112,7 +112,7 @@ def name_problem(name: str, os_kind: str) -> str | None:
     if len(name) > 64:
         return f"'{name}' has {len(name)} characters: a Linux hostname has at most 64"
     for label in name.split("."):
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             return (
                 f"'{name}' is not an RFC 1123 hostname (each dot-separated label: 1-63 "
                 "letters, digits or '-', not starting or ending with '-')"
@@ -136,9 +136,13 @@ def _pattern_fields(pattern: str) -> set[str]:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
         raise UsageError(f"bad name pattern '{pattern}': {exc}") from None
-    for _, fname, _, _ in parsed:
+    for _, fname, spec, _ in parsed:
         if fname is None:
             continue
+        if spec and ("{" in spec or any(int(d) > 64 for d in re.findall(r"\d+", spec))):
+            raise UsageError(  # {n:999999999} would build a gigabyte before the length check
+                f"bad name pattern '{pattern}': {{{fname}:{spec}}} is wider than any hostname"
+            )
         if fname not in FIELDS:
             raise UsageError(
                 f"bad name pattern '{pattern}': unknown field {{{fname}}} "
