@@ -237,7 +237,29 @@ class HttpRepository2(Repository):
     def __init__(self, path: Path, storage: HttpStorage, config: dict[str, object]) -> None:
         self.http = storage
         self.url = storage.base
+        self._index_lock = threading.Lock()
         super().__init__(path, config, False, [], storage=storage)
+
+    lazy_index = True  # opening asks nothing of the server but the config and the images
+    _synced = False
+
+    def _ensure_index(self) -> None:
+        with self._index_lock:
+            if not self._synced:
+                self.sync_cache()
+                self._synced = True
+
+    def locate(self, digest: bytes) -> Location | None:
+        self._ensure_index()
+        return super().locate(digest)
+
+    def has(self, digest: bytes) -> bool:
+        self._ensure_index()
+        return super().has(digest)
+
+    def chunk_sizes(self, digests: list[bytes]) -> int:
+        self._ensure_index()
+        return super().chunk_sizes(digests)
 
     _pack_names = HttpRepository._pack_names
     stored_bytes = HttpRepository.stored_bytes

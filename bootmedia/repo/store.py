@@ -230,8 +230,8 @@ class Repository:
                 self.notices += self.cache.notices
                 if write:
                     self._adopt_orphans()
-                for bad in self.cache.sync():
-                    self.notices.append(f"{bad}: run 'bootmedia repair'")
+                if not self.lazy_index:
+                    self.sync_cache()
         except BaseException:
             self.close()
             raise
@@ -338,6 +338,13 @@ class Repository:
             lease.release()
             raise leases.Busy(f"repository is busy: {gc[0].who()}")
         self._read_lease = lease
+
+    lazy_index = False  # True: the cache is brought up to date on first use (HTTP)
+
+    def sync_cache(self) -> None:
+        """Format 2: load new .idx files into the cache, forget vanished ones."""
+        for bad in self.cache.sync():
+            self.notices.append(f"{bad}: run 'bootmedia repair'")
 
     def take_notices(self) -> list[str]:
         """One-line notes for the user (a damaged index cache set aside ...), each once per
