@@ -3,9 +3,11 @@ pattern width like {n:99999999999} was a MemoryError instead of a one-line refus
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bootmedia.customize.names import Machine, NameRule, name_problem, render
+from bootmedia.customize.names import Machine, NameRule, lookup_csv, name_problem, render
 from bootmedia.errors import UsageError
 
 
@@ -28,3 +30,10 @@ def test_huge_pattern_widths_refused(pattern: str) -> None:
 
 def test_small_widths_still_work() -> None:
     assert render(NameRule("pattern", "pc-{n:03}"), Machine(serial="ABC"), 5) == "pc-005"
+
+
+def test_csv_with_a_huge_field_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "names.csv"
+    f.write_text('ABC,"' + "x" * 200_000 + '"\n')
+    with pytest.raises(UsageError, match="not a names CSV"):
+        lookup_csv(f, Machine(serial="ABC"))

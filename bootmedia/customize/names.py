@@ -230,8 +230,12 @@ def lookup_csv(path: str | Path, machine: Machine) -> str:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the names CSV ({exc})") from None
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as exc:  # a field over csv's 128 KiB limit
+        raise UsageError(f"{path}: not a names CSV ({exc})") from None
     found: dict[str, tuple[int, str]] = {}
-    rows = csv.reader(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     for lineno, row in enumerate(rows, 1):
         cells = [c.strip() for c in row]
         if not any(cells):
