@@ -51,6 +51,7 @@ from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import RAW, USED, Area
 from bootmedia.repo.maps import Extent
 from bootmedia.repo.packs import FLAG_ZSTD, decode
+from bootmedia.repo.paths import is_plain_name
 from bootmedia.repo.store import Repository
 from bootmedia.run import require_tools, which
 
@@ -289,7 +290,7 @@ def _scratch_repo(scratch: Path, header: StreamHeader) -> Repository:
     tmp = repo.new_image_dir(header.image)
     (tmp / "manifest.json").write_bytes(header.manifest)
     for name, data in header.maps.items():
-        if "/" in name or name.startswith(".") or name == "manifest.json":
+        if not is_plain_name(name) or name == "manifest.json":  # "", "m\0", "..", "a/b"
             raise ImageError(f"the multicast stream names a bad map file {name!r}")
         (tmp / name).write_bytes(data)
     os.rename(tmp, repo.image_dir(header.image))
