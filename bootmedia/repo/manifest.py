@@ -27,7 +27,8 @@ IMAGE_VERSION = 1
 MAX_MANIFEST = 4 << 20  # a manifest of 128 partitions is ~100 KiB
 NAME_MAX = 128  # image names, and the longest description line shown is DESCRIPTION_MAX
 DESCRIPTION_MAX = 1024
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+# \Z, not $: "$" also matches before a trailing newline, so "img\n" would pass.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z"
 # An extent map is a plain file name inside the image directory: no "/", no "..", not hidden.
 MAP_PATTERN = r"^$|^[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.)){0,127}$"
 
@@ -197,7 +198,7 @@ def check_config_types(config: dict[str, Any], where: str) -> None:
 
 def check_image_name(name: str) -> None:
     """The capture-time rule for names (also what load_manifest accepts)."""
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise UsageError(
             f"bad image name {printable(name, 60)!r}: use letters, digits, '.', '_', '+' or '-', "
             f"starting with a letter or digit, at most {NAME_MAX} characters"

@@ -10,7 +10,7 @@ from pathlib import Path
 from bootmedia.errors import ImageError
 
 # A plain file name: no "/", no "..", not hidden, not empty.
-_PLAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.)){0,254}$")
+_PLAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.)){0,254}\Z")
 
 
 def is_plain_name(name: str) -> bool:

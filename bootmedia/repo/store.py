@@ -36,6 +36,7 @@ from bootmedia.repo.cache import IndexCache
 from bootmedia.repo.idx import IdxEntry, write_idx
 from bootmedia.repo.manifest import (
     MAX_MANIFEST,
+    NAME_PATTERN,
     Manifest,
     check_config_types,
     dump_manifest,
@@ -77,7 +78,7 @@ DEFAULT_FRAME = 1 << 20  # format 2: new blocks are compressed together in frame
 DEFAULT_PACK = 1 << 30
 MAX_PACK = (4 << 30) - (1 << 20)  # FAT32 cannot hold a file of 4 GiB
 COMMIT_EVERY = 256 << 20  # sync the pack and commit the index this often while writing
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+NAME_RE = re.compile(NAME_PATTERN)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
