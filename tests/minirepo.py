@@ -68,3 +68,57 @@ def make_repo(root: Path, name: str = "img") -> tuple[Path, Manifest]:
         )
         repo.commit_image(tmp, m)
     return root, m
+
+
+BLOCK = 16 << 10
+
+
+def make_repo_v2(root: Path, name: str = "img") -> tuple[Path, Manifest]:
+    """The same shape in format 2: each area's blocks in one frame of a sealed pack (+ .idx)."""
+    repo = Repository.init(root, pack_size=16 << 20)
+    assert repo.version == 2
+    cctx = zstandard.ZstdCompressor()
+    with repo:
+        tmp = repo.new_image_dir(name)
+        writer = repo.frame_writer()
+        areas = []
+        for i, area_name in enumerate(("head", "p1")):
+            mapw = MapWriter(tmp / f"{area_name}.map")
+            blocks, raw = [], b""
+            for j in range(3):
+                data = bytes([i * 16 + j + 1]) * BLOCK if j != 1 else os.urandom(BLOCK)
+                digest = chunk_hash(data)
+                blocks.append((digest, len(data)))
+                raw += data
+                mapw.add(j * BLOCK, BLOCK, digest)
+            assert all(writer.claim_new([d for d, _ in blocks]))
+            writer.put_frame(blocks, cctx.compress(raw))
+            mapw.add(3 * BLOCK, BLOCK, bytes(32))  # a zero extent
+            areas.append(
+                Area(
+                    area_name,
+                    offset=i * 4 * BLOCK,
+                    size=4 * BLOCK,
+                    mode="raw",
+                    number=i,
+                    map=mapw.path.name,
+                    map_hash=mapw.close(),
+                    data_bytes=3 * BLOCK,
+                )
+            )
+        writer.close()
+        table = Table("gpt", "ID", 512, 34, 2000, (TablePartition(1, 512, 512, "L", "U", "p"),))
+        m = Manifest(
+            name=name,
+            description="fuzz",
+            created="2026-12-01T00:00:00Z",
+            tool="test",
+            chunk_size=BLOCK,
+            source=SourceDisk("/dev/x", "M", "S", 8 * BLOCK, 512, 512),
+            table=table,
+            areas=tuple(areas),
+            stats=Stats(),
+            digest=image_digest(table, tuple(areas)),
+        )
+        repo.commit_image(tmp, m)
+    return root, m
