@@ -12,6 +12,7 @@ Last, devtmpfs creates the nodes asynchronously: wait for them.
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Iterable
@@ -29,7 +30,11 @@ def expected_nodes(dev: str) -> list[str]:
 
 
 def partition_path(disk: str, number: int) -> str:
-    """/dev/sda + 1 -> /dev/sda1; /dev/nvme0n1 or /dev/loop3 + 1 -> ...p1."""
+    """/dev/sda + 1 -> /dev/sda1; /dev/nvme0n1 or /dev/loop3 + 1 -> ...p1. A link such as
+    /dev/disk/by-id/ata-MODEL_SERIAL names the disk, not its partitions' prefix: the kernel
+    names partitions after the node it points to (".../ata-X_SERIAL" + "3" is no device)."""
+    if os.path.islink(disk):
+        disk = os.path.realpath(disk)
     return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
 
 
