@@ -35,15 +35,8 @@ def find_unattended() -> Any:
 
 def unattended_command(resolved: Any) -> str:
     """The CLI command that does what the unattended job does (shown on the countdown and the
-    progress screen, so a technician can repeat the job by hand)."""
-    from app.engine import confirm_code
-
-    spec, target = resolved.spec, resolved.target
-    argv = ["bootmedia", "apply", str(resolved.repo), spec.image]
-    argv.append(target.by_id[0] if target.by_id else target.path)
-    argv += ["--grow"] if spec.grow else []
-    argv += [] if spec.verify else ["--no-verify"]
-    return shlex.join([*argv, "--confirm", confirm_code(target)])
+    progress screen, so a technician can repeat the job by hand): the plan's own command()."""
+    return shlex.join(str(a) for a in resolved.command())
 
 
 def unattended_job(resolved: Any) -> Job:
