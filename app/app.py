@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from app.glyphs import make_console_safe
@@ -49,19 +53,53 @@ class BootmediaApp(App[None]):
     CSS = CSS
     TITLE = "bootmedia"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "ask_quit", "Quit", key_display="^Q", priority=True)
+    ]
 
     def __init__(self, session: Session) -> None:
         make_console_safe()
         super().__init__()
         self.session = session
+        self.key_backlog: collections.deque[tuple[str, str | None]] = collections.deque()
+        self.replay_timer: Timer | None = None
 
     def on_mount(self) -> None:
         from app.screens.home import HomeScreen
 
+        # SIGTERM (systemd stopping the console, a kill from another terminal): leave the way
+        # Ctrl+Q does, so Textual gives the terminal back (echo, cursor, main screen) and the
+        # lab is detached. The default action kills the process with the terminal still raw.
+        # SIGHUP (the serial line or the terminal went away) likewise.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.on_sigterm)
+        loop.add_signal_handler(signal.SIGHUP, self.on_sigterm)
         self.push_screen(HomeScreen())
         if self.session.check_unattended:
             self.look_for_unattended_job()
+
+    def on_sigterm(self) -> None:
+        log.warning("SIGTERM/SIGHUP: leaving (a running job is cancelled to its defined state)")
+        self.exit(return_code=143)
+
+    @work(group="quit", exclusive=True, exit_on_error=False)
+    async def action_ask_quit(self) -> None:
+        """Ctrl+Q, shown in every footer. Asks first while a demo lab is set up (quitting
+        detaches its disks); a running job's screen turns Ctrl+Q into its cancel question."""
+        from app.screens.dialogs import YesNo
+        from app.screens.progress import ProgressScreen
+
+        if isinstance(self.screen, ProgressScreen):
+            self.screen.action_cancel()
+            return
+        if isinstance(self.screen, YesNo):
+            return
+        if self.session.lab is not None:
+            question = "Quit bootmedia? The demo lab's virtual disks are detached."
+        else:
+            question = "Quit bootmedia?"
+        if await self.push_screen_wait(YesNo(question)):
+            self.exit()
 
     @work(thread=True, exit_on_error=False, group="unattended")
     def look_for_unattended_job(self) -> None:
@@ -130,8 +168,49 @@ class BootmediaApp(App[None]):
         self.push_screen(ErrorScreen(reason, log_path, *([headline] if headline else [])))
 
     def start_flow(self, flow: Callable[[BootmediaApp], Coroutine[Any, Any, None]]) -> None:
-        """Run a wizard: an async function that pushes its screens one after another."""
-        self.run_worker(flow(self), group="flow", exclusive=True, exit_on_error=False)
+        """Run a wizard: an async function that pushes its screens one after another. Keys
+        typed while its next screen is on the way are held for that screen (screens/base.py)."""
+
+        async def body() -> None:
+            try:
+                await flow(self)
+            finally:
+                self.call_later(self._flow_ended)
+
+        self.run_worker(body(), group="flow", exclusive=True, exit_on_error=False, name="flow")
+
+    REPLAY_GAP = 0.1  # seconds between replayed keys: each may dismiss a screen or start a step
+
+    def replay_keys(self, keys: list[tuple[str, str | None]]) -> None:
+        """Type held keys again, one at a time, each to whatever screen is current by then (a
+        key that chooses something dismisses the screen; the next belongs to the next step)."""
+        self.key_backlog.extend(keys)
+        if self.key_backlog and self.replay_timer is None:
+            self.replay_timer = self.set_interval(self.REPLAY_GAP, self._replay_one)
+
+    def _replay_one(self) -> None:
+        if not self.key_backlog:
+            if self.replay_timer is not None:
+                self.replay_timer.stop()
+            self.replay_timer = None
+            return
+        key, char = self.key_backlog.popleft()
+        event = events.Key(key, char)
+        event.set_sender(self)  # as the driver's keys are: bindings then apply to it
+        event.replayed = True  # type: ignore[attr-defined]
+        self.post_message(event)
+
+    def flow_active(self) -> bool:
+        return any(
+            w.group == "flow" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+            for w in self.workers
+        )
+
+    def _flow_ended(self) -> None:
+        from app.screens.base import BaseScreen
+
+        if isinstance(self.screen, BaseScreen) and not self.flow_active():
+            self.screen.release_keys()
 
     # ------------------------------------------------------------ home menu actions
 

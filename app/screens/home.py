@@ -36,13 +36,15 @@ MENU = (
 
 class HomeScreen(BaseScreen[None]):
     TITLE_TEXT = "Home"
+    QUEUE_KEYS_UNTIL_LOADED = False  # the menu works before the machine pane is filled
+    HOLDS_KEYS_DURING_FLOW = True
     BINDINGS: ClassVar[list[BindingType]] = [
         *(Binding(key, f"app.{action}", label, show=False) for key, action, label, _ in MENU),
         Binding("f5", "refresh", "Refresh", key_display="F5"),
         Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
-    HomeScreen #menu { width: 40; height: 1fr; border: solid $primary; }
+    HomeScreen #menu { width: 42; height: 1fr; border: solid $primary; }
     HomeScreen #machine { width: 1fr; height: 1fr; text-wrap: nowrap; text-overflow: clip; }
     """
 
@@ -76,12 +78,12 @@ class HomeScreen(BaseScreen[None]):
         text.append(f"Disks ({len(rows)}):\n", "bold")
         for r in rows[:5]:
             text.append(f" {r.disk.name:<12.12}{human_size(r.disk.size):>9} {r.bus}\n")
-            text.append(f"   {r.title}\n", "dim" if r.refusal else "")
+            text.append(f"  {r.title}\n", "dim" if r.refusal else "")
             if r.refusal:
-                text.append(f"   refused: {r.short_refusal}\n", "dim")
+                text.append(f"  refused: {r.short_refusal}\n", "dim")
             else:
                 style = "bold" if r.partitions_text().startswith(("INCOMPLETE", "no part")) else ""
-                text.append(f"   {r.partitions_text()}\n", style)
+                text.append(f"  {r.partitions_text()}\n", style)
         repos = engine.find_repositories(session)
         images = engine.list_images(repos)
         text.append(f"\nImages ({len(images)}):\n", "bold")

@@ -49,12 +49,13 @@ def run_tui(args: argparse.Namespace) -> int:
         # Only the live system runs unattended jobs; a developer's machine never does.
         check_unattended=lab is None and os.environ.get("BOOTMEDIA_LIVE") == "1",
     )
+    app = BootmediaApp(session)  # it leaves on SIGTERM the way it does on Ctrl+Q
     try:
-        BootmediaApp(session).run()
+        app.run()
     finally:
         if lab is not None:
             lab.close()
-    return 0
+    return app.return_code or 0
 
 
 def _log_path() -> Path:

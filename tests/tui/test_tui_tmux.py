@@ -39,6 +39,12 @@ class Tmux:
             self.run("send-keys", "-t", self.name, key)
             time.sleep(0.15)
 
+    def quit(self) -> None:
+        """Ctrl+Q asks first while the demo lab is set up."""
+        self.keys("C-q")
+        self.wait("Quit bootmedia?", timeout=20)
+        self.keys("y")
+
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", self.name)
 
@@ -53,12 +59,17 @@ class Tmux:
 
 
 @pytest.fixture
+def after_exit() -> str:
+    return "stty -a; echo AFTER-THE-APP; sleep 60"  # what runs in the pane once the app is gone
+
+
+@pytest.fixture
 def console() -> tuple[str, int, int]:
     return ("linux", 80, 25)  # the Linux VT
 
 
 @pytest.fixture
-def tmux(tmp_path: Path, lab_template: Path, console: tuple[str, int, int]) -> Any:
+def tmux(tmp_path: Path, lab_template: Path, console: tuple[str, int, int], after_exit: str) -> Any:
     term, cols, rows = console
     demo_dir = tmp_path / "lab"
     shutil.copytree(lab_template, demo_dir, copy_function=sparse_copy)
@@ -71,7 +82,7 @@ def tmux(tmp_path: Path, lab_template: Path, console: tuple[str, int, int]) -> A
     env.pop("COLORTERM", None)
     command = (
         f"TERM={term} SHELL={shell} {sys.executable} -m bootmedia --log-dir {tmp_path} "
-        f"tui --demo --demo-dir {demo_dir}; sleep 2"
+        f"tui --demo --demo-dir {demo_dir}; {after_exit}"
     )
     subprocess.run(
         [*t.base, "new-session", "-d", "-s", "bm", "-x", str(cols), "-y", str(rows), command],
@@ -115,7 +126,7 @@ def test_full_restore_on_the_linux_console(tmux: Tmux, tmp_path: Path) -> None:
     assert not unsafe_glyphs(result), unsafe_glyphs(result)
     tmux.keys("Enter")
     tmux.wait("What do you want to do?")
-    tmux.keys("C-q")
+    tmux.quit()
     time.sleep(3)  # the app detaches its lab on the way out
     image = tmux.demo_dir / "disks" / "newpc-1.img"  # type: ignore[attr-defined]
     reference = tmux.demo_dir / "disks" / "reference.img"  # type: ignore[attr-defined]
@@ -133,7 +144,7 @@ def test_shell_and_back(tmux: Tmux) -> None:
     tmux.wait("IN-THE-SHELL", timeout=20)  # the app gave the terminal to the shell
     home = tmux.wait("What do you want to do?", timeout=20)  # and took it back after exit
     assert "DEMO LAB" in home
-    tmux.keys("C-q")
+    tmux.quit()
 
 
 @pytest.mark.parametrize("console", [("vt100", 80, 24), ("xterm", 80, 24)], ids=["vt100", "xterm"])
@@ -150,4 +161,37 @@ def test_serial_console_80x24(tmux: Tmux, console: tuple[str, int, int]) -> None
     tmux.wait("Which image should go onto the disk?")
     tmux.keys("Escape")
     tmux.wait("What do you want to do?")
+    tmux.quit()
+
+
+def test_quit_is_in_the_footer_and_asks_first(tmux: Tmux) -> None:
+    """Issue 13 item 7."""
+    home = tmux.wait("What do you want to do?")
+    assert "^Q Quit" in home.splitlines()[-1] or "^Q Quit" in home
     tmux.keys("C-q")
+    asked = tmux.wait("Quit bootmedia?")
+    assert "virtual disks are" in asked  # ... detached: said before it happens
+    tmux.keys("n")
+    time.sleep(0.5)
+    assert "What do you want to do?" in tmux.wait("What do you want to do?")
+    tmux.keys("C-q")
+    tmux.wait("Quit bootmedia?")
+    tmux.keys("y")
+    tmux.wait("AFTER-THE-APP", timeout=30)
+
+
+def test_sigterm_restores_the_terminal(tmux: Tmux) -> None:
+    """Issue 13 item 7: SIGTERM leaves like Ctrl+Q: echo and canonical mode are back."""
+    tmux.wait("What do you want to do?")
+    shell = int(tmux.run("display-message", "-p", "-t", tmux.name, "#{pane_pid}").strip())
+    children = subprocess.run(
+        ["ps", "-o", "pid=,comm=", "--ppid", str(shell)], capture_output=True, text=True
+    ).stdout.split("\n")
+    pids = [int(line.split()[0]) for line in children if "python" in line]
+    assert len(pids) == 1, children
+    os.kill(pids[0], 15)
+    text = tmux.wait("AFTER-THE-APP", timeout=30)
+    flags = text.split()
+    assert "echo" in flags and "-echo" not in flags, text
+    assert "icanon" in flags and "-icanon" not in flags, text
+    assert "What do you want to do?" not in text  # the alternate screen is gone
