@@ -31,7 +31,10 @@ _NOT_DATA = ("/proc", "/sys", "/dev", "/run/user")
 def is_repository(path: Path) -> bool:
     """Cheap: the repository's identity file is there (opening takes locks and an index), or
     the placeholder of a connected http(s) share naming its URL (bootmedia.net)."""
-    return (path / REPO_FILE).is_file() or (path / REMOTE_FILE).is_file()
+    try:
+        return (path / REPO_FILE).is_file() or (path / REMOTE_FILE).is_file()
+    except OSError:  # a damaged filesystem among the mounts (EBADMSG, EIO): not a repository
+        return False
 
 
 def mountpoints() -> list[str]:
