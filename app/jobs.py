@@ -91,7 +91,13 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 
 def plan_restore(
-    image: ImageRow, target: DiskRow, *, grow: bool, verify: bool, afterwards: str
+    image: ImageRow,
+    target: DiskRow,
+    *,
+    grow: bool,
+    verify: bool,
+    afterwards: str,
+    check_first: bool = True,
 ) -> Job:
     from bootmedia.apply import plan_apply
 
@@ -100,7 +106,13 @@ def plan_restore(
     fits = target.disk.size >= image.manifest.required_size
     layout = "keep" if target.disk.transport == "file" and fits else None
     plan = plan_apply(
-        image.repo, image.name, target.disk.path, grow=grow, verify=verify, layout=layout
+        image.repo,
+        image.name,
+        target.disk.path,
+        grow=grow,
+        verify=verify,
+        layout=layout,
+        check_first=check_first,
     )
     return restore_job(plan, image, target, verify=verify, afterwards=afterwards)
 

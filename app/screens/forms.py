@@ -45,6 +45,11 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
                 "Verify after writing (read back and check)", d.get("verify", True), id="verify"
             )
             yield Toggle(
+                "Check the image before writing (a damaged image never touches the disk)",
+                d.get("check_first", True),
+                id="check_first",
+            )
+            yield Toggle(
                 "Then customize this machine (name, machine-id, UEFI entry)",
                 d.get("customize", False),
                 id="customize",
@@ -65,6 +70,7 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
             {
                 "grow": self.query_one("#grow", Toggle).value,
                 "verify": self.query_one("#verify", Toggle).value,
+                "check_first": self.query_one("#check_first", Toggle).value,
                 "afterwards": self.query_one("#afterwards", Choice).value,
                 "customize": self.query_one("#customize", Toggle).value,
             }

@@ -99,3 +99,26 @@ async def test_cannot_do_this_offers_no_enter(demo_lab: Any, make_app: Any) -> N
         assert "not an ISO 9660 image" in text
         footer = text.rstrip().splitlines()[-1]
         assert "Esc Back" in footer and "Enter" not in footer, footer
+
+
+@async_test
+async def test_check_first_is_offered_and_on_by_default(demo_lab: Any, make_app: Any) -> None:
+    """Issue 13 item 8: the restore options offer --check-first, on by default."""
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("r")
+        await wait_for_screen(pilot, "ImagePickScreen")
+        await wait_for(pilot, lambda: "golden" in screen_text(app), what="images")
+        await pilot.press("enter")
+        await disk_picker(pilot, 4)
+        await pilot.press("enter")
+        options = await wait_for_screen(pilot, "RestoreOptionsScreen")
+        assert "[x] Check the image before writing" in screen_text(app)
+        assert options.query_one("#check_first").value
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: getattr(app.screen, "job", None) is not None,
+            what="the plan",
+        )
+        assert "--check-first" in app.screen.job.command
