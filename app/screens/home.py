@@ -24,7 +24,7 @@ MENU = (
     ("w", "wipe", "Wipe", "erase a disk + report"),
     ("p", "partition", "Partition", "lay out a blank disk"),
     ("v", "verify", "Verify", "check an image is intact"),
-    ("m", "make_stick", "Make stick", "live system onto a USB"),
+    ("m", "make_stick", "Stick", "write the live USB stick"),
     ("i", "images", "Images", "list, inspect, delete"),
     ("d", "disks", "Disks", "what is plugged in"),
     ("l", "log", "Log", "what bootmedia did"),

@@ -34,7 +34,7 @@ async def test_make_the_stick_from_the_menu(demo_lab: Any, make_app: Any) -> Non
     app = make_app(demo_lab)
     async with app.run_test(size=(80, 25)) as pilot:
         await wait_for_screen(pilot, "HomeScreen")
-        assert "Make stick" in screen_text(app)
+        assert "write the live USB stick" in screen_text(app)
         await pilot.press("m")
         isos = await wait_for_screen(pilot, "IsoPickScreen")
         menu = isos.query_one("OptionList")
