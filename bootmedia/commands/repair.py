@@ -5,7 +5,9 @@ import argparse
 from bootmedia.errors import ImageError
 from bootmedia.progress import human_bytes
 from bootmedia.repo.gc import collect
+from bootmedia.repo.repair import repair_v1, repair_v2
 from bootmedia.repo.store import Repository
+from bootmedia.text import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,25 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     with Repository.open(args.repo, write=True, job="repair") as repo:
-        if repo.version == 2:
-            from bootmedia.repo.repair import repair_v2
-
-            report = repair_v2(repo)
-            for line in report.lines():
-                print(line)
-            ok = report.ok
-        else:
-            index = Path(args.repo) / "index.sqlite"
-            repo._db.close()
-            index.unlink(missing_ok=True)
-            repo._db = repo._open_index()
-            repo.sync_index()
-            (count,) = repo._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
-            print(f"index rebuilt: {count} chunks in {human_bytes(repo.stored_bytes())} of packs")
-            ok = True
+        report = repair_v2(repo) if repo.version == 2 else repair_v1(repo)
+        for line in report.lines():
+            print(printable(line))
+        ok = report.ok
         if args.gc:
             gc = collect(repo)
             print(f"reclaimed {human_bytes(gc.bytes_freed)}")

@@ -20,7 +20,15 @@ import zstandard
 from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.repo import leases
 from bootmedia.repo.idx import IdxEntry, write_idx
-from bootmedia.repo.packs import FLAG_ZSTD, PackWriter, PackWriter2, chunk_hash, read_pack_header
+from bootmedia.repo.packs import (
+    FLAG_ZSTD,
+    Damage,
+    PackWriter,
+    PackWriter2,
+    chunk_hash,
+    read_pack_header,
+    scan_pack_resync,
+)
 from bootmedia.repo.storage import LocalStorage
 from bootmedia.repo.store import Location, Repository, _fsync_dir
 
@@ -80,7 +88,11 @@ def _collect(repo: Repository) -> GcResult:
                     )
         db = repo._db
         deleted = rewritten = 0
+        keep_whole = _damaged_packs(repo)
         for pid, name in list(db.execute("SELECT id, name FROM packs")):
+            if name in keep_whole:
+                log.info("gc: keeping %s whole: it has damaged records (see repair)", name)
+                continue
             rows = list(
                 db.execute(
                     "SELECT hash, offset, stored_len, raw_len, flags FROM chunks WHERE pack=? "
@@ -97,6 +109,11 @@ def _collect(repo: Repository) -> GcResult:
             kept = sum(r[2] for r in keep)
             if keep and kept >= REPACK_BELOW * size:
                 continue
+            if _unindexed_records(repo.path / "packs" / name):
+                # The index missed good records behind damage (an open's scan stops at the
+                # first bad record): they may be the only copy of a chunk. Repair finds them.
+                log.warning("gc: keeping %s whole: records past damage (run repair)", name)
+                continue
             if keep:
                 _rewrite(repo, name, keep)
                 rewritten += 1
@@ -110,6 +127,19 @@ def _collect(repo: Repository) -> GcResult:
     freed = before - repo.stored_bytes()
     log.info("gc: %d packs deleted, %d rewritten, %d bytes freed", deleted, rewritten, freed)
     return GcResult(deleted - rewritten, rewritten, freed)
+
+
+def _unindexed_records(path: Path) -> bool:
+    """True when a format-1 pack holds a good record after a damaged stretch."""
+    if not path.exists():
+        return False
+    seen_damage = False
+    for item in scan_pack_resync(path):
+        if isinstance(item, Damage):
+            seen_damage = True
+        elif seen_damage:
+            return True
+    return False
 
 
 def _rewrite(repo: Repository, name: str, keep: list[tuple[bytes, int, int, int, int]]) -> None:

@@ -8,6 +8,7 @@ the packs alone (see docs/FORMAT.md).
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import uuid
@@ -388,3 +389,51 @@ def scan_frames(
         pos = nxt
     if bad_from >= 0:
         yield Damage(bad_from, size - bad_from, bad_why)
+
+
+def scan_pack_resync(path: Path) -> Iterator[Record | Damage]:
+    """Format 1, for repair and collection: every good record of a pack and every damaged
+    stretch between them. After damage the scan resynchronises on the next record magic whose
+    header CRC holds and whose payload decompresses to its hash, so one bad record costs only
+    itself (round 1 stopped there and lost every record after it). The pack is mapped, not
+    read into memory."""
+    dctx = zstandard.ZstdDecompressor()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < PACK_HEADER.size or f.read(len(PACK_MAGIC)) != PACK_MAGIC:
+            yield Damage(0, size, "no format-1 pack header")
+            return
+        if size == PACK_HEADER.size:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos, bad = PACK_HEADER.size, -1
+            while pos < size:
+                record = _record_at(mm, pos, size, dctx)
+                if record is None:
+                    if bad < 0:
+                        bad = pos
+                    found = mm.find(RECORD_MAGIC, pos + 1)
+                    pos = size if found < 0 else found
+                    continue
+                if bad >= 0:
+                    yield Damage(bad, pos - bad, "no readable record here")
+                    bad = -1
+                yield record
+                pos = record.end
+            if bad >= 0:
+                yield Damage(bad, size - bad, "no readable record here (or a torn end)")
+
+
+def _record_at(
+    mm: mmap.mmap, pos: int, size: int, dctx: zstandard.ZstdDecompressor
+) -> Record | None:
+    if pos + RECORD_SIZE > size:
+        return None
+    record = parse_record_header(mm[pos : pos + RECORD_SIZE], pos + RECORD_SIZE)
+    if record is None or record.end > size:
+        return None
+    try:
+        decode(record, mm[record.offset : record.end], dctx)
+    except ImageError:
+        return None
+    return record

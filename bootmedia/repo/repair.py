@@ -1,5 +1,5 @@
-"""Repair (format 2): read every pack whole, rewrite each .idx from what is really there, and
-say what is lost.
+"""Repair (formats 1 and 2): read every pack whole, rewrite each .idx from what is really there, and
+say what is lost (format 1 rebuilds its index.sqlite the same way).
 
 A damaged record costs only itself: the scan resynchronises on the next record magic whose
 header, block table and frame check. Each damaged stretch is named, with the images whose
@@ -94,6 +94,42 @@ def repair_v2(repo: Repository) -> RepairReport:
         if not idx.with_suffix(".bmp").exists():
             idx.unlink()
     repo.cache.rebuild()  # a fresh cache from the rewritten .idx files
+    _count_losses(repo, report)
+    return report
+
+
+def repair_v1(repo: Repository) -> RepairReport:
+    """Format 1: the same promise. The index is rebuilt from a scan that resynchronises after
+    damage; a pack with damage gets the same `.damaged` note, so collection keeps it whole."""
+    assert repo.version == 1 and repo.write
+    report = RepairReport()
+    damaged = repo.reindex_v1()
+    report.damaged += damaged
+    by_pack: dict[str, list[Damage]] = {}
+    for pack, d in damaged:
+        by_pack.setdefault(pack, []).append(d)
+    for path in sorted((repo.path / "packs").glob("pack-*.bmp")):
+        report.packs += 1
+        note = path.with_suffix(".damaged")
+        if path.name in by_pack:
+            note.write_text(
+                json.dumps(
+                    [
+                        {"offset": d.offset, "length": d.length, "why": d.why}
+                        for d in by_pack[path.name]
+                    ]
+                )
+                + "\n"
+            )
+        else:
+            note.unlink(missing_ok=True)
+    report.blocks = repo.chunk_count()
+    _count_losses(repo, report)
+    return report
+
+
+def _count_losses(repo: Repository, report: RepairReport) -> None:
+    """Every image block that no readable record holds, by image."""
     images, unreadable = repo.scan_images()
     report.unreadable += unreadable
     for m in images:
@@ -104,4 +140,3 @@ def repair_v2(repo: Repository) -> RepairReport:
                 if not e.is_zero and not repo.has(e.hash):
                     report.losses[m.name] = report.losses.get(m.name, 0) + 1
                     report.lost_bytes[m.name] = report.lost_bytes.get(m.name, 0) + e.length
-    return report

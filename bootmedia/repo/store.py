@@ -61,6 +61,7 @@ from bootmedia.repo.packs import (
     read_pack_header,
     scan_frames,
     scan_pack,
+    scan_pack_resync,
 )
 from bootmedia.repo.paths import inside
 from bootmedia.repo.storage import LocalStorage, MissingFile, Storage, StorageError
@@ -457,6 +458,40 @@ class Repository:
 
     def _pack_files(self) -> dict[str, Path]:
         return {p.name: p for p in sorted((self.path / "packs").glob("pack-*.bmp"))}
+
+    def reindex_v1(self) -> list[tuple[str, Damage]]:
+        """Format 1's repair: the index rebuilt from a full scan of every pack that
+        resynchronises after damage (scan_pack_resync), so every readable record is indexed
+        again. Returns each damaged stretch by pack name."""
+        assert self.version == 1 and self.write
+        damaged: list[tuple[str, Damage]] = []
+        with self._tx():
+            self._db.execute("DELETE FROM chunks")
+            self._db.execute("DELETE FROM packs")
+        for name, path in self._pack_files().items():
+            rows: list[Record] = []
+            for item in scan_pack_resync(path):
+                if isinstance(item, Damage):
+                    damaged.append((name, item))
+                else:
+                    rows.append(item)
+            with self._tx():
+                self._db.execute(
+                    "INSERT INTO packs(name, indexed_len) VALUES(?, ?)",
+                    (name, path.stat().st_size),
+                )
+                pid = self._db.execute("SELECT id FROM packs WHERE name=?", (name,)).fetchone()[0]
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO chunks VALUES(?,?,?,?,?,?)",
+                    [(r.hash, pid, r.offset, r.stored_len, r.raw_len, r.flags) for r in rows],
+                )
+        return damaged
+
+    def chunk_count(self) -> int:
+        """Chunks in format 1's index."""
+        with self._db_lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        return int(count)
 
     def sync_index(self) -> None:
         """Bring the index up to date with the packs: index what a killed capture wrote after
