@@ -6,6 +6,7 @@ never read. Format 2 has its own test in test_repo_v2.py."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from bootmedia.cli import main
 from bootmedia.repo.packs import Damage, scan_pack, scan_pack_resync
 from bootmedia.repo.store import Repository
 from tests.minirepo import make_repo
+
+MiB = 1 << 20
 
 
 def _damage_third_record(repo: Path) -> tuple[Path, int]:
@@ -75,3 +78,34 @@ def test_gc_never_drops_a_pack_whose_records_it_could_not_all_read(
     assert main(["repair", "--gc", str(repo)]) == 4  # damage found; the pack kept whole
     assert _tree(repo) == before
     assert list((repo / "packs").glob("*.damaged"))
+
+
+def test_a_full_disk_under_a_format_1_repository_is_collected(loopdev, tmp_path: Path) -> None:
+    """Item 11 for format 1, whose index.sqlite lives on the repository's disk: after a capture
+    fills that disk, `repair --gc` must still free the partial pack (SQLite cannot even start
+    a transaction on a full disk)."""
+    from bootmedia import lab
+    from tests import sample
+
+    src = loopdev(256 * MiB)
+    sample.build(src, "gpt")
+    small = loopdev(24 * MiB)
+    lab.run(["mkfs.ext4", "-q", "-m", "0", small])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    lab.run(["mount", small, str(mnt)])
+    try:
+        repo = mnt / "repo"
+        Repository.init(repo, version=1).close()
+        proc = sample.bootmedia("capture", src, str(repo), "--name", "img", "-q")
+        assert proc.returncode != 0
+        assert "destination full" in proc.stderr and "repair --gc" in proc.stderr, proc.stderr
+        assert shutil.disk_usage(mnt).free < 1 * MiB
+        proc = sample.bootmedia("repair", "--gc", str(repo))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not list((repo / "packs").glob("pack-*")), "the partial pack is gone"
+        assert shutil.disk_usage(mnt).free > 16 * MiB
+        with Repository.open(repo) as r:
+            assert r.version == 1 and r.chunk_count() == 0
+    finally:
+        lab.run(["umount", str(mnt)])

@@ -115,12 +115,17 @@ def _collect(repo: Repository) -> GcResult:
                 log.warning("gc: keeping %s whole: records past damage (run repair)", name)
                 continue
             if keep:
-                _rewrite(repo, name, keep)
+                if not _rewrite(repo, name, keep):
+                    continue
                 rewritten += 1
-            with repo._tx():
-                db.execute("DELETE FROM chunks WHERE pack=?", (pid,))
-                db.execute("DELETE FROM packs WHERE id=?", (pid,))
-            (repo.path / "packs" / name).unlink(missing_ok=True)
+                _forget(repo, pid)
+                (repo.path / "packs" / name).unlink(missing_ok=True)
+            else:
+                # Nothing here is live: the file goes first, so a full disk gets its space
+                # back even where SQLite cannot start a transaction; index rows left naming a
+                # pack that is gone are forgotten by the next writer's open (sync_index).
+                (repo.path / "packs" / name).unlink(missing_ok=True)
+                _forget(repo, pid)
             deleted += 1
         live.close()
     _fsync_dir(repo.path / "packs")
@@ -142,27 +147,54 @@ def _unindexed_records(path: Path) -> bool:
     return False
 
 
-def _rewrite(repo: Repository, name: str, keep: list[tuple[bytes, int, int, int, int]]) -> None:
+def _forget(repo: Repository, pid: int) -> None:
+    try:
+        with repo._tx():
+            repo._db.execute("DELETE FROM chunks WHERE pack=?", (pid,))
+            repo._db.execute("DELETE FROM packs WHERE id=?", (pid,))
+    except sqlite3.OperationalError as exc:  # a full disk: the next open forgets them
+        log.warning("gc: index not updated (%s); the next writer's open does it", exc)
+
+
+def _rewrite(repo: Repository, name: str, keep: list[tuple[bytes, int, int, int, int]]) -> bool:
+    """Copy a pack's live chunks into a new pack (synced before the index moves to it).
+    False, with nothing changed, when the disk has no room for the copy."""
     src = repo.path / "packs" / name
     read_pack_header(src)
     new = PackWriter(repo.path / "packs", repo.pack_size)
     moved = []
-    with open(src, "rb") as f:
-        for digest, offset, stored_len, raw_len, flags in keep:
-            f.seek(offset)
-            payload = f.read(stored_len)
-            rec = new.append(digest, raw_len, payload, flags or FLAG_ZSTD)
-            moved.append(rec)
-    new.sync()
+    try:
+        with open(src, "rb") as f:
+            for digest, offset, stored_len, raw_len, flags in keep:
+                f.seek(offset)
+                payload = f.read(stored_len)
+                rec = new.append(digest, raw_len, payload, flags or FLAG_ZSTD)
+                moved.append(rec)
+        new.sync()
+    except OSError as exc:
+        new.close()
+        new.path.unlink(missing_ok=True)
+        if exc.errno != errno.ENOSPC:
+            raise
+        log.warning("gc: no room to rewrite %s; kept as it is", name)
+        return False
     new.close()
     _fsync_dir(repo.path / "packs")
-    with repo._tx():
-        repo._db.execute("INSERT INTO packs(name, indexed_len) VALUES(?, ?)", (new.name, new.size))
-        npid = repo._db.execute("SELECT id FROM packs WHERE name=?", (new.name,)).fetchone()[0]
-        repo._db.executemany(
-            "UPDATE chunks SET pack=?, offset=? WHERE hash=?",
-            [(npid, r.offset, r.hash) for r in moved],
-        )
+    try:
+        with repo._tx():
+            repo._db.execute(
+                "INSERT INTO packs(name, indexed_len) VALUES(?, ?)", (new.name, new.size)
+            )
+            npid = repo._db.execute("SELECT id FROM packs WHERE name=?", (new.name,)).fetchone()[0]
+            repo._db.executemany(
+                "UPDATE chunks SET pack=?, offset=? WHERE hash=?",
+                [(npid, r.offset, r.hash) for r in moved],
+            )
+    except sqlite3.OperationalError as exc:  # rolled back: the old pack is still the one
+        new.path.unlink(missing_ok=True)
+        log.warning("gc: no room to index the rewrite of %s (%s); kept as it is", name, exc)
+        return False
+    return True
 
 
 # ---- format 2 ------------------------------------------------------------------------------

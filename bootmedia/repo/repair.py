@@ -103,8 +103,12 @@ def repair_v1(repo: Repository) -> RepairReport:
     damage; a pack with damage gets the same `.damaged` note, so collection keeps it whole."""
     assert repo.version == 1 and repo.write
     report = RepairReport()
-    damaged = repo.reindex_v1()
+    damaged, torn = repo.reindex_v1()
     report.damaged += damaged
+    report.notes += [
+        f"{pack}: {d.length} bytes at the end are torn (an interrupted write); ignored"
+        for pack, d in torn
+    ]
     by_pack: dict[str, list[Damage]] = {}
     for pack, d in damaged:
         by_pack.setdefault(pack, []).append(d)

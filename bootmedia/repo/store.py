@@ -184,6 +184,17 @@ def _flock(path: Path, mode: int, what: str) -> int:
     return fd
 
 
+def _cut_short(path: Path, tail: Damage) -> bool:
+    """True when a pack's last stretch is a record an interrupted write cut short: fewer bytes
+    than a record header, or a valid header whose payload runs past the end of the file."""
+    if tail.length < RECORD_SIZE:
+        return True
+    with open(path, "rb") as f:
+        f.seek(tail.offset)
+        head = parse_record_header(f.read(RECORD_SIZE), tail.offset + RECORD_SIZE)
+    return head is not None and head.end > tail.offset + tail.length
+
+
 class Repository:
     """Open with Repository.open(path) (reading) or Repository.open(path, write=True).
 
@@ -459,22 +470,30 @@ class Repository:
     def _pack_files(self) -> dict[str, Path]:
         return {p.name: p for p in sorted((self.path / "packs").glob("pack-*.bmp"))}
 
-    def reindex_v1(self) -> list[tuple[str, Damage]]:
+    def reindex_v1(self) -> tuple[list[tuple[str, Damage]], list[tuple[str, Damage]]]:
         """Format 1's repair: the index rebuilt from a full scan of every pack that
         resynchronises after damage (scan_pack_resync), so every readable record is indexed
-        again. Returns each damaged stretch by pack name."""
+        again. Returns the damaged stretches and the torn ends by pack name: a pack that ends
+        in a record cut short (a kill, a full disk) was interrupted, not damaged."""
         assert self.version == 1 and self.write
         damaged: list[tuple[str, Damage]] = []
+        torn: list[tuple[str, Damage]] = []
         with self._tx():
             self._db.execute("DELETE FROM chunks")
             self._db.execute("DELETE FROM packs")
         for name, path in self._pack_files().items():
             rows: list[Record] = []
+            stretches: list[Damage] = []
+            last: Record | Damage | None = None
             for item in scan_pack_resync(path):
+                last = item
                 if isinstance(item, Damage):
-                    damaged.append((name, item))
+                    stretches.append(item)
                 else:
                     rows.append(item)
+            if isinstance(last, Damage) and _cut_short(path, last):
+                torn.append((name, stretches.pop()))
+            damaged += [(name, d) for d in stretches]
             with self._tx():
                 self._db.execute(
                     "INSERT INTO packs(name, indexed_len) VALUES(?, ?)",
@@ -485,7 +504,7 @@ class Repository:
                     "INSERT OR IGNORE INTO chunks VALUES(?,?,?,?,?,?)",
                     [(r.hash, pid, r.offset, r.stored_len, r.raw_len, r.flags) for r in rows],
                 )
-        return damaged
+        return damaged, torn
 
     def chunk_count(self) -> int:
         """Chunks in format 1's index."""
