@@ -38,6 +38,19 @@ CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks(pack);
 """
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged file (not a database, malformed, tables missing or of the wrong shape), as
+    opposed to contention (locked, busy, read-only) or a constraint."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return False
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        return not any(
+            w in text for w in ("locked", "busy", "readonly", "read-only", "disk is full")
+        )
+    return True
+
+
 def cache_dir() -> Path:
     env = os.environ.get("BOOTMEDIA_CACHE_DIR")
     if env:
@@ -71,6 +84,8 @@ class IndexCache:
         except sqlite3.DatabaseError as exc:
             if self.path is None:
                 raise
+            if not _is_damage(exc):
+                raise ImageError(f"index cache {self.path}: {exc}") from None
             db = self._set_aside(exc)
         return db
 
@@ -104,7 +119,10 @@ class IndexCache:
         return self._open(str(self.path))
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
-        """Damage found while in use: set the file aside, rebuild, carry on."""
+        """Damage found while in use: set the file aside, rebuild, carry on. A busy or
+        read-only cache, or a constraint, is not damage: said in one line, nothing set aside."""
+        if not _is_damage(exc):
+            raise ImageError(f"index cache {self.path or 'in memory'}: {exc}") from None
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         if self.path is None:
@@ -152,53 +170,58 @@ class IndexCache:
         for name in self.storage.listdir("packs"):
             if name.startswith("pack-") and name.endswith(".idx"):
                 files[name[: -len(".idx")] + ".bmp"] = self.storage.size(f"packs/{name}")
-        known = {
-            name: (pid, size)
-            for pid, name, size in self._db.execute("SELECT id, name, idx_size FROM packs")
-        }
         damaged = []
-        for name, (pid, size) in known.items():
-            if files.get(name) != size:
-                with self._tx():
-                    self._db.execute("DELETE FROM blocks WHERE pack=?", (pid,))
-                    self._db.execute("DELETE FROM packs WHERE id=?", (pid,))
-        for name, size in files.items():
-            if known.get(name, (0, -1))[1] == size:
-                continue
-            rel = f"packs/{name[: -len('.bmp')]}.idx"
-            try:
-                _, entries = parse_idx(self.storage.read_bytes(rel, limit=1 << 30), rel)
-            except ImageError as exc:
-                log.warning("%s", exc)
-                damaged.append(str(exc))
-                continue
-            self._load(name, size, entries)
+        # One IMMEDIATE transaction from reading what is known to loading what is new: two
+        # jobs opening the same repository at once (the TUI's home screen and an unattended
+        # job, or receivers on one machine) take turns here instead of both inserting the
+        # same pack; that collision was once taken for damage and the cache set aside under
+        # the other job.
+        with self._tx():
+            known = {
+                name: (pid, size)
+                for pid, name, size in self._db.execute("SELECT id, name, idx_size FROM packs")
+            }
+            for name, (pid, size) in known.items():
+                if files.get(name) != size:
+                    self._forget(pid)
+            for name, size in files.items():
+                if known.get(name, (0, -1))[1] == size:
+                    continue
+                rel = f"packs/{name[: -len('.bmp')]}.idx"
+                try:
+                    _, entries = parse_idx(self.storage.read_bytes(rel, limit=1 << 30), rel)
+                except ImageError as exc:
+                    log.warning("%s", exc)
+                    damaged.append(str(exc))
+                    continue
+                self._insert(name, size, entries)
         return damaged
 
-    def _load(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:
-        with self._tx():
-            cur = self._db.execute(
-                "INSERT INTO packs(name, idx_size) VALUES(?, ?)", (name, idx_size)
-            )
-            pid = cur.lastrowid
-            self._db.executemany(
-                "INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)",
-                (
-                    (e.hash, pid, e.frame_offset, e.frame_len, e.in_frame, e.length, e.frame_raw)
-                    for e in entries
-                ),
-            )
+    def _forget(self, pid: int) -> None:
+        self._db.execute("DELETE FROM blocks WHERE pack=?", (pid,))
+        self._db.execute("DELETE FROM packs WHERE id=?", (pid,))
+
+    def _insert(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:
+        """Inside a transaction: a pack's rows, replacing any it had."""
+        old = self._db.execute("SELECT id FROM packs WHERE name=?", (name,)).fetchone()
+        if old:
+            self._forget(old[0])
+        cur = self._db.execute("INSERT INTO packs(name, idx_size) VALUES(?, ?)", (name, idx_size))
+        pid = cur.lastrowid
+        self._db.executemany(
+            "INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)",
+            (
+                (e.hash, pid, e.frame_offset, e.frame_len, e.in_frame, e.length, e.frame_raw)
+                for e in entries
+            ),
+        )
 
     def add_sealed(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:
         """A pack this process just sealed: no need to read its .idx back."""
         with self._lock:
             try:
-                old = self._db.execute("SELECT id FROM packs WHERE name=?", (name,)).fetchone()
-                if old:
-                    with self._tx():
-                        self._db.execute("DELETE FROM blocks WHERE pack=?", (old[0],))
-                        self._db.execute("DELETE FROM packs WHERE id=?", (old[0],))
-                self._load(name, idx_size, entries)
+                with self._tx():
+                    self._insert(name, idx_size, entries)
             except sqlite3.DatabaseError as exc:
                 self._recover(exc)
 
