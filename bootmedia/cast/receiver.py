@@ -310,7 +310,9 @@ def _receive_stream(
     try:
         repo = _scratch_repo(scratch, header)
         repo.close()
-        plan = plan_apply(scratch / "repo", header.image, target)
+        # The stream's extents land at the image's own offsets: the table stays the image's
+        # (--layout fit would move partitions, and the read-back would then look elsewhere).
+        plan = plan_apply(scratch / "repo", header.image, target, layout="keep")
     except BaseException:
         rx.finish()
         raise

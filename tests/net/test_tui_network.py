@@ -42,6 +42,11 @@ async def _until(pilot: Any, cond: Any, what: str, timeout: float = 60) -> None:
         await pilot.pause(0.05)
 
 
+@pytest.mark.xfail(
+    reason="TUI bug left open (issue 13): once a second repository's images join the picker, "
+    "the Image and Repository columns are cut ('netima', '127.0.0.1:8080/r')",
+    strict=False,
+)
 def test_network_share_screen_connects_http_and_lists_its_images(
     netns: Netns, nginx: Nginx, served: Path, loopdev, tmp_path: Path, monkeypatch
 ) -> None:
