@@ -28,7 +28,8 @@ async def test_customize_step_preview_and_summary(demo_lab: Any, make_app: Any) 
         await pick_target(pilot, target)
         await pilot.press("enter")
         await wait_for_screen(pilot, "RestoreOptionsScreen")
-        await pilot.press("down", "down", "space", "enter")  # grow, verify, [x] customize
+        # grow, verify, check first, [x] customize
+        await pilot.press("down", "down", "down", "space", "enter")
         screen = await wait_for_screen(pilot, "CustomizeOptionsScreen")
         screen.machine = MACHINE
         await type_text(pilot, "pc_{serial}")
