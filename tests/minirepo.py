@@ -53,19 +53,7 @@ def make_repo(root: Path, name: str = "img") -> tuple[Path, Manifest]:
                 )
             )
         writer.close()
-        table = Table("gpt", "ID", 512, 34, 2000, (TablePartition(1, 512, 512, "L", "U", "p"),))
-        m = Manifest(
-            name=name,
-            description="fuzz",
-            created="2026-12-01T00:00:00Z",
-            tool="test",
-            chunk_size=CHUNK,
-            source=SourceDisk("/dev/x", "M", "S", 8 * CHUNK, 512, 512),
-            table=table,
-            areas=tuple(areas),
-            stats=Stats(),
-            digest=image_digest(table, tuple(areas)),
-        )
+        m = _manifest(name, CHUNK, areas)
         repo.commit_image(tmp, m)
     return root, m
 
@@ -107,18 +95,22 @@ def make_repo_v2(root: Path, name: str = "img") -> tuple[Path, Manifest]:
                 )
             )
         writer.close()
-        table = Table("gpt", "ID", 512, 34, 2000, (TablePartition(1, 512, 512, "L", "U", "p"),))
-        m = Manifest(
-            name=name,
-            description="fuzz",
-            created="2026-12-01T00:00:00Z",
-            tool="test",
-            chunk_size=BLOCK,
-            source=SourceDisk("/dev/x", "M", "S", 8 * BLOCK, 512, 512),
-            table=table,
-            areas=tuple(areas),
-            stats=Stats(),
-            digest=image_digest(table, tuple(areas)),
-        )
+        m = _manifest(name, BLOCK, areas)
         repo.commit_image(tmp, m)
     return root, m
+
+
+def _manifest(name: str, unit: int, areas: list[Area]) -> Manifest:
+    table = Table("gpt", "ID", 512, 34, 2000, (TablePartition(1, 512, 512, "L", "U", "p"),))
+    return Manifest(
+        name=name,
+        description="fuzz",
+        created="2026-12-01T00:00:00Z",
+        tool="test",
+        chunk_size=unit,
+        source=SourceDisk("/dev/x", "M", "S", 8 * unit, 512, 512),
+        table=table,
+        areas=tuple(areas),
+        stats=Stats(),
+        digest=image_digest(table, tuple(areas)),
+    )
