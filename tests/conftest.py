@@ -18,6 +18,18 @@ _CAN_LOOP, _WHY_NOT = lab.can_use_loop()
 root_only = pytest.mark.root
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Free space where the tests' disk images go: a full disk fails many tests at once."""
+    import shutil
+    import tempfile
+
+    base = config.option.basetemp or tempfile.gettempdir()
+    while not Path(base).exists():
+        base = str(Path(base).parent)
+    free = shutil.disk_usage(base).free
+    return f"free space for test disk images under {base}: {free / 2**30:.1f} GiB"
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and not _CAN_LOOP:
         pytest.skip(_WHY_NOT or "loop devices unavailable")
