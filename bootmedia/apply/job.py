@@ -330,13 +330,11 @@ def _items(
 ) -> Iterator[_Item]:
     """The area's extents in map order; locate=False for reading back, which needs only the
     map (a cast receiver's repository holds only the chunks it writes last)."""
-    for e in repo.extents(m, area.name):
-        if e.is_zero or not locate:
+    if not locate:
+        for e in repo.extents(m, area.name):
             yield _Item(area, base, e, None)
-            continue
-        loc = repo.locate(e.hash)
-        if loc is None:
-            raise ImageError(f"{area.name} offset {e.offset}: chunk missing from the repository")
+        return
+    for e, loc in repo.located(m, area.name):
         yield _Item(area, base, e, loc)
 
 
@@ -412,6 +410,24 @@ def _grouped(items: Iterable[_Item], limit: int = 64) -> Iterator[tuple[_Item, .
         yield tuple(cur)
 
 
+_IOV_MAX = 1024
+
+
+def _pwritev_all(fd: int, bufs: list[bytes], pos: int) -> None:
+    """All of bufs at pos, in as few pwritev calls as the kernel takes."""
+    views = [memoryview(b).cast("B") for b in bufs]
+    while views:
+        n = os.pwritev(fd, views, pos)
+        if n <= 0:
+            raise OSError(5, f"pwritev wrote nothing at byte {pos}")
+        pos += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
 class _Target:
     """The one owner of the target: every write goes through here, in the order given."""
 
@@ -428,6 +444,45 @@ class _Target:
         while view:
             n = os.pwrite(self.fd, view, pos)
             view, pos = view[n:], pos + n
+
+    def write_group(self, group: tuple[_Item, ...], datas: list[bytes | None]) -> None:
+        """A decoded group in order: blocks that follow each other on the target go out in
+        one pwritev, runs of zeros in one zero_range."""
+        bufs: list[bytes] = []
+        start = end = 0
+        zero_start = zero_end = 0
+
+        def flush_data() -> None:
+            if bufs:
+                _pwritev_all(self.fd, bufs, start)
+                bufs.clear()
+
+        def flush_zeros() -> None:
+            nonlocal zero_start, zero_end
+            if zero_end > zero_start:
+                blockdev.zero_range(self.fd, zero_start, zero_end - zero_start)
+            zero_start = zero_end = 0
+
+        for item, data in zip(group, datas, strict=True):
+            e = item.extent
+            pos = item.base + e.offset
+            if data is None:
+                flush_data()
+                if zero_end != pos:
+                    flush_zeros()
+                    zero_start = pos
+                zero_end = pos + e.length
+                continue
+            flush_zeros()
+            if bufs and pos == end and len(bufs) < _IOV_MAX:
+                bufs.append(data)
+            else:
+                flush_data()
+                bufs.append(data)
+                start = pos
+            end = pos + len(data)
+        flush_data()
+        flush_zeros()
 
     def check_run(self, run: tuple[_Item, ...]) -> int:
         """Extents that follow each other on the target: read back in one go, each checked."""
@@ -485,10 +540,9 @@ def _write_area(
     pool = OrderedPool(_Decoder(packs), _workers())
     for group, datas in pool.run(_grouped(wanted()), reporter.cancel):
         reporter.check_cancel()
-        for item, data in zip(group, datas, strict=True):
-            target.write(item, data)
-            if data is not None:
-                reporter.advance(item.extent.length)
+        target.write_group(group, datas)
+        written = zip(group, datas, strict=True)
+        reporter.advance(sum(i.extent.length for i, d in written if d is not None))
     reporter.check_cancel()
 
 

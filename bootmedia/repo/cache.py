@@ -242,6 +242,26 @@ class IndexCache:
             return None
         return row[0], IdxEntry(digest, *row[1:])
 
+    def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[str, IdxEntry]]:
+        """Where these hashes are stored, in one query (a restore looks up every block)."""
+        if not digests:
+            return {}
+        marks = ",".join("?" * len(digests))
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT b.hash, p.name, b.frame_offset, b.frame_len, b.in_frame, b.length, "
+                    f"b.frame_raw FROM blocks b JOIN packs p ON p.id=b.pack WHERE b.hash IN ({marks})",
+                    digests,
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+                return self.locate_many(digests)
+        found: dict[bytes, tuple[str, IdxEntry]] = {}
+        for digest, name, *rest in rows:
+            found.setdefault(digest, (name, IdxEntry(digest, *rest)))
+        return found
+
     def has(self, digest: bytes) -> bool:
         with self._lock:
             try:

@@ -624,6 +624,47 @@ class Repository:
             )
         return Location(name, offset, stored_len, raw_len, flags)  # type: ignore[arg-type]
 
+    def locate_many(self, digests: list[bytes]) -> dict[bytes, Location]:
+        """locate() for many hashes; format 2 asks its cache once (at most 500 at a time,
+        under SQLite's limit on parameters)."""
+        if self.version != 2:
+            return {d: loc for d in digests if (loc := self.locate(d)) is not None}
+        out: dict[bytes, Location] = {}
+        for i in range(0, len(digests), 500):
+            for d, (pack, e) in self.cache.locate_many(digests[i : i + 500]).items():
+                out[d] = Location(
+                    pack, e.frame_offset, e.frame_len, e.length, 0, e.in_frame, e.frame_raw
+                )
+        return out
+
+    def located(
+        self, m: Manifest, area_name: str, batch: int = 2000
+    ) -> Iterator[tuple[Extent, Location | None]]:
+        """An area's extents, each with where its chunk is stored (None for zeros), looked up
+        a batch at a time. ImageError names the first extent whose chunk is missing."""
+        pending: list[Extent] = []
+
+        def flush() -> Iterator[tuple[Extent, Location | None]]:
+            where = self.locate_many(list({e.hash for e in pending if not e.is_zero}))
+            for e in pending:
+                if e.is_zero:
+                    yield e, None
+                    continue
+                loc = where.get(e.hash)
+                if loc is None:
+                    raise ImageError(
+                        f"image {m.name}: {area_name} offset {e.offset}: chunk "
+                        f"{e.hash.hex()[:16]} is missing from the repository"
+                    )
+                yield e, loc
+            pending.clear()
+
+        for e in self.extents(m, area_name):
+            pending.append(e)
+            if len(pending) >= batch:
+                yield from flush()
+        yield from flush()
+
     def has(self, digest: bytes) -> bool:
         if self.version == 2:
             return self.cache.has(digest)
