@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -152,7 +151,6 @@ def _mount_ssh(url: RepoURL, mp: Path, creds: Credentials | None, prompt: Prompt
         "ServerAliveInterval=15",
         "ServerAliveCountMax=3",
         "ConnectTimeout=20",
-        "max_conns=4",
         "dir_cache=no",  # another machine may capture into the same repository
     ]
     if url.port:
@@ -172,11 +170,55 @@ def _mount_ssh(url: RepoURL, mp: Path, creds: Credentials | None, prompt: Prompt
     ):
         password = prompt(url, f"password for {where}") or ""
     if password:
+        # One connection: sshfs reads the password once, so it refuses password_stdin with
+        # max_conns > 1.
         opts += ["password_stdin", "PubkeyAuthentication=no", "NumberOfPasswordPrompts=1"]
     else:
-        opts.append("BatchMode=yes")
+        opts += ["BatchMode=yes", "max_conns=4"]
     argv = ["sshfs", f"{where}:{url.path}", str(mp), "-o", ",".join(opts)]
-    _run_detached(argv, (password + "\n").encode() if password else None, url)
+    try:
+        # daemon: sshfs forks into the background and its ssh child keeps the stderr it was
+        # given, so run() captures it in a file, not a pipe that would stay open.
+        run(
+            argv,
+            input=(password + "\n").encode() if password else None,
+            timeout=TIMEOUT,
+            daemon=True,
+        )
+    except ToolError as exc:
+        why = _refused_password(url, where, opts, password) if password else None
+        raise BootmediaError(f"{url}: {why or exc}") from None
+
+
+def _refused_password(url: RepoURL, where: str, opts: list[str], password: str) -> str | None:
+    """sshfs types the password on a terminal of its own and keeps what ssh says there ("read:
+    Connection reset by peer" is all it reports): ask ssh itself, with the same options and
+    the password from an askpass helper, and return its failure (the command and its stderr:
+    "Permission denied (password)." for a wrong one), or None if ssh logs in."""
+    ssh_opts = [o for o in opts if o[0].isupper()]
+    argv = ["ssh", *(x for o in ssh_opts for x in ("-o", o))]
+    if url.port:
+        argv += ["-p", str(url.port)]
+    with tempfile.TemporaryDirectory(prefix="bootmedia-askpass-") as tmp:
+        secret = Path(tmp) / "password"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, (password + "\n").encode())
+        os.close(fd)
+        helper = Path(tmp) / "askpass"
+        fd = os.open(helper, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        os.write(fd, f"#!/bin/sh\nexec cat '{secret}'\n".encode())
+        os.close(fd)
+        try:
+            # -s sftp: what sshfs asks for (an sftp-only account has no shell to run `true`);
+            # the SFTP server ends at once on stdin's end.
+            run(
+                [*argv, "-s", where, "sftp"],
+                timeout=TIMEOUT,
+                env={"SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"},
+            )
+        except ToolError as exc:
+            return str(exc)
+    return None
 
 
 def _needs_password(url: RepoURL, where: str, opts: list[str]) -> bool:
@@ -190,32 +232,6 @@ def _needs_password(url: RepoURL, where: str, opts: list[str]) -> bool:
     except ToolError:
         return True
     return False
-
-
-def _run_detached(argv: list[str], stdin: bytes | None, url: RepoURL) -> None:
-    """sshfs forks into the background, but its ssh child keeps the stderr it was given: capture
-    stderr in a file, not a pipe, so waiting for sshfs does not wait for the ssh session."""
-    log.info("+ %s", " ".join(argv))
-    with tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.run(
-                argv,
-                input=stdin,
-                stdin=None if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                timeout=TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise BootmediaError(f"{url}: sshfs did not connect in {TIMEOUT} s") from None
-        err.seek(0)
-        text = err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        tail = " | ".join(s.strip() for s in text.strip().splitlines()[-3:] if s.strip())
-        raise BootmediaError(
-            f"{url}: sshfs failed (exit {proc.returncode}){': ' + tail if tail else ''}"
-        )
 
 
 def _tail(exc: ToolError) -> str:

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.net.netns import Netns, why_not
-from tests.net.servers import Nginx, Smbd, Sshd, start_nginx, start_smbd, start_sshd
+from tests.net.servers import (
+    Nginx,
+    PasswordSshd,
+    Smbd,
+    Sshd,
+    start_nginx,
+    start_password_sshd,
+    start_smbd,
+    start_sshd,
+)
 
 WHY_NOT = why_not()
 needs_netns = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "network namespaces missing")
@@ -28,6 +37,11 @@ def netns() -> Iterator[Netns]:
 @pytest.fixture
 def sshd(netns: Netns, tmp_path: Path) -> Sshd:
     return start_sshd(netns, tmp_path / "sshd")
+
+
+@pytest.fixture
+def password_sshd(netns: Netns, tmp_path: Path) -> PasswordSshd:
+    return start_password_sshd(netns, tmp_path / "sshd-pw")
 
 
 @pytest.fixture

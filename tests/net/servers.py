@@ -23,6 +23,71 @@ class Sshd:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
 
 
+@dataclass(frozen=True)
+class PasswordSshd:
+    port: int
+    user: str
+    password: str
+    known_hosts: Path
+    log: Path
+
+    def url(self, path: Path | str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def credentials(self, where: Path, password: str | None = None) -> Path:
+        """A bootmedia-credentials.toml with the password (or another one) and the host key."""
+        where.write_text(
+            f'[[share]]\nurl = "ssh://{self.user}@127.0.0.1:{self.port}"\n'
+            f'password = "{self.password if password is None else password}"\n'
+            f'known_hosts = "{self.known_hosts}"\n'
+        )
+        return where
+
+
+def start_password_sshd(
+    ns: Netns, work: Path, port: int = 2223, user: str = "tech", password: str = "Bm-t3st pw!"
+) -> PasswordSshd:
+    """sshd taking only passwords, for a test user that exists only in sshd's own mount
+    namespace: copies of /etc/passwd and /etc/shadow with the user added are bind-mounted over
+    the real ones there, so the host's user database is never touched. The user is uid 0 (the
+    repository lives under the test's root-only tmp_path), under another name than root."""
+    work.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = work / "host_ed25519"
+    if not host_key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+    pub = Path(f"{host_key}.pub").read_text().split()
+    known = work / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+    hashed = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"], input=password + "\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    passwd, shadow = work / "passwd", work / "shadow"
+    passwd.write_text(Path("/etc/passwd").read_text() + f"{user}:x:0:0:test:{work}:/bin/sh\n")
+    shadow.write_text(Path("/etc/shadow").read_text() + f"{user}:{hashed}:19000:0:99999:7:::\n")
+    shadow.chmod(0o600)
+    cfg = work / "sshd_config"
+    cfg.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\nUsePAM no\n"
+        f"StrictModes no\nAllowUsers {user}\nPermitRootLogin yes\nPubkeyAuthentication no\n"
+        "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nMaxAuthTries 2\n"
+        "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+    )
+    log = work / "sshd.log"
+    script = (
+        'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/shadow && '
+        'exec /usr/sbin/sshd -D -e -f "$3"'
+    )
+    ns.popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+         str(passwd), str(shadow), str(cfg)],
+        log=log,
+    )  # fmt: skip
+    wait_port(ns, port)
+    return PasswordSshd(port, user, password, known, log)
+
+
 def start_sshd(ns: Netns, work: Path, port: int = 2222) -> Sshd:
     work.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory

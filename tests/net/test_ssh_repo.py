@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from bootmedia import lab
+from bootmedia.errors import BootmediaError
+from bootmedia.net import mount
+from bootmedia.repo.store import Repository
 from tests import sample
 from tests.net.netns import Netns
-from tests.net.servers import Sshd
+from tests.net.servers import PasswordSshd, Sshd
 
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
 MiB = 1 << 20
@@ -93,7 +96,9 @@ def test_wrong_key_or_missing_path_is_one_line(netns: Netns, sshd: Sshd, tmp_pat
     (tmp_path / "r").mkdir()
     proc = cli(netns, tmp_path, "--credentials", str(creds), "images", sshd.url(tmp_path / "r"))
     assert proc.returncode != 0
-    assert "sshfs failed" in proc.stderr and "Traceback" not in proc.stderr
+    # run()'s one line: the URL, the sshfs command itself, its exit status and stderr's tail.
+    assert f"{sshd.url(tmp_path / 'r')}: sshfs " in proc.stderr, proc.stderr
+    assert "failed (exit" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     missing = cli(
         netns, tmp_path, "--credentials", str(sshd.credentials), "images",
@@ -146,3 +151,102 @@ def test_capture_killed_on_the_share_lists_nothing_and_the_retry_reuses_chunks(
         assert not list((remote / "tmp").iterdir()), "the dead capture's scratch is cleaned up"
     finally:
         unmount_all(tmp_path)
+
+
+def test_capture_and_restore_with_a_password_over_ssh(
+    netns: Netns, password_sshd: PasswordSshd, loopdev, tmp_path: Path
+) -> None:
+    """A server that takes only passwords: the password comes from the credentials file and
+    goes to sshfs on its standard input (password_stdin), never into a command line or log."""
+    src = loopdev(160 * MiB)
+    layout = sample.build(src, "gpt", seed=3)
+    want = sample.sums(src, layout)
+    remote = tmp_path / "server" / "repo"
+    remote.mkdir(parents=True)
+    url = password_sshd.url(remote)
+    creds = ("--credentials", str(password_sshd.credentials(tmp_path / "creds.toml")))
+    try:
+        proc = cli(netns, tmp_path, *creds, "capture", src, url, "--name", "pw", "-q")
+        assert proc.returncode == 0, proc.stderr
+        assert (remote / "images" / "pw" / "manifest.json").is_file()
+        dst = loopdev(160 * MiB)
+        restored = cli(
+            netns, tmp_path, *creds, "apply", url, "pw", dst, "--confirm", Path(dst).name, "-q"
+        )
+        assert restored.returncode == 0, restored.stderr
+        assert "verified" in restored.stdout
+        lab.run(["partx", "-u", dst], check=False)
+        assert sample.sums(dst, layout) == want
+    finally:
+        unmount_all(tmp_path)
+    # sshd saw password logins, as the test user (not a key, not root).
+    server_log = password_sshd.log.read_text()
+    assert f"Accepted password for {password_sshd.user}" in server_log, server_log[-2000:]
+    log = "\n".join(p.read_text() for p in (tmp_path / "log").glob("*.log"))
+    assert "+ sshfs " in log and "password_stdin" in log
+    for text in (log, proc.stdout, proc.stderr, restored.stdout, restored.stderr):
+        assert password_sshd.password not in text
+
+
+def test_a_wrong_password_over_ssh_is_one_line_and_nothing_is_mounted(
+    netns: Netns, password_sshd: PasswordSshd, tmp_path: Path
+) -> None:
+    (tmp_path / "r").mkdir()
+    url = password_sshd.url(tmp_path / "r")
+    bad = password_sshd.credentials(tmp_path / "bad.toml", password="not-the-password")
+    proc = cli(netns, tmp_path, "--credentials", str(bad), "images", url)
+    unmount_all(tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"bootmedia: error: {url}: ssh "), proc.stderr
+    assert "failed (exit 255)" in proc.stderr and "Permission denied (password)." in proc.stderr
+    assert "not-the-password" not in proc.stderr
+    assert f"Failed password for {password_sshd.user}" in password_sshd.log.read_text()
+    with open("/proc/self/mountinfo") as f:
+        assert str(tmp_path / "mnt") not in f.read(), "a refused login leaves no mount"
+    log = "\n".join(p.read_text() for p in (tmp_path / "log").glob("*.log"))
+    assert "not-the-password" not in log
+
+
+def test_the_tui_prompt_gives_the_password_when_the_server_asks_for_one(
+    netns: Netns, password_sshd: PasswordSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect() with a prompt (what the TUI's share screen passes): a server that refuses
+    keys makes it ask, once, naming the user and server; the answer mounts the share; a wrong
+    answer is one line."""
+    monkeypatch.setattr(mount, "MOUNT_ROOT", tmp_path / "mnt")
+    remote = tmp_path / "server" / "repo"
+    remote.mkdir(parents=True)
+    Repository.init(remote).close()
+    # The host key is pinned (no password in the file): nothing is added to root's own
+    # ~/.ssh/known_hosts.
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(
+        f'[[share]]\nurl = "ssh://{password_sshd.user}@127.0.0.1:{password_sshd.port}"\n'
+        f'known_hosts = "{password_sshd.known_hosts}"\n'
+    )
+    url = password_sshd.url(remote)
+    asked: list[str] = []
+
+    def prompt(_url: object, what: str) -> str:
+        asked.append(what)
+        return answer
+
+    answer = "wrong, wrong"
+    with netns.entered():
+        with pytest.raises(BootmediaError) as bad:
+            mount.connect(url, credentials_file=pinned, prompt=prompt)
+        assert "Permission denied (password)." in str(bad.value), bad.value
+        assert "\n" not in str(bad.value)
+        assert answer not in str(bad.value)
+        answer = password_sshd.password
+        local = mount.connect(url, credentials_file=pinned, prompt=prompt)
+        try:
+            assert Path(local, "bootmedia-repo.json").is_file()
+            with Repository.open(local) as repo:
+                assert repo.images() == []
+        finally:
+            mount.unmount(mount.Share(mount.parse_url(url), Path(local)))
+    host = f"{password_sshd.user}@127.0.0.1"
+    assert asked == [f"password for {host}"] * 2
