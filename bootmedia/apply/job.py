@@ -392,22 +392,35 @@ class _Decoder:
 
 
 def _grouped(items: Iterable[_Item], limit: int = 64) -> Iterator[tuple[_Item, ...]]:
-    """Consecutive extents whose blocks are in the same stored frame, together."""
+    """Consecutive extents whose blocks are in the same stored frame, together; so are
+    consecutive runs of zeros (up to 64 MiB), which the target then zeroes in one call."""
     cur: list[_Item] = []
-    key: tuple[str, int] | None = None
+    key: object = None
+    size = 0
     for item in items:
         loc = item.location
-        k = (loc.pack, loc.offset) if loc is not None and loc.is_frame else None
-        if cur and (k is None or k != key or len(cur) >= limit):
+        if loc is None:
+            k: object = _ZEROS
+        elif loc.is_frame:
+            k = (loc.pack, loc.offset)
+        else:
+            k = None
+        full = len(cur) >= limit if k is not _ZEROS else size >= _ZERO_GROUP
+        if cur and (k is None or k != key or full):
             yield tuple(cur)
-            cur = []
+            cur, size = [], 0
         cur.append(item)
+        size += item.extent.length
         key = k
         if k is None:
             yield tuple(cur)
-            cur, key = [], None
+            cur, key, size = [], None, 0
     if cur:
         yield tuple(cur)
+
+
+_ZEROS = object()
+_ZERO_GROUP = 64 * MiB
 
 
 _IOV_MAX = 1024
