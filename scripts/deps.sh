@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     partclone fdisk gdisk parted util-linux e2fsprogs dosfstools mtools ntfs-3g exfatprogs
     btrfs-progs xfsprogs xfsdump fatresize fuse3 nvme-cli hdparm zstd tmux udev kmod python3-venv
-    # bench/: the second peer on ext4 (fsarchiver savefs -j2 -Z3)
-    fsarchiver
+    # bench/: the second peer on ext4 (fsarchiver savefs -j2 -Z3); tests: strace shows that a
+    # restore never calls a global sync()
+    fsarchiver strace
     # build_iso.sh and the e2e tests (tests/e2e): the live image, and qemu to boot it
     debootstrap squashfs-tools xorriso grub-common grub2-common grub-pc-bin grub-efi-amd64-bin
     qemu-system-x86 ovmf
