@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--credentials",
         metavar="FILE",
-        help="passwords and keys for smb://, ssh:// repositories (default: "
+        help="passwords, keys and CAs for smb://, ssh://, https:// repositories (default: "
         "bootmedia-credentials.toml on the stick; see docs/NETWORK.md)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -14,6 +14,10 @@ The file is TOML, `bootmedia-credentials.toml` on the stick's data partition (or
     url = "ssh://tech@10.0.0.5"
     key = "keys/id_ed25519"          # relative to the file's directory
     known_hosts = "keys/known_hosts" # pin the server's host key (else: accepted on first use)
+
+    [[share]]
+    url = "https://images.example.lan"
+    ca = "certs/office-ca.pem"       # trust only this CA for the server (else: the system's)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Credentials:
     domain: str = ""
     key: Path | None = None
     known_hosts: Path | None = None
+    ca: Path | None = None
     source: str = ""
 
     def __repr__(self) -> str:
@@ -83,7 +88,7 @@ def load(url: RepoURL, path: Path | None = None) -> Credentials | None:
     for i, raw in enumerate(entries, 1):
         if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
             raise UsageError(f"{path}: share {i} has no url")
-        unknown = set(raw) - {"url", "user", "password", "domain", "key", "known_hosts"}
+        unknown = set(raw) - {"url", "user", "password", "domain", "key", "known_hosts", "ca"}
         if unknown:
             raise UsageError(f"{path}: share {i}: unknown key {sorted(unknown)[0]!r}")
         for k, v in raw.items():
@@ -93,6 +98,8 @@ def load(url: RepoURL, path: Path | None = None) -> Credentials | None:
             entry = _parse_entry(raw["url"])
         except UsageError as exc:
             raise UsageError(f"{path}: share {i}: {exc}") from None
+        if "ca" in raw and entry.scheme != "https":
+            raise UsageError(f"{path}: share {i}: ca is for https:// servers")
         if not _matches(entry, url):
             continue
         score = bool(entry.user) + bool(entry.share)
@@ -103,9 +110,10 @@ def load(url: RepoURL, path: Path | None = None) -> Credentials | None:
             domain=raw.get("domain", "") or entry.domain,
             key=(here / raw["key"]) if raw.get("key") else None,
             known_hosts=(here / raw["known_hosts"]) if raw.get("known_hosts") else None,
+            ca=(here / raw["ca"]) if raw.get("ca") else None,
             source=str(path),
         )
-        for f in (creds.key, creds.known_hosts):
+        for f in (creds.key, creds.known_hosts, creds.ca):
             if f is not None and not f.is_file():
                 raise UsageError(f"{path}: share {i}: {f} is not a file")
         if best is None or score > best[0]:

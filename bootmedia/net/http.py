@@ -9,6 +9,8 @@
 - Retries with exponential backoff on connection errors, resets in the middle of a body, short
   bodies and 5xx/429 answers; a 404 is a missing file at once, never retried.
 - Environment proxies are ignored: the repository is fetched from the server named, only.
+- https: the certificate must chain to the system's CAs, or only to the CA file given (`ca =`
+  in the credentials file), and name the host; a refused certificate is one line, not retried.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from html.parser import HTMLParser
@@ -23,6 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from bootmedia.repo.storage import MAX_SMALL_FILE, MissingFile, StorageError, check_rel
 
@@ -56,12 +60,22 @@ class _Links(HTMLParser):
 class HttpStorage:
     """The read side of a repository at an http(s) URL (see bootmedia.repo.storage.Storage)."""
 
-    def __init__(self, base: str, connections: int = 8, attempts: int = ATTEMPTS) -> None:
+    def __init__(
+        self, base: str, connections: int = 8, attempts: int = ATTEMPTS, ca: str | None = None
+    ) -> None:
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StorageError(f"{base}: not an http(s) URL")
         self.base = base if base.endswith("/") else base + "/"
         self.attempts = max(1, attempts)
+        self.ca = ca
+        tls: dict[str, ssl.SSLContext] = {}
+        if parts.scheme == "https":
+            try:
+                # cafile: that CA only; None: the system's (hostname checked, TLS 1.2 or later).
+                tls["ssl_context"] = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise StorageError(f"{ca}: not a readable CA certificate file ({exc})") from None
         self.pool = urllib3.PoolManager(
             num_pools=2,
             maxsize=max(1, connections),
@@ -69,6 +83,7 @@ class HttpStorage:
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
             retries=False,  # our own loop: it also retries a body cut short
             headers={"User-Agent": "bootmedia", "Accept-Encoding": "identity"},
+            **tls,
         )
         self._lock = threading.Lock()
         self.requests = 0
@@ -120,6 +135,16 @@ class HttpStorage:
             resp = self.pool.request(
                 method, url, headers=headers, preload_content=False, redirect=False
             )
+        except Urllib3SSLError as exc:  # the same certificate again would be refused again
+            trusted = (
+                f"the CA in {self.ca}"
+                if self.ca
+                else "the system's CAs (or give ca = in the credentials file)"
+            )
+            raise StorageError(
+                f"{url}: the server's certificate is refused ({_tls_reason(exc)}); "
+                f"it must name the host and chain to {trusted}"
+            ) from None
         except Urllib3Error as exc:
             raise _Retry(f"cannot connect ({_reason(exc)})") from None
         ok = False
@@ -263,6 +288,13 @@ def _cut_short(exc: Exception) -> str:
             got = partial if isinstance(partial, int) else len(partial)
             return f"body cut short: the connection dropped after {got} of {got + expected} bytes"
     return f"body cut short: the connection dropped ({_reason(exc)})"
+
+
+def _tls_reason(exc: Exception) -> str:
+    """OpenSSL's words: 'certificate verify failed: self-signed certificate'."""
+    text = _reason(exc)
+    m = re.search(r"certificate verify failed: ([^(]+)", text)
+    return f"certificate verify failed: {m[1].strip()}" if m else text
 
 
 def _reason(exc: Exception) -> str:

@@ -46,40 +46,55 @@ log = logging.getLogger("bootmedia.net.http")
 REMOTE_FILE = "bootmedia-remote.json"
 
 
-def placeholder(url: RepoURL, root: Path) -> Path:
-    """The local directory that stands for an http(s) repository."""
-    digest = hashlib.blake2s(url.http_base().encode(), digest_size=5).hexdigest()
+def placeholder(url: RepoURL, root: Path, ca: Path | None = None) -> Path:
+    """The local directory that stands for an http(s) repository (and the CA file that its
+    server's certificate must chain to, from the credentials file; else the system's CAs)."""
+    key = url.http_base() + (f"\0{Path(ca).resolve()}" if ca else "")
+    digest = hashlib.blake2s(key.encode(), digest_size=5).hexdigest()
     path = root / f"{url.scheme}-{url.host.strip('[]').replace(':', '_')}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
     # Several commands may attach the same URL at once: each writes its own temporary file.
     tmp = path / f".{REMOTE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.write_text(json.dumps({"url": url.http_base()}) + "\n")
+    remote: dict[str, str] = {"url": url.http_base()}
+    if ca:
+        remote["ca"] = str(Path(ca).resolve())
+    tmp.write_text(json.dumps(remote) + "\n")
     os.replace(tmp, path / REMOTE_FILE)
     return path
 
 
-def remote_url(path: str | os.PathLike[str]) -> str | None:
-    """The URL a placeholder directory stands for, or None for an ordinary directory."""
+def _remote(path: str | os.PathLike[str]) -> dict[str, str] | None:
     f = Path(path) / REMOTE_FILE
     if not f.is_file():
         return None
     try:
-        url = json.loads(f.read_text())["url"]
+        data = json.loads(f.read_text())
+        if not isinstance(data, dict) or not isinstance(data["url"], str):
+            raise TypeError
+        if not isinstance(data.get("ca", ""), str):
+            raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         raise UsageError(f"{f}: unreadable") from None
-    return str(url)
+    return data
+
+
+def remote_url(path: str | os.PathLike[str]) -> str | None:
+    """The URL a placeholder directory stands for, or None for an ordinary directory."""
+    data = _remote(path)
+    return data["url"] if data else None
 
 
 def open_http(path: Path, write: bool) -> Repository:
-    url = remote_url(path)
-    assert url is not None
+    remote = _remote(path)
+    assert remote is not None
+    url = remote["url"]
     if write:
         raise UsageError(
             f"{url}: http(s) repositories are read-only: capture and delete need an smb://, "
             "nfs:// or ssh:// repository (or the stick)"
         )
     parse_url(url)
-    storage = HttpStorage(url)
+    storage = HttpStorage(url, ca=remote.get("ca") or None)
     try:
         try:
             config = json.loads(storage.read_bytes(REPO_FILE, limit=1 << 16))

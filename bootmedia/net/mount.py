@@ -307,7 +307,8 @@ def attach(
     if not url.mounted:
         from bootmedia.net.http_repo import placeholder
 
-        where = placeholder(url, MOUNT_ROOT)
+        found = creds if creds is not None and creds.ca else creds_mod.load(url, credentials_file)
+        where = placeholder(url, MOUNT_ROOT, found.ca if found else None)
         _remember(where.name, text)
         yield str(where)
         return

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bootmedia import lab
+from bootmedia.capture import capture_image, plan_capture
+from tests import sample
 from tests.net.netns import Netns, why_not
 from tests.net.servers import (
     Nginx,
@@ -50,6 +53,15 @@ def served(tmp_path: Path) -> Path:
     path = tmp_path / "www"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def golden(loopdev, served: Path) -> tuple[str, tuple[lab.SamplePart, ...], dict]:
+    """A disk captured into served/repo (what the web server publishes)."""
+    src = loopdev(128 << 20)
+    layout = sample.build(src, "gpt")
+    capture_image(plan_capture(src, served / "repo", "golden"))
+    return src, layout, sample.sums(src, layout)
 
 
 @pytest.fixture

@@ -124,15 +124,61 @@ class Nginx:
     access_log: Path
     error_log: Path
     host: str = "127.0.0.1"
+    scheme: str = "http"
 
     def url(self, rel: str = "") -> str:
-        return f"http://{self.host}:{self.port}/{rel}"
+        return f"{self.scheme}://{self.host}:{self.port}/{rel}"
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path  # the CA certificate a client is given
+    cert: Path  # the server's certificate, signed by that CA
+    key: Path
+
+
+def make_tls(work: Path, name: str = "127.0.0.1", ca_name: str = "bootmedia test CA") -> Tls:
+    """A CA made here, and a server certificate it signs for `name` (an IP or DNS SAN)."""
+    work.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        work / f for f in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    sh("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "3",
+       "-subj", f"/CN={ca_name}", "-addext", "basicConstraints=critical,CA:TRUE",
+       "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    sh("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    san = "IP" if name.replace(".", "").isdigit() else "DNS"
+    ext = work / "server.ext"
+    ext.write_text(
+        f"subjectAltName={san}:{name}\nextendedKeyUsage=serverAuth\n"
+        "keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n"
+    )
+    sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+       "-CAcreateserial", "-out", str(cert), "-days", "3", "-extfile", str(ext))  # fmt: skip
+    return Tls(ca, cert, key)
+
+
+def make_self_signed(work: Path, name: str = "127.0.0.1") -> Tls:
+    """One self-signed certificate for `name` (no CA): the client is given the certificate."""
+    work.mkdir(parents=True, exist_ok=True)
+    key, cert = work / "self.key", work / "self.pem"
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "3", "-subj", f"/CN={name}",
+       "-addext", f"subjectAltName=IP:{name}")  # fmt: skip
+    return Tls(cert, cert, key)
 
 
 def start_nginx(
-    ns: Netns, work: Path, root: Path, port: int = 8080, host: str = "127.0.0.1"
+    ns: Netns,
+    work: Path,
+    root: Path,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    tls: Tls | None = None,
 ) -> Nginx:
-    """nginx serving root read-only (GET and HEAD only), with JSON directory listings."""
+    """nginx serving root read-only (GET and HEAD only), with JSON directory listings; over
+    TLS with tls's certificate if given."""
     work.mkdir(parents=True, exist_ok=True)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (work / sub).mkdir(exist_ok=True)
@@ -157,7 +203,8 @@ http {{
     sendfile on;
     keepalive_requests 100000;
     server {{
-        listen {host}:{port};
+        listen {host}:{port}{" ssl" if tls else ""};
+        {f"ssl_certificate {tls.cert}; ssl_certificate_key {tls.key};" if tls else ""}
         root {root};
         location / {{
             autoindex on;
@@ -170,7 +217,7 @@ http {{
     )
     ns.popen(["nginx", "-c", str(conf), "-p", str(work)], log=work / "nginx.out")
     wait_port(ns, port, host)
-    return Nginx(port, root, access, error, host)
+    return Nginx(port, root, access, error, host, "https" if tls else "http")
 
 
 @dataclass(frozen=True)

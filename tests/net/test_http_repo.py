@@ -14,7 +14,6 @@ import pytest
 import zstandard
 
 from bootmedia import lab
-from bootmedia.capture import capture_image, plan_capture
 from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.errors import ImageError
 from bootmedia.net.http import HttpStorage
@@ -35,15 +34,6 @@ def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ns.cmd(sys.executable, "-m", "bootmedia", *args),
         capture_output=True, text=True, env=env, cwd=ROOT, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture
-def golden(loopdev, served: Path) -> tuple[str, tuple[lab.SamplePart, ...], dict]:
-    """A disk captured into served/repo (what the web server publishes)."""
-    src = loopdev(128 * MiB)
-    layout = sample.build(src, "gpt")
-    capture_image(plan_capture(src, served / "repo", "golden"))
-    return src, layout, sample.sums(src, layout)
 
 
 def test_images_info_verify_apply_from_nginx(
