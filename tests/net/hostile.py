@@ -20,7 +20,11 @@ from tests.net.netns import Netns
 class Misbehaviour:
     """What to do to requests for packs (the first `times` of them, or all with times=-1)."""
 
-    mode: str = ""  # "", "drop", "404", "truncate", "flip", "norange", "500"
+    # "", "drop", "404", "truncate", "flip", "norange", "500"; and for Range reads:
+    # "shortrange" (a 206 naming and sending fewer bytes than asked), "shiftrange" (a 206 for
+    # bytes starting one later), "shortlength" (Content-Length and body shorter than the
+    # Content-Range it names), "redirect" (a 302 to another server)
+    mode: str = ""
     times: int = -1
     min_len: int = 0  # only reads of at least this many bytes (4096: chunk data, not headers)
     done: int = 0
@@ -67,18 +71,28 @@ def _handler(root: Path, bad: Misbehaviour) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, b"gone")
             if mode == "500":
                 return self._send(500, b"oops")
+            if mode == "redirect":
+                # Never followed: this address is outside the namespace (and unroutable in it).
+                return self._send(302, b"", {"Location": f"http://10.99.99.99{self.path}"})
             start, end, status = 0, size - 1, 200
             if rng and mode != "norange":
                 start, end = int(a), min(int(b) if b else size - 1, size - 1)
                 if start >= size:
                     return self._send(416, b"", {"Content-Range": f"bytes */{size}"})
                 status = 206
+            named = [start, end]  # what Content-Range says
+            if status == 206 and mode == "shortrange":
+                end = named[1] = max(start, end - 100)
+            if status == 206 and mode == "shiftrange":
+                start = named[0] = start + 1
+            if status == 206 and mode == "shortlength":
+                end = max(start, end - 100)  # the body stops early, Content-Range does not
             with open(path, "rb") as f:
                 f.seek(start)
                 body = f.read(end - start + 1)
             headers = {"Content-Length": str(len(body))}
             if status == 206:
-                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+                headers["Content-Range"] = f"bytes {named[0]}-{named[1]}/{size}"
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)

@@ -93,7 +93,7 @@ def test_storage_retries_drops_and_truncation_then_refuses(
     pack = next((root / "packs").glob("pack-*.bmp"))
     rel = f"packs/{pack.name}"
     data = pack.read_bytes()
-    for mode in ("drop", "truncate", "500"):
+    for mode in ("drop", "truncate", "500", "shortrange", "shiftrange", "shortlength"):
         bad = Misbehaviour(mode, times=2)
         with hostile_server(netns, root, bad) as base, netns.entered():
             st = HttpStorage(base)
@@ -104,6 +104,9 @@ def test_storage_retries_drops_and_truncation_then_refuses(
         ("drop", "cut short"),
         ("truncate", "cut short"),
         ("norange", "ignores Range"),
+        ("shortrange", "short range"),
+        ("shiftrange", "wrong Content-Range"),
+        ("shortlength", "short range"),
     ):
         with hostile_server(netns, root, Misbehaviour(mode)) as base, netns.entered():
             st = HttpStorage(base, attempts=3)
@@ -111,6 +114,15 @@ def test_storage_retries_drops_and_truncation_then_refuses(
                 st.pread(rel, 1000, 300_000)
             assert says in str(err.value)
             st.close()
+    # A redirect elsewhere is not followed (nothing is sent to another address) nor retried.
+    bad = Misbehaviour("redirect")
+    with hostile_server(netns, root, bad) as base, netns.entered():
+        st = HttpStorage(base)
+        with pytest.raises(StorageError) as err:
+            st.pread(rel, 0, 10)
+        assert "redirects to http://10.99.99.99/packs/" in str(err.value), err.value
+        assert st.retried == 0 and st.requests == 1 and bad.done == 1
+        st.close()
     with hostile_server(netns, root, Misbehaviour("404")) as base, netns.entered():
         st = HttpStorage(base)
         with pytest.raises(MissingFile):
@@ -133,6 +145,10 @@ def test_storage_retries_drops_and_truncation_then_refuses(
         ("404", -1, "missing"),
         ("truncate", -1, "cut short"),
         ("flip", -1, "damaged"),
+        ("shortrange", -1, "short range"),
+        ("shiftrange", -1, "wrong Content-Range"),
+        ("shortlength", -1, "short range"),
+        ("redirect", -1, "redirects to http://10.99.99.99/"),
     ],
 )
 def test_restore_from_a_hostile_server_fails_clearly_and_writes_no_wrong_byte(
