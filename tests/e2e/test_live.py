@@ -274,7 +274,9 @@ def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -
             screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
             assert any("filesystem.squashfs" in p for p in _QuietHandler.served)
             # Leaving the TUI gives a root shell; `exit` there returns to the TUI.
-            screen.press("\x11")  # Ctrl+Q
+            screen.press("\x11")  # Ctrl+Q, then yes to "Quit bootmedia?"
+            screen.wait_for(r"Quit bootmedia\?", 60)
+            screen.press("y")
             screen.wait_for(r"root shell", 60)
             screen.wait_for(r"root@bootmedia:~#", 60)
             # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.

@@ -131,7 +131,9 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
     screen = vm.start()
     try:
         screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
-        screen.press("\x11")  # Ctrl+Q: the root shell
+        screen.press("\x11")  # Ctrl+Q, then yes to "Quit bootmedia?": the root shell
+        screen.wait_for(r"Quit bootmedia\?", 60)
+        screen.press("y")
         screen.wait_for(r"root@bootmedia:~#", 120)
         screen.type(
             "sh /run/bootmedia/data/net-e2e.sh >/run/bootmedia/data/net-e2e.log 2>&1; sync; poweroff\r"
