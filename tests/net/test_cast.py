@@ -1,15 +1,27 @@
 """Multicast with udpcast between namespaces joined by a bridge: 1 sender, 8 receivers each
 writing its own loop disk, all verified; lossy links whose receivers fetch what they missed from
-the fallback (a real nginx); and a receiver that joins after the start."""
+the fallback (a real nginx); and a receiver that joins after the start.
+
+Built for a busy 2-core CI machine: the sender starts only once every receiver's udp-receiver
+runs (not after a fixed sleep), every wait is bounded and says what it waited for, and nothing
+outlives the test: the `rig` fixture kills the test's processes at teardown, each of them dies
+with the test process (PR_SET_PDEATHSIG) if that is killed, and each loop disk is detached as
+soon as it is made while the test holds it open (the kernel's autoclear), so the kernel frees it
+at the last close, when the test ends, however it ends.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +41,67 @@ RDV = "239.77.0.1"
 LAYOUT = (SamplePart(1, "ext4", 40), SamplePart(2, "ext4", 0))
 
 
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+READY_SECONDS = 240  # for every receiver's udp-receiver to run, on a loaded machine
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (`ip netns exec` execs
+    bootmedia in place, and the setting survives exec)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Rig:
+    """The processes and loop disks of one test, so that none outlives it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[str]] = []
+        self.held: list[tuple[str, int]] = []
+        self.count = 0
+
+    def disk(self, size: int) -> str:
+        dev = lab.attach(lab.make_file(self.tmp / f"cast-disk{self.count}.img", size))
+        self.count += 1
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+        self.held.append((dev, fd))
+        # Detached while we hold it open: the kernel sets autoclear and frees the device at the
+        # last close. We never touch it by name after our fd is closed.
+        lab.detach(dev)
+        return dev
+
+    def start(self, argv: list[str], tmp: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv, env=env(tmp), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def run(self, argv: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+        proc = self.start(argv, tmp)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"{' '.join(argv[4:7])} still running after {timeout} s: {err[-2000:]}")
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=30)
+        for dev, fd in self.held:
+            parts = sorted(str(p) for p in Path("/dev").glob(Path(dev).name + "p*"))
+            if parts:  # a read-back's mount left by a failed assertion
+                lab.run(["umount", "-l", *parts], check=False)
+            os.close(fd)
+
+
 @pytest.fixture
 def lan() -> Iterator[Lan]:
     if WHY_NOT:
@@ -40,6 +113,16 @@ def lan() -> Iterator[Lan]:
         net.close()
 
 
+@pytest.fixture
+def rig(lan: Lan, tmp_path: Path) -> Iterator[Rig]:
+    """Torn down before `lan` (it depends on it): processes first, then the disks."""
+    r = Rig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
 def env(tmp: Path) -> dict[str, str]:
     return dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
 
@@ -48,16 +131,48 @@ def bm(ns: Netns, *args: str) -> list[str]:
     return ns.cmd(sys.executable, "-m", "bootmedia", *args)
 
 
+def wait_for(what: str, ready: Callable[[], bool], seconds: float = READY_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
+        time.sleep(0.1)
+
+
+@dataclass
+class Rx:
+    number: int
+    disk: str
+    proc: subprocess.Popen[str]
+    ns: Netns
+
+    def listening(self) -> bool:
+        """Its udp-receiver runs (and so asks the rendezvous for the session)."""
+        assert self.proc.poll() is None, f"receiver {self.number} ended: {self.proc.stderr.read()}"  # type: ignore[union-attr]
+        pids = subprocess.run(
+            ["ip", "netns", "pids", self.ns.name], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "udp-receiver":
+                    return True
+        return False
+
+
+def all_listening(rx: list[Rx]) -> None:
+    for r in rx:
+        wait_for(f"receiver {r.number}'s udp-receiver", r.listening)
+
+
 @pytest.fixture
-def setup(lan: Lan, loopdev, tmp_path: Path):
+def setup(lan: Lan, rig: Rig, tmp_path: Path):
     """The golden disk in a repository that the sender reads and nginx serves as fallback."""
-    src = loopdev(96 * MiB)
+    src = rig.disk(96 * MiB)
     sample.build(src, "gpt", layout=LAYOUT)
     want = sample.sums(src, LAYOUT)
     www = tmp_path / "www"
-    proc = subprocess.run(
+    proc = rig.run(
         [sys.executable, "-m", "bootmedia", "capture", src, str(www / "repo"), "--name", "golden", "-q"],
-        env=env(tmp_path), cwd=ROOT, capture_output=True, text=True, check=False,
+        tmp_path, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     sender = lan.add(1)
@@ -68,42 +183,44 @@ def setup(lan: Lan, loopdev, tmp_path: Path):
 
 
 def start_receivers(
-    lan: Lan, loopdev, tmp: Path, nginx: Nginx, results: Path, numbers: list[int], *extra: str
-) -> list[tuple[int, str, subprocess.Popen[str]]]:
+    lan: Lan, rig: Rig, tmp: Path, nginx: Nginx, results: Path, numbers: list[int], *extra: str
+) -> list[Rx]:
     out = []
     for n in numbers:
         ns = lan.add(n)
-        disk = loopdev(96 * MiB)
+        disk = rig.disk(96 * MiB)
         argv = bm(
             ns, "receive", disk, "--confirm", Path(disk).name, "--fallback", nginx.url("repo"),
             "--interface", "eth0", "--rdv", RDV, "--report", str(results), "-q", *extra,
         )  # fmt: skip
-        proc = subprocess.Popen(
-            argv, env=env(tmp), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        out.append((n, disk, proc))
+        out.append(Rx(n, disk, rig.start(argv, tmp), ns))
     return out
 
 
 def cast(
-    sender: Netns, repo: Path, results: Path, tmp: Path, receivers: int, *extra: str
+    rig: Rig, sender: Netns, repo: Path, results: Path, tmp: Path, receivers: int, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return rig.run(
         bm(
             sender, "cast", str(repo), "golden", "--receivers", str(receivers), "--wait", "60",
             "--interface", "eth0", "--rdv", RDV, "--results", str(results),
             "--results-wait", "240", "-q", *extra,
         ),
-        env=env(tmp), cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+        tmp, timeout=600,
     )  # fmt: skip
 
 
-def finish(rx: list[tuple[int, str, subprocess.Popen[str]]]) -> dict[int, tuple[str, str, str]]:
+def finish(rx: list[Rx], seconds: float = 300) -> dict[int, tuple[str, str, str]]:
+    """Every receiver's end, within `seconds` in all."""
+    deadline = time.monotonic() + seconds
     done = {}
-    for n, disk, proc in rx:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"receiver {n}: {err}"
-        done[n] = (disk, out, err)
+    for r in rx:
+        try:
+            out, err = r.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"receiver {r.number} still running after {seconds} s")
+        assert r.proc.returncode == 0, f"receiver {r.number}: {err}"
+        done[r.number] = (r.disk, out, err)
     return done
 
 
@@ -117,11 +234,11 @@ def reports(results: Path) -> dict[str, dict]:
     return {d["address"]: d for d in (json.loads(p.read_text()) for p in results.glob("*.json"))}
 
 
-def test_one_sender_eight_receivers_all_verified(lan: Lan, setup, loopdev, tmp_path: Path) -> None:
+def test_one_sender_eight_receivers_all_verified(lan: Lan, setup, rig: Rig, tmp_path: Path) -> None:
     sender, nginx, repo, results, want = setup
-    rx = start_receivers(lan, loopdev, tmp_path, nginx, results, list(range(11, 19)))
-    time.sleep(1)
-    sent = cast(sender, repo, results, tmp_path, 8)
+    rx = start_receivers(lan, rig, tmp_path, nginx, results, list(range(11, 19)))
+    all_listening(rx)
+    sent = cast(rig, sender, repo, results, tmp_path, 8)
     done = finish(rx)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     check_disks(done, want)
@@ -138,12 +255,12 @@ def test_one_sender_eight_receivers_all_verified(lan: Lan, setup, loopdev, tmp_p
 
 
 def test_lossy_links_fetch_missing_chunks_from_the_fallback(
-    lan: Lan, setup, loopdev, tmp_path: Path
+    lan: Lan, setup, rig: Rig, tmp_path: Path
 ) -> None:
     sender, nginx, repo, results, want = setup
     rx = start_receivers(
         lan,
-        loopdev,
+        rig,
         tmp_path,
         nginx,
         results,
@@ -154,24 +271,27 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
         "240",
     )
     lan.lossy(12, 5)  # udpcast retransmits what it loses: slower, still complete
-    time.sleep(1)
-    sending = subprocess.Popen(
+    all_listening(rx)
+    sending = rig.start(
         bm(sender, "cast", str(repo), "golden", "--receivers", "4", "--wait", "60",
            "--interface", "eth0", "--rdv", RDV, "--results", str(results),
            "--results-wait", "240", "--max-bitrate", "40m", "-q"),
-        env=env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        tmp_path,
     )  # fmt: skip
     # Once the transfer runs (receiver 13 marked its disk incomplete: the header arrived),
     # receiver 13 loses everything: udpcast drops it, its stream stops, and it must fetch the
     # rest from the fallback.
-    disk13 = next(disk for n, disk, _ in rx if n == 13)
-    deadline = time.monotonic() + 240
-    while sample.read(disk13, 0, len(INCOMPLETE_MARKER)) != INCOMPLETE_MARKER:
-        assert time.monotonic() < deadline, "receiver 13 never started"
-        time.sleep(0.1)
+    disk13 = next(r.disk for r in rx if r.number == 13)
+    wait_for(
+        "receiver 13's header (its disk marked incomplete)",
+        lambda: sample.read(disk13, 0, len(INCOMPLETE_MARKER)) == INCOMPLETE_MARKER,
+    )
     time.sleep(1)
     lan.lossy(13, 100)
-    out, err = sending.communicate(timeout=400)
+    try:
+        out, err = sending.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sender still runs after 600 s")
     sent = subprocess.CompletedProcess(sending.args, sending.returncode, out, err)
     done = finish(rx)
     check_disks(done, want)
@@ -186,22 +306,30 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
 
 
 def test_a_receiver_that_joins_late_restores_from_the_fallback(
-    lan: Lan, setup, loopdev, tmp_path: Path
+    lan: Lan, setup, rig: Rig, tmp_path: Path
 ) -> None:
     sender, nginx, repo, results, want = setup
-    rx = start_receivers(lan, loopdev, tmp_path, nginx, results, [11])
-    time.sleep(1)
-    send = subprocess.Popen(
+    rx = start_receivers(lan, rig, tmp_path, nginx, results, [11])
+    all_listening(rx)
+    send = rig.start(
         bm(sender, "cast", str(repo), "golden", "--receivers", "1", "--wait", "5",
            "--interface", "eth0", "--rdv", RDV, "--results", str(results), "--results-wait", "120", "-q"),
-        env=env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        tmp_path,
     )  # fmt: skip
-    time.sleep(3)
+    # Late: the session has started (receiver 11 has the header and marked its disk).
+    disk11 = rx[0].disk
+    wait_for(
+        "receiver 11's header (its disk marked incomplete)",
+        lambda: sample.read(disk11, 0, len(INCOMPLETE_MARKER)) == INCOMPLETE_MARKER,
+    )
     late = start_receivers(
-        lan, loopdev, tmp_path, nginx, results, [19], "--image", "golden", "--start-timeout", "5"
+        lan, rig, tmp_path, nginx, results, [19], "--image", "golden", "--start-timeout", "5"
     )
     done = finish(rx + late)
-    out, err = send.communicate(timeout=300)
+    try:
+        out, err = send.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sender still runs after 300 s")
     check_disks(done, want)
     got = reports(results)
     assert got["10.77.0.11"]["joined"] and got["10.77.0.11"]["ok"], got
@@ -210,7 +338,7 @@ def test_a_receiver_that_joins_late_restores_from_the_fallback(
 
 
 def test_an_unattended_receive_job_joins_the_session(
-    lan: Lan, setup, loopdev, tmp_path: Path, monkeypatch
+    lan: Lan, setup, rig: Rig, tmp_path: Path, monkeypatch
 ) -> None:
     """action = "receive": the job's repository is the fallback; the result says verified."""
     from bootmedia import unattended as u
@@ -221,28 +349,27 @@ def test_an_unattended_receive_job_joins_the_session(
     sender, nginx, repo, _, want = setup
     monkeypatch.setattr(mount, "MOUNT_ROOT", tmp_path / "mnt")
     here = lan.add(11)
-    disk = loopdev(96 * MiB)
+    disk = rig.disk(96 * MiB)
     spec = u.JobSpec.from_dict(
         {"action": "receive", "image": "golden", "target": "internal", "repo": nginx.url("repo"),
          "rdv": RDV, "interface": "eth0"}, "test",
     )  # fmt: skip
-    send = subprocess.Popen(
+    send = rig.start(
         bm(sender, "cast", str(repo), "golden", "--receivers", "1", "--wait", "120",
            "--interface", "eth0", "--rdv", RDV, "-q"),
-        env=env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        tmp_path,
     )  # fmt: skip
+    with here.entered():
+        fallback = u.find_repo(spec, None, u.repo_has_image)
+        job = u.ResolvedJob(spec, find_disk(disk), fallback, None)
+        assert "bootmedia receive" in " ".join(job.command())
+        assert any("multicast session" in line for line in job.summary())
+        result = u.run_restore(job, Reporter())
+    assert (result.status, result.verified) == ("success", True), result.message
     try:
-        with here.entered():
-            fallback = u.find_repo(spec, None, u.repo_has_image)
-            job = u.ResolvedJob(spec, find_disk(disk), fallback, None)
-            assert "bootmedia receive" in " ".join(job.command())
-            assert any("multicast session" in line for line in job.summary())
-            result = u.run_restore(job, Reporter())
-        assert (result.status, result.verified) == ("success", True), result.message
-        _, err = send.communicate(timeout=120)
-        assert send.returncode == 0, err
-    finally:
-        if send.poll() is None:
-            send.kill()
+        _, err = send.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sender still runs after 300 s")
+    assert send.returncode == 0, err
     lab.run(["partx", "-u", disk], check=False)
     assert sample.sums(disk, LAYOUT) == want
