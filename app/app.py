@@ -274,6 +274,14 @@ class BootmediaApp(App[None]):
         self._power(what)
 
     @work(group="power", exclusive=True, exit_on_error=False)
+    async def action_power_menu(self) -> None:
+        from app.screens.dialogs import PowerChoice
+
+        what = await self.push_screen_wait(PowerChoice())
+        if what:
+            self.power(what)
+
+    @work(group="power", exclusive=True, exit_on_error=False)
     async def _power(self, what: str) -> None:
         from app.screens.dialogs import YesNo
 

@@ -16,6 +16,9 @@ class Session:
     lab: DemoLab | None = None  # demo mode: only the lab's disks, never the machine's
     extra_repos: list[Path] = field(default_factory=list)  # paths the technician typed in
     check_unattended: bool = False  # the live system: look for an unattended job at start
+    # What the technician typed into a form (a repository path, a share's server and path),
+    # offered again the next time the form opens in this session. Never a password.
+    typed: dict[str, str] = field(default_factory=dict)
 
     @property
     def report_dir(self) -> Path:
@@ -36,3 +39,11 @@ class Session:
     def add_repo(self, path: Path) -> None:
         if path not in self.extra_repos:
             self.extra_repos.append(path)
+
+    def remember(self, field_name: str, value: str) -> None:
+        if "password" in field_name:
+            raise ValueError("passwords are not remembered")
+        self.typed[field_name] = value
+
+    def recall(self, field_name: str) -> str:
+        return self.typed.get(field_name, "")

@@ -77,11 +77,20 @@ def loop_backing(dev: str) -> tuple[str, int, int] | None:
 
 @dataclass(frozen=True)
 class Attached:
-    """A lab file attached as a loop device, and the identity of the file when attached."""
+    """A lab file attached as a loop device, and the identity of the file when attached. The
+    lab keeps the file open (fd) while it is attached, so its inode cannot be freed and given
+    to another file: (st_dev, st_ino) stays this file's, whatever happens to its path."""
 
     dev: str
     st_dev: int
     st_ino: int
+    fd: int = -1
+
+    def serves_it(self) -> bool:
+        """The device still serves this very file, even if the file was renamed or its
+        directory moved (pytest does that to a test's tmp_path; a technician may mv the lab)."""
+        kernel = loop_backing(self.dev)
+        return kernel is not None and kernel[1:] == (self.st_dev, self.st_ino)
 
 
 @dataclass
@@ -195,10 +204,15 @@ class DemoLab:
         return None
 
     def attach(self, image: Path) -> str:
-        dev = lab.attach(image)
-        st = image.stat()
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            dev = lab.attach(image)
+        except BaseException:
+            os.close(fd)
+            raise
+        st = os.fstat(fd)
         self.loops[image.name] = dev
-        self.attached[image.name] = Attached(dev, st.st_dev, st.st_ino)
+        self.attached[image.name] = Attached(dev, st.st_dev, st.st_ino, fd)
         return dev
 
     def add_disk(self) -> Disk:
@@ -241,16 +255,22 @@ class DemoLab:
             self.lock_fd = -1
 
     def _unmount_and_detach(self) -> None:
+        stick = self.attached.get("stick.img")
         if self.mounted:
-            run(["umount", "-l", str(self.stick_dir)], check=False)
+            if os.path.ismount(self.stick_dir) or stick is None or not stick.serves_it():
+                run(["umount", "-l", str(self.stick_dir)], check=False)
+            else:  # the lab was moved: the stick is mounted where the kernel says, not here
+                run(["umount", "-l", stick.dev], check=False)
             self.mounted = False
         for name, entry in self.attached.items():
-            # Only a device still serving the lab's own file: a number freed and taken by
-            # another file since is someone else's disk now.
-            if self.owned(name) == entry.dev:
+            # Only a device still serving the lab's own file (by inode, which the open fd
+            # keeps ours): a number freed and taken by another file is someone else's disk.
+            if entry.serves_it():
                 lab.detach(entry.dev)
             else:
                 log.warning("%s no longer serves the lab's %s: left alone", entry.dev, name)
+            if entry.fd >= 0:
+                os.close(entry.fd)
         self.loops.clear()
         self.attached.clear()
 

@@ -5,7 +5,7 @@ A hostile image or USB device can carry escape sequences that move the cursor, r
 rewrite the confirmation text, and bidi overrides that show a name backwards. printable() is
 used at the output edges (CLI lines, TUI cells, log records): it removes ESC sequences, C0 and C1
 controls, bidi overrides and other invisible format characters, turns line breaks and tabs into
-spaces, and cuts the result to a length with an ellipsis.
+spaces, and cuts the result to a length, ending it with CUT ("...").
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ _SPACES = re.compile(r"[\t\n\r\v\f\u2028\u2029\x85]+")
 # Cc: C0 and C1 controls; Cf: format (bidi overrides and isolates, zero-width joiners, BOM);
 # Cs/Co/Cn: surrogates, private use, unassigned.
 _DROP = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
+# What a cut text ends with: ASCII, which every terminal draws (the Linux console's font has no
+# U+2026 "…", and a vt100 or a serial line has nothing beyond ASCII: app/glyphs.py).
+CUT = "..."
 
 
 def printable(text: object, limit: int | None = None) -> str:
@@ -35,5 +38,5 @@ def printable(text: object, limit: int | None = None) -> str:
     if not s.isascii() or any(ord(c) < 32 or ord(c) == 127 for c in s):
         s = "".join(c for c in s if unicodedata.category(c) not in _DROP)
     if limit is not None and len(s) > limit:
-        s = s[: max(0, limit - 1)] + "…"
+        s = s[: max(0, limit - len(CUT))] + CUT if limit >= len(CUT) else s[:limit]
     return s

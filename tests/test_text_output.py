@@ -45,7 +45,8 @@ def clean(text: str) -> bool:
 def test_printable_strips_sequences_controls_and_bidi() -> None:
     assert printable(EVIL) == "okevil31m Confirm: type YES"
     assert printable("Samsung SSD 870 EVO ✓ äöü") == "Samsung SSD 870 EVO ✓ äöü"
-    assert printable("x" * 10_000, 128) == "x" * 127 + "…"
+    assert printable("x" * 10_000, 128) == "x" * 125 + "..."  # console-safe (app/glyphs.py)
+    assert printable("abcdef", 2) == "ab" and printable("abc", 3) == "abc"
     assert printable("\x1bP1$r\x1b\\tail") == "tail"  # a DCS string up to ST
     assert clean(printable("".join(chr(i) for i in range(0x110000) if not 0xD800 <= i < 0xE000)))
 
@@ -63,6 +64,14 @@ def hostile_repo(tmp_path: Path) -> Path:
     env["blake3"] = blake3.blake3(_canonical(body)).hexdigest()
     path.write_text(json.dumps(env))
     return root
+
+
+def test_a_cut_text_ends_in_glyphs_the_linux_console_draws() -> None:
+    """TERM=linux: the console font has no U+2026; what a cut ends with must be in SAFE."""
+    from app.glyphs import unsafe_glyphs
+
+    cut = printable("Samsung SSD 870 EVO 1TB with a very long model name", 20)
+    assert len(cut) == 20 and not unsafe_glyphs(cut), cut
 
 
 def test_cli_and_log_show_no_control_characters(hostile_repo: Path, tmp_path: Path) -> None:

@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 Step = tuple[str, Callable[[dict[str, Any]], Screen[Any] | None]]
 
 
-async def run_steps(app: BootmediaApp, steps: list[Step]) -> dict[str, Any] | None:
+async def run_steps(
+    app: BootmediaApp, steps: list[Step], given: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Each step's screen dismisses with a value (go on) or None (Esc: go back one step).
-    Returns every step's answer by key, or None when the technician backed out of step one."""
-    answers: dict[str, Any] = {}
+    Returns every step's answer by key, or None when the technician backed out of step one.
+    `given` answers come from where the wizard was started (the image chosen on Images)."""
+    answers: dict[str, Any] = dict(given or {})
     i, step = 0, 1
     while i < len(steps):
         key, make = steps[i]

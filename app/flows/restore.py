@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.engine import restore_refusal
-from app.flows import run_job, run_steps
+from app.engine import ImageRow, restore_refusal
+from app.flows import Step, run_job, run_steps
 from app.jobs import Job, plan_restore
 from app.jobs_clone import matching_partitions, plan_partitions_job
 from app.jobs_customize import with_customize
@@ -19,16 +19,21 @@ if TYPE_CHECKING:
     from app.app import BootmediaApp
 
 
-async def restore_flow(app: BootmediaApp) -> None:
+async def restore_flow(app: BootmediaApp, image: ImageRow | None = None) -> None:
+    """The restore wizard; with `image` (Images -> Enter -> r) it starts at the target disk,
+    and Esc there goes back to where the image was chosen."""
+    first: list[Step] = [
+        (
+            "image",
+            lambda a: ImagePickScreen(
+                "Restore 1/4: image", "Which image should go onto the disk?", join=True
+            ),
+        )
+    ]
     answers = await run_steps(
         app,
         [
-            (
-                "image",
-                lambda a: ImagePickScreen(
-                    "Restore 1/4: image", "Which image should go onto the disk?", join=True
-                ),
-            ),
+            *([] if image else first),
             (
                 "target",
                 lambda a: DiskPickScreen(
@@ -45,6 +50,7 @@ async def restore_flow(app: BootmediaApp) -> None:
                 lambda a: SummaryScreen("Restore 4/4: check and confirm", lambda: _plan(a)),
             ),
         ],
+        {"image": image} if image else None,
     )
     if answers is not None:
         await run_job(app, answers["job"])

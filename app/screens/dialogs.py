@@ -42,6 +42,29 @@ class YesNo(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class PowerChoice(ModalScreen[str | None]):
+    """Home's one power entry: r reboots, o powers off, Esc/n does nothing. The key pressed
+    is the confirmation (a second dialog would only train pressing y)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "answer('reboot')", "Reboot"),
+        Binding("o", "answer('poweroff')", "Power off"),
+        Binding("escape", "answer(None)", "Cancel", key_display="Esc"),
+        Binding("n", "answer(None)", "Cancel", show=False),
+    ]
+    DEFAULT_CSS = YesNo.DEFAULT_CSS.replace("YesNo", "PowerChoice")
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("[b]Reboot or power off this machine now?[/b]")
+            yield Static(
+                "\n[b]r[/b] reboot    [b]o[/b] power off    [b]Esc[/b] neither", classes="hint"
+            )
+
+    def action_answer(self, what: str | None) -> None:
+        self.dismiss(what)
+
+
 class AskText(ModalScreen[str | None]):
     """One line of text (a path, a name); Esc gives None."""
 

@@ -15,7 +15,7 @@ from app import engine
 from app.engine import DiskRow
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
-from app.screens.pickers import disk_details
+from app.screens.pickers import DETAILS_CSS, details_room, disk_details
 from app.widgets.tables import DiskTable
 
 FRESH_SECONDS = 6.0
@@ -28,10 +28,8 @@ class DisksScreen(BaseScreen[None]):
         Binding("f5", "refresh", "Refresh", key_display="F5"),
         Binding("a", "add_lab_disk", "Plug in a lab disk"),
     ]
-    DEFAULT_CSS = """
-    DisksScreen #disks { height: 1fr; }
-    DisksScreen #details { height: 10; }
-    """
+    DEFAULT_CSS = DETAILS_CSS
+    CHROME_ROWS = 12  # title, heading (2), the table's minimum (5), status, footer, border (2)
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,19 +100,23 @@ class DisksScreen(BaseScreen[None]):
         table = self.query_one(DiskTable)
         table.show(self.rows, frozenset(self.fresh))
         table.focus()
-        self.query_one("#details", Static).update(disk_details(table.current_row()))
+        self.show_details(table.current_row())
+
+    def show_details(self, row: DiskRow | None) -> None:
+        room, width = details_room(self, self.CHROME_ROWS)
+        self.query_one("#details", Static).update(disk_details(row, room, width))
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
 
     def on_disk_table_highlighted(self, message: DiskTable.Highlighted) -> None:
-        self.query_one("#details", Static).update(disk_details(message.row))
+        self.show_details(message.row)
 
     def on_disk_table_chosen(self, message: DiskTable.Chosen) -> None:
-        self.query_one("#details", Static).update(disk_details(message.row))
+        self.show_details(message.row)
 
     def on_disk_table_refused(self, message: DiskTable.Refused) -> None:
-        self.query_one("#details", Static).update(disk_details(message.row))
+        self.show_details(message.row)
 
     def action_add_lab_disk(self) -> None:
         if self.session.lab is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import ClassVar
 
 from rich.text import Text
@@ -16,7 +17,7 @@ from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from bootmedia.progress import human_size
 
-# (key, action, label, what it does)
+# (key, action, label, what it does); None between groups: jobs, looking around, the machine.
 MENU = (
     ("r", "restore", "Restore", "put an image onto a disk"),
     ("c", "capture", "Capture", "take an image of a disk"),
@@ -25,13 +26,16 @@ MENU = (
     ("p", "partition", "Partition", "lay out a blank disk"),
     ("v", "verify", "Verify", "check an image is intact"),
     ("m", "make_stick", "Stick", "write the live USB stick"),
+    None,
     ("i", "images", "Images", "list, inspect, delete"),
     ("d", "disks", "Disks", "what is plugged in"),
     ("l", "log", "Log", "what bootmedia did"),
+    None,
     ("s", "shell", "Shell", "a root shell"),
-    ("b", "power('reboot')", "Reboot", ""),
-    ("o", "power('poweroff')", "Power off", ""),
+    ("o", "power_menu", "Power off", "or reboot"),
 )
+ENTRIES = tuple(e for e in MENU if e is not None)
+MENU_WIDTH = 42
 
 
 class HomeScreen(BaseScreen[None]):
@@ -39,22 +43,29 @@ class HomeScreen(BaseScreen[None]):
     QUEUE_KEYS_UNTIL_LOADED = False  # the menu works before the machine pane is filled
     HOLDS_KEYS_DURING_FLOW = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        *(Binding(key, f"app.{action}", label, show=False) for key, action, label, _ in MENU),
+        *(Binding(key, f"app.{action}", label, show=False) for key, action, label, _ in ENTRIES),
+        Binding("b", "app.power('reboot')", "Reboot", show=False),  # the old key, still there
         Binding("f5", "refresh", "Refresh", key_display="F5"),
         Binding("escape", "back", "Back", show=False),
     ]
-    DEFAULT_CSS = """
-    HomeScreen #menu { width: 42; height: 1fr; border: solid $primary; }
+    DEFAULT_CSS = (
+        """
+    HomeScreen #menu { width: MENU_WIDTH; height: 1fr; border: solid $primary; }
     HomeScreen #machine { width: 1fr; height: 1fr; text-wrap: nowrap; text-overflow: clip; }
     """
+    ).replace("MENU_WIDTH", str(MENU_WIDTH))
 
     def compose_body(self) -> ComposeResult:
         options = [
-            Option(
-                Text.assemble((f" {key} ", "bold reverse"), f" {label:<10}", (desc, "dim")),
-                id=action,
+            None
+            if entry is None
+            else Option(
+                Text.assemble(
+                    (f" {entry[0]} ", "bold reverse"), f" {entry[2]:<10}", (entry[3], "dim")
+                ),
+                id=entry[1],
             )
-            for key, action, label, desc in MENU
+            for entry in MENU
         ]
         with Horizontal():
             yield OptionList(*options, id="menu")
@@ -73,17 +84,25 @@ class HomeScreen(BaseScreen[None]):
 
     def load_machine(self) -> Text:
         session = self.session
-        text = Text(no_wrap=True, overflow="ellipsis")  # cut at the pane's edge, never wrapped
+        text = Text(no_wrap=True, overflow="crop")
+        # The pane's inner width: long contents and refusals wrap between words, indented
+        # under their disk, instead of running off the edge mid-word.
+        width = max(20, self.app.size.width - MENU_WIDTH - 4)
+
+        def para(line: str, style: str = "") -> None:
+            for part in textwrap.wrap(line, width - 2, break_on_hyphens=False) or [""]:
+                text.append(f"  {part}\n", style)
+
         rows = engine.list_disks(session)
         text.append(f"Disks ({len(rows)}):\n", "bold")
         for r in rows[:5]:
             text.append(f" {r.disk.name:<12.12}{human_size(r.disk.size):>9} {r.bus}\n")
-            text.append(f"  {r.title}\n", "dim" if r.refusal else "")
+            para(r.title, "dim" if r.refusal else "")
             if r.refusal:
-                text.append(f"  refused: {r.short_refusal}\n", "dim")
+                para(f"refused: {r.short_refusal}", "dim")
             else:
                 style = "bold" if r.partitions_text().startswith(("INCOMPLETE", "no part")) else ""
-                text.append(f"  {r.partitions_text()}\n", style)
+                para(r.partitions_text(), style)
         repos = engine.find_repositories(session)
         images = engine.list_images(repos)
         text.append(f"\nImages ({len(images)}):\n", "bold")

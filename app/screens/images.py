@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import shlex
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from app import engine
@@ -14,8 +16,18 @@ from app.engine import ImageRow
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
-from app.screens.pickers import image_details
+from app.screens.pickers import DETAILS_CSS, details_room, image_details
 from app.widgets.tables import ImageTable
+from bootmedia.text import printable
+
+if TYPE_CHECKING:
+    from app.app import BootmediaApp
+
+
+class OpenableImageTable(ImageTable):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Open", key_display="Enter")
+    ]
 
 
 class ImagesScreen(BaseScreen[None]):
@@ -24,18 +36,16 @@ class ImagesScreen(BaseScreen[None]):
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("v", "verify", "Verify"),
         Binding("delete", "delete", "Delete", key_display="Del"),
-        Binding("o", "open_repo", "Open repository"),
+        Binding("o", "open_repo", "Open repo"),
         Binding("f5", "refresh", "Refresh", key_display="F5"),
     ]
-    DEFAULT_CSS = """
-    ImagesScreen #images { height: 1fr; }
-    ImagesScreen #details { height: 11; }
-    """
+    DEFAULT_CSS = DETAILS_CSS
+    CHROME_ROWS = 10  # title, the table's minimum (5), status, footer, the pane's border (2)
 
     note = ""  # what the last action did, kept across the refresh that follows it
 
     def compose_body(self) -> ComposeResult:
-        yield ImageTable(id="images")
+        yield OpenableImageTable(id="images")
         yield Static("", id="details", classes="pane")
 
     def on_mount(self) -> None:
@@ -56,18 +66,36 @@ class ImagesScreen(BaseScreen[None]):
         table = self.query_one(ImageTable)
         table.show(message.value)
         table.focus()
-        self.query_one("#details", Static).update(image_details(table.current_row()))
+        self.show_details(table.current_row())
         self.status(f"{len(message.value)} image(s). {self.note}")
         self.note = ""
+
+    def show_details(self, row: ImageRow | None) -> None:
+        room, width = details_room(self, self.CHROME_ROWS)
+        self.query_one("#details", Static).update(image_details(row, room, width))
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
 
     def on_image_table_highlighted(self, message: ImageTable.Highlighted) -> None:
-        self.query_one("#details", Static).update(image_details(message.row))
+        self.show_details(message.row)
 
-    def on_image_table_chosen(self, message: ImageTable.Chosen) -> None:
-        self.query_one("#details", Static).update(image_details(message.row))
+    @work(exclusive=True, group="ask", exit_on_error=False)
+    async def on_image_table_chosen(self, message: ImageTable.Chosen) -> None:
+        """Enter opens the image: all of it on one screen, and what can be done with it."""
+        row = message.row
+        action = await self.app.push_screen_wait(ImageScreen(row))
+        if action == "restore":
+            from app.flows.restore import restore_flow
+
+            async def flow(app: BootmediaApp) -> None:
+                await restore_flow(app, image=row)
+
+            self.bm.start_flow(flow)
+        elif action == "verify":
+            self.action_verify()
+        elif action == "delete":
+            self.action_delete()
 
     def action_verify(self) -> None:
         row = self.query_one(ImageTable).current_row()
@@ -107,7 +135,43 @@ class ImagesScreen(BaseScreen[None]):
     async def action_open_repo(self) -> None:
         from pathlib import Path
 
-        path = await self.app.push_screen_wait(AskText("Path of a repository (a directory):"))
+        path = await self.app.push_screen_wait(
+            AskText("Path of a repository (a directory):", self.session.recall("repo_path"))
+        )
         if path:
+            self.session.remember("repo_path", path)
             self.session.add_repo(Path(path).expanduser())
             self.action_refresh()
+
+
+class ImageScreen(BaseScreen[str]):
+    """One image, all of it: what it was taken from, what it needs, every partition, where it
+    is; r restores it, v verifies it, Del deletes it (each asks or confirms as usual)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("r", "pick('restore')", "Restore it"),
+        Binding("v", "pick('verify')", "Verify"),
+        Binding("delete", "pick('delete')", "Delete", key_display="Del"),
+    ]
+    DEFAULT_CSS = """
+    ImageScreen #image { height: 1fr; border: solid $primary; padding: 0 1; }
+    ImageScreen #image:focus { border: solid $accent; }
+    """
+
+    def __init__(self, row: ImageRow) -> None:
+        super().__init__(f"Image {printable(row.name, 40)}")
+        self.row = row
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="image"):
+            yield Static(image_details(self.row, room=10_000, width=self.app.size.width - 4))
+            command = shlex.join(["bootmedia", "info", str(self.row.repo), self.row.name])
+            yield Static(f"\nCommand line:\n{printable(command, 500)}", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#image").focus()
+        self.status("r restores this image, v verifies it, Del deletes it, Esc goes back.")
+
+    def action_pick(self, action: str) -> None:
+        self.dismiss(action)

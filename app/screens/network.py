@@ -84,7 +84,15 @@ class NetworkShareScreen(BaseScreen[Path]):
             yield Input(placeholder="(negotiated) e.g. 3.0, 2.1, 4.2", id="version")
         yield Static("", id="command", classes="pane")
 
+    FIELDS = ("server", "port", "path", "user", "version")  # remembered; the password never
+
     def on_mount(self) -> None:
+        # What was typed the last time, in this session: a second connect is one key.
+        protocol = self.session.recall("share.protocol")
+        if protocol:
+            self.query_one("#protocol", Select).value = protocol
+        for name in self.FIELDS:
+            self.query_one(f"#{name}", Input).value = self.session.recall(f"share.{name}")
         self.query_one("#server", Input).focus()
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -132,6 +140,9 @@ class NetworkShareScreen(BaseScreen[Path]):
         except BootmediaError as exc:
             self.status(str(exc), error=True)
             return
+        self.session.remember("share.protocol", str(self.query_one("#protocol", Select).value))
+        for name in self.FIELDS:
+            self.session.remember(f"share.{name}", self._value(name))
         user, password = self._value("user"), self._value("password")
         creds = Credentials(user=user, password=password, source="typed in") if password else None
         self.status(f"Connecting to {url} ...")
@@ -183,6 +194,9 @@ class JoinCastScreen(BaseScreen[dict[str, str]]):
             yield Input(placeholder="(the one the session sends)", id="image")
 
     def on_mount(self) -> None:
+        for k in ("fallback", "rdv", "interface"):
+            if self.session.recall(f"cast.{k}"):
+                self.query_one(f"#{k}", Input).value = self.session.recall(f"cast.{k}")
         self.query_one("#fallback", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -197,4 +211,6 @@ class JoinCastScreen(BaseScreen[dict[str, str]]):
             k: self.query_one(f"#{k}", Input).value.strip()
             for k in ("fallback", "rdv", "interface", "image")
         }
+        for k in ("fallback", "rdv", "interface"):
+            self.session.remember(f"cast.{k}", values[k])
         self.dismiss(values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from rich.text import Text
@@ -28,25 +28,70 @@ from bootmedia.text import printable
 Choice = tuple[str, str, str | None]  # value, description, why it is unavailable
 
 
-def disk_details(row: DiskRow | None) -> str:
+# The details pane under a disk or image table is as tall as what it shows, up to what the
+# screen leaves once the table has its header and a few rows; its lines are laid out for the
+# pane's width, so nothing wraps into the next line or falls off the bottom.
+DETAILS_CSS = """
+#details { height: auto; }
+DataTable { min-height: 5; }
+"""
+PANE_CHROME = 4  # the pane's border and padding, in columns (and 2 rows of border)
+
+
+def fit_details(head: list[Text], parts: list[str], room: int, width: int) -> Text:
+    """head lines, then one line per partition; where they do not fit in `room` lines, the
+    partitions go two to a line, and what still does not fit is counted ("and 3 more")."""
+
+    def height(line: Text | str) -> int:
+        n = len(line.plain if isinstance(line, Text) else line)
+        return max(1, -(-n // max(1, width)))
+
+    used = sum(height(h) for h in head)
+    lines: list[Text | str] = list(head)
+    if used + len(parts) > room and len(parts) > 1:
+        half = (width - 2) // 2
+        cells = [(p if len(p) <= half else p[: half - 2] + "..").ljust(half) for p in parts]
+        pairs = ["  ".join(cells[i : i + 2]).rstrip() for i in range(0, len(cells), 2)]
+        left = room - used
+        if len(pairs) > left:
+            shown = max(0, left - 1)
+            more = len(parts) - 2 * shown
+            pairs = [*pairs[:shown], f"  and {more} more partition(s)"]
+        lines += pairs
+    else:
+        lines += parts
+    return Text("\n").join(line if isinstance(line, Text) else Text(line) for line in lines)
+
+
+def details_room(screen: Any, chrome_rows: int) -> tuple[int, int]:
+    """(lines, columns) the details pane may use on `screen`: chrome_rows are the screen's
+    other rows (title, heading, the table's minimum, status, footer, the pane's border)."""
+    size = screen.app.size
+    return max(3, size.height - chrome_rows), max(20, size.width - PANE_CHROME)
+
+
+def disk_details(row: DiskRow | None, room: int = 100, width: int = 76) -> Text:
     if row is None:
-        return ""
+        return Text("")
     d = row.disk
-    lines = [f"[b]{escape(row.label())}[/b]"]
+    head = [Text(printable(row.label(), 200), "bold")]
     if row.refusal:
-        lines.append(f"[b red]Refused: {escape(row.short_refusal)}[/b red]")
+        head.append(Text(f"Refused: {printable(row.short_refusal, 200)}", "bold red"))
     if d.incomplete_restore:
-        lines.append("[b yellow]Holds an incomplete restore (cancelled or failed)[/b yellow]")
+        head.append(Text("Holds an incomplete restore (cancelled or failed)", "bold yellow"))
+    parts = []
     for p in d.partitions:
         mounts = printable(",".join(p.mountpoints), 80)
-        lines.append(
-            f"  {p.name:<10} {human_size(p.size):>9}  {escape(printable(p.fstype, 8)) or '?':<6} "
-            f"{escape(printable(p.label, 36))} {escape(mounts)}"
+        fstype = printable(p.fstype, 8) or "?"
+        label = printable(p.label, 36)
+        parts.append(
+            f"  {p.name:<10} {human_size(p.size):>9}  {fstype:<6} {label} {mounts}".rstrip()
         )
     if not d.partitions:
-        lines.append("  no partitions" + (f" ({d.fstype} on the whole disk)" if d.fstype else ""))
-    lines += [f"  {escape(b)}" for b in d.by_id[:2]]
-    return "\n".join(lines)
+        parts.append("  no partitions" + (f" ({d.fstype} on the whole disk)" if d.fstype else ""))
+    by_id = [Text(f"  {printable(b, 200)}", "dim") for b in d.by_id[:2]]
+    shown = fit_details(head, parts, room - sum(1 for _ in by_id), width)
+    return Text("\n").join([shown, *by_id]) if by_id else shown
 
 
 class DiskPickScreen(BaseScreen[DiskRow]):
@@ -57,10 +102,8 @@ class DiskPickScreen(BaseScreen[DiskRow]):
         Binding("enter", "choose", "Choose", key_display="Enter"),
         Binding("f5", "refresh", "Refresh", key_display="F5"),
     ]
-    DEFAULT_CSS = """
-    DiskPickScreen #disks { height: 1fr; }
-    DiskPickScreen #details { height: 8; }
-    """
+    DEFAULT_CSS = DETAILS_CSS
+    CHROME_ROWS = 12  # title, heading (2), the table's minimum (5), status, footer, border (2)
 
     def __init__(
         self,
@@ -96,16 +139,20 @@ class DiskPickScreen(BaseScreen[DiskRow]):
         table.focus()
         usable = sum(1 for r in rows if not r.refusal)
         self.status(f"{len(rows)} disk(s), {usable} can be chosen." if rows else "No disks found.")
-        self.query_one("#details", Static).update(disk_details(table.current_row()))
+        self.show_details(table.current_row())
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
 
     def on_disk_table_highlighted(self, message: DiskTable.Highlighted) -> None:
-        self.query_one("#details", Static).update(disk_details(message.row))
+        self.show_details(message.row)
 
     def on_disk_table_chosen(self, message: DiskTable.Chosen) -> None:
         self.dismiss(message.row)
+
+    def show_details(self, row: DiskRow | None) -> None:
+        room, width = details_room(self, self.CHROME_ROWS)
+        self.query_one("#details", Static).update(disk_details(row, room, width))
 
     def on_disk_table_refused(self, message: DiskTable.Refused) -> None:
         self.status(f"{message.row.disk.name} cannot be chosen: {message.row.refusal}", error=True)
@@ -114,25 +161,35 @@ class DiskPickScreen(BaseScreen[DiskRow]):
         self.query_one(DiskTable).action_select_cursor()
 
 
-def image_details(row: ImageRow | None) -> str:
+def image_details(row: ImageRow | None, room: int = 100, width: int = 76) -> Text:
     if row is None:
-        return ""
+        return Text("")
     m = row.manifest
-    lines = [
-        f"[b]{escape(m.name)}[/b]  {escape(printable(m.description, 200))}",
-        f"Created {escape(printable(m.created, 40))} from "
-        f"{escape(printable(m.source.model, 64) or '?')} "
-        f"{escape(printable(m.source.serial, 64))} ({human_size(m.source.size)})",
-        f"Needs a disk of {human_size(m.required_size)}; data {human_bytes(m.stats.data_bytes)}, "
-        f"stored {human_bytes(m.stats.stored_bytes)}; repository {escape(repo_label(row.repo))}",
+    description = printable(m.description, 200)
+    source = " ".join(
+        x for x in (printable(m.source.model, 64), printable(m.source.serial, 64)) if x
+    )
+    head = [
+        Text.assemble((printable(m.name), "bold"), f"  {description}" if description else ""),
+        Text(
+            f"Created {printable(str(m.created)[:16].replace('T', ' '))} from a disk of "
+            f"{human_size(m.source.size)}"
+        ),
+        Text(f"Source {source or '?'}"),  # its own line: a long model+serial wraps alone
+        Text(
+            f"Needs a disk of {human_size(m.required_size)}; data "
+            f"{human_bytes(m.stats.data_bytes)}, stored {human_bytes(m.stats.stored_bytes)}"
+        ),
+        Text(f"Repository {printable(repo_label(row.repo), 300)}"),
     ]
+    parts = []
     for a in m.partitions:
         used = f", {human_bytes(a.used)} used" if a.used is not None else ""
-        lines.append(
-            f"  {a.name:<8} {escape(printable(a.fstype, 8)) or '-':<6} "
-            f"{escape(printable(a.label, 36)):<12} {human_size(a.size)}{used}"
+        fstype = printable(a.fstype, 8) or "-"
+        parts.append(
+            f"  {a.name:<8} {fstype:<6} {printable(a.label, 36):<12} {human_size(a.size)}{used}"
         )
-    return "\n".join(lines)
+    return fit_details(head, parts, room, width)
 
 
 class ImagePickScreen(BaseScreen[ImageRow]):
@@ -141,14 +198,13 @@ class ImagePickScreen(BaseScreen[ImageRow]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("enter", "choose", "Choose", key_display="Enter"),
-        Binding("o", "open_repo", "Open repository"),
-        Binding("n", "network", "Network share"),
+        # Short labels: with Enter, Esc and ^Q the footer fits in 80 columns.
+        Binding("o", "open_repo", "Open repo"),
+        Binding("n", "network", "Net share"),
         Binding("j", "join", "Join multicast"),
     ]
-    DEFAULT_CSS = """
-    ImagePickScreen #images { height: 1fr; }
-    ImagePickScreen #details { height: 9; }
-    """
+    DEFAULT_CSS = DETAILS_CSS
+    CHROME_ROWS = 12
 
     def __init__(self, title: str, question: str = "Which image?", join: bool = False) -> None:
         super().__init__(title)
@@ -181,24 +237,31 @@ class ImagePickScreen(BaseScreen[ImageRow]):
         self.status(
             f"{len(rows)} image(s)." if rows else "No images found. Press o to open a repository."
         )
-        self.query_one("#details", Static).update(image_details(table.current_row()))
+        self.show_details(table.current_row())
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
 
     def on_image_table_highlighted(self, message: ImageTable.Highlighted) -> None:
-        self.query_one("#details", Static).update(image_details(message.row))
+        self.show_details(message.row)
 
     def on_image_table_chosen(self, message: ImageTable.Chosen) -> None:
         self.dismiss(message.row)
+
+    def show_details(self, row: ImageRow | None) -> None:
+        room, width = details_room(self, self.CHROME_ROWS)
+        self.query_one("#details", Static).update(image_details(row, room, width))
 
     def action_choose(self) -> None:
         self.query_one(ImageTable).action_select_cursor()
 
     @work(exclusive=True, group="ask", exit_on_error=False)
     async def action_open_repo(self) -> None:
-        path = await self.app.push_screen_wait(AskText("Path of a repository (a directory):"))
+        path = await self.app.push_screen_wait(
+            AskText("Path of a repository (a directory):", self.session.recall("repo_path"))
+        )
         if path:
+            self.session.remember("repo_path", path)
             self.session.add_repo(Path(path).expanduser())
             self.refresh_images()
 
@@ -254,9 +317,13 @@ class RepoPickScreen(BaseScreen[Path]):
     @work(exclusive=True, group="ask", exit_on_error=False)
     async def action_new_repo(self) -> None:
         path = await self.app.push_screen_wait(
-            AskText("Path of the repository (created if it does not exist):")
+            AskText(
+                "Path of the repository (created if it does not exist):",
+                self.session.recall("repo_path"),
+            )
         )
         if path:
+            self.session.remember("repo_path", path)
             self.dismiss(Path(path).expanduser())
 
     @work(exclusive=True, group="ask", exit_on_error=False)

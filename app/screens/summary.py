@@ -6,10 +6,12 @@ when it arrives. Dismisses with the Job once confirmed.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import ClassVar
 
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -72,7 +74,18 @@ class SummaryScreen(BaseScreen[Job]):
         await box.mount(Static(escape("\n".join(job.summary)), id="plan"))
         go = self.query_one("#go", Vertical)
         if job.command:
-            await go.mount(Static(f"[dim]Command line:[/dim] {escape(job.command)}", id="command"))
+            # Wrapped here, between words, into as many lines as it needs: an auto-height
+            # Static mounted here was measured a line short, and cut the end (--confirm).
+            width = max(20, self.app.size.width - 2)
+            lines = textwrap.wrap(
+                f"Command line: {job.command}",
+                width,
+                break_long_words=True,
+                break_on_hyphens=False,
+            )
+            text = Text("\n".join(lines), no_wrap=True, overflow="fold")
+            text.stylize("dim", 0, len("Command line:"))
+            await go.mount(Static(text, id="command"))
         if job.confirm is not None:
             d = job.confirm.disk
             await go.mount(

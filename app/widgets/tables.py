@@ -186,12 +186,15 @@ HEADINGS = {
 
 class ImageTable(MarkedTable):
     """Shows ImageRows; Enter posts Chosen. Two repositories may hold the same name: the
-    Repository column tells the rows apart."""
+    Repository column tells the rows apart. The columns are sized to their cells every time
+    the rows change (a second repository's longer names and labels are never cut) and the
+    Description gets what is left."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Choose", key_display="Enter")
     ]
     COLUMNS = ("Image", "Repository", "Created", "Size", "Description")
+    MARK_COLUMN = "image"
 
     class Chosen(Message):
         def __init__(self, row: ImageRow) -> None:
@@ -207,30 +210,65 @@ class ImageTable(MarkedTable):
         super().__init__(id=id)
         self.rows_by_key: dict[str, ImageRow] = {}
 
-    def on_mount(self) -> None:
-        for label in self.COLUMNS:
-            self.add_column(label, key=label.lower())
+    def on_resize(self) -> None:
+        if self.rows_by_key:
+            self.show(list(self.rows_by_key.values()))
 
-    MARK_COLUMN = "image"
+    @staticmethod
+    def cells(r: ImageRow) -> dict[str, str]:
+        m = r.manifest
+        return {
+            "image": m.name,
+            "repository": short_path(r.repo),
+            "created": printable(str(m.created)[:16].replace("T", " ")),
+            "size": human_bytes(m.stats.data_bytes),
+            "description": printable(m.description, 200) or "-",
+        }
+
+    def widths(self, rows: list[dict[str, str]]) -> dict[str, int]:
+        """Every column as wide as its widest cell, the Description the rest. Where that does
+        not fit, the Repository gives way first (its end is kept: the details pane has all of
+        it), then the time of day; the image name, which is what is typed, last of all."""
+        total = (self.size.width or self.app.size.width) - 1
+        pad = 2 * self.cell_padding
+        want = {k.lower(): len(k) for k in self.COLUMNS}
+        for r in rows:
+            for k, v in r.items():
+                want[k] = max(want[k], len(v))
+        want["image"] += 2  # the mark
+        desc_min = len("Description")
+
+        def room() -> int:
+            fixed = sum(want[k] + pad for k in want if k != "description")
+            return total - fixed - pad
+
+        if room() < desc_min:
+            want["repository"] = max(12, want["repository"] - (desc_min - room()))
+        if room() < desc_min:
+            want["created"] = 10  # the date
+        want["description"] = max(8, room())
+        return want
 
     def show(self, rows: list[ImageRow]) -> None:
         current = self.current_row()
-        self.clear()
+        self.clear(columns=True)
         self.marked = None
         self.first = {}
+        texts = [self.cells(r) for r in rows]
+        widths = self.widths(texts)
+        for label in self.COLUMNS:
+            self.add_column(label, key=label.lower(), width=widths[label.lower()])
         self.rows_by_key = {r.key: r for r in rows}
-        for r in rows:
-            m = r.manifest
-            cells = [
-                Text(m.name),
-                Text(short_path(r.repo)),
-                Text(printable(str(m.created)[:16].replace("T", " "))),
-                Text(human_bytes(m.stats.data_bytes)),
-                Text(printable(m.description, 200) or "-", overflow="crop", no_wrap=True),
+        for r, cells in zip(rows, texts, strict=True):
+            repo = cells["repository"]
+            if len(repo) > widths["repository"]:
+                cells["repository"] = ".." + repo[-(widths["repository"] - 2) :]
+            row = [
+                Text(cells[label.lower()], no_wrap=True, overflow="crop") for label in self.COLUMNS
             ]
-            self.first[r.key] = cells[0]
-            cells[0] = self.marked_cell(r.key, False)
-            self.add_row(*cells, key=r.key)
+            self.first[r.key] = row[0]
+            row[0] = self.marked_cell(r.key, False)
+            self.add_row(*row, key=r.key)
         if current is not None and current.key in self.rows_by_key:
             self.move_cursor(row=self.get_row_index(current.key))
         self.mark_cursor()
@@ -261,13 +299,3 @@ def short_path(path: Path, keep: int = 2) -> str:
         return url.split("://", 1)[-1]
     parts = path.parts
     return str(path) if len(parts) <= keep + 1 else str(Path("...", *parts[-keep:]))
-
-
-HEADINGS = {
-    "name": "Disk",
-    "model": "Model",
-    "serial": "Serial",
-    "size": "Size",
-    "bus": "Bus",
-    "info": "Contents",
-}

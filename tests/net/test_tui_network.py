@@ -42,11 +42,6 @@ async def _until(pilot: Any, cond: Any, what: str, timeout: float = 60) -> None:
         await pilot.pause(0.05)
 
 
-@pytest.mark.xfail(
-    reason="TUI bug left open (issue 13): once a second repository's images join the picker, "
-    "the Image and Repository columns are cut ('netima', '127.0.0.1:8080/r')",
-    strict=False,
-)
 def test_network_share_screen_connects_http_and_lists_its_images(
     netns: Netns, nginx: Nginx, served: Path, loopdev, tmp_path: Path, monkeypatch
 ) -> None:
@@ -66,7 +61,7 @@ def test_network_share_screen_connects_http_and_lists_its_images(
 
     async def body() -> None:
         app = BootmediaApp(Session(log_path=log, lab=the_lab))
-        async with app.run_test(size=(100, 30)) as pilot:
+        async with app.run_test(size=(80, 25)) as pilot:  # nothing cut at 80 columns
             picker = ImagePickScreen("Restore")
             app.push_screen(picker)
             await _until(pilot, lambda: "golden" in _text(app), "the lab's image")
@@ -164,7 +159,7 @@ def test_join_a_multicast_session_from_the_restore_wizard(loopdev, tmp_path: Pat
                     pilot, lambda: type(app.screen).__name__ == "ResultScreen", "result", 300
                 )
                 assert app.screen.outcome.ok, app.screen.outcome
-                assert "read back and checked" in _text(app)
+                await _until(pilot, lambda: "read back and checked" in _text(app), "its text")
 
         with here.entered():
             asyncio.run(body())

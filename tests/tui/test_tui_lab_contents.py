@@ -90,11 +90,25 @@ def test_a_file_recreated_at_the_same_path_is_unplugged(demo_lab: Any) -> None:
     lab.make_file(path, 1 << 30)  # same name, another inode; the loop still serves the old one
     assert demo_lab.owned("newpc-1.img") is None
     assert all(d.path != dev for d in demo_lab.disks())
+    demo_lab.close()  # the old file is still the lab's own (renamed): its device is detached
+    backing = Path(f"/sys/block/{Path(dev).name}/loop/backing_file")
+    assert not backing.exists() or "newpc-1.old" not in backing.read_text()
+
+
+def test_teardown_follows_the_files_when_the_lab_is_moved(demo_lab: Any, tmp_path: Path) -> None:
+    """pytest renames a test's tmp_path before removing it, and a technician may mv the lab:
+    the devices serve the same files (same inodes), so teardown still unmounts and detaches
+    every one of them (it used to leave them all attached and the stick mounted)."""
+    devs = dict(demo_lab.attached)
+    moved = tmp_path / "moved"
+    demo_lab.root.rename(moved)
+    assert all(demo_lab.owned(name) is None for name in devs)  # not listed at the old path
     demo_lab.close()
-    assert not Path(f"/sys/block/{Path(dev).name}/loop/backing_file").exists() or (
-        "newpc-1.old" in Path(f"/sys/block/{Path(dev).name}/loop/backing_file").read_text()
-    )
-    subprocess.run(["losetup", "--detach", dev], check=False)
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(moved / "stick") not in mounts
+    for entry in devs.values():
+        backing = Path(f"/sys/block/{Path(entry.dev).name}/loop/backing_file")
+        assert not backing.exists() or str(moved) not in backing.read_text(), entry.dev
 
 
 def test_lab_disks_have_serials_and_confirm_by_them(demo_lab: Any, tmp_path: Path) -> None:

@@ -93,3 +93,19 @@ def async_test(fn: Callable[..., Any]) -> Callable[..., Any]:
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+def footer_cut(app: Any) -> list[str]:
+    """The footer's key hints that do not fit on the screen (drawn past its right edge)."""
+    width = app.size.width
+    return [
+        f"{key.key_display or key.key} {key.description}"
+        for key in app.screen.query("FooterKey")
+        if key.region.right > width or key.region.width == 0
+    ]
+
+
+def lines_cut(app: Any, *phrases: str) -> list[str]:
+    """Of `phrases`, those not shown whole on one line of the screen (cut or wrapped)."""
+    text = screen_text(app)
+    return [p for p in phrases if not any(p in line for line in text.splitlines())]
