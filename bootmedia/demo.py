@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootmedia import lab
+from bootmedia.disks.discover import LAB_SERIALS
 from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import Disk
 from bootmedia.errors import BootmediaError
@@ -165,7 +166,9 @@ class DemoLab:
     def serial_for(self, disk: Disk) -> str:
         """The lab's disks carry serials like real ones, so the UI confirms a write the way it
         does on real hardware (the last 4 characters of the serial), never by a loop number.
-        The engine sees the devices as they are (no serial), so its plans are unchanged."""
+        The engine reads the same serials for the lab's loop devices (disks.discover's
+        lab_serial), so the command line the TUI shows confirms by serial too; image files
+        (the lab without root) have them only here."""
         if disk.serial or not disk.backing_file:
             return disk.serial
         ours = any(e.dev == disk.path for e in self.attached.values())
@@ -258,9 +261,14 @@ class DemoLab:
         stick = self.attached.get("stick.img")
         if self.mounted:
             if os.path.ismount(self.stick_dir) or stick is None or not stick.serves_it():
-                run(["umount", "-l", str(self.stick_dir)], check=False)
+                where = str(self.stick_dir)
             else:  # the lab was moved: the stick is mounted where the kernel says, not here
-                run(["umount", "-l", stick.dev], check=False)
+                where = stick.dev
+            # A plain umount first: it writes the filesystem back before it returns. A lazy
+            # one returns at once and writes later, so a copy of stick.img made right after
+            # (the TUI tests copy a template lab) held a repository with a live write lease.
+            if run(["umount", where], check=False).returncode != 0:
+                run(["umount", "-l", where], check=False)
             self.mounted = False
         for name, entry in self.attached.items():
             # Only a device still serving the lab's own file (by inode, which the open fd
@@ -407,7 +415,7 @@ def _ensure_sample_image(the_lab: DemoLab, say: object, source: str | None = Non
     capture_image(plan)
 
 
-SERIALS = "serials.json"  # in the lab's root: file name -> serial, kept across runs
+SERIALS = LAB_SERIALS  # in the lab's root: file name -> serial, kept across runs
 
 
 def _serials(root: Path, names: list[str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ so tests run the exact code the live system runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -93,7 +94,27 @@ def _by_path(props: Record) -> str:
 
 def _serial(props: Record) -> str:
     serial = _prop(props, "ID_SERIAL_SHORT") or _attr(props, "serial")
-    return serial.strip()
+    return serial.strip() or lab_serial(_attr(props, "loop/backing_file"))
+
+
+# The demo lab (bootmedia/demo.py) gives its virtual disks serials, the way real disks have
+# them, in LAB_SERIALS beside its disks/ folder. A loop device backed by one of those files
+# carries that serial here, so the CLI and the TUI confirm a lab disk the same way, by its
+# serial, and never by a loop number that changes between runs.
+LAB_SERIALS = "serials.json"
+
+
+def lab_serial(backing_file: str) -> str:
+    """The lab's serial for a loop device's backing file, or "" for any other file."""
+    path = Path(backing_file.removesuffix(" (deleted)"))
+    if not backing_file or path.parent.name != "disks":
+        return ""
+    try:
+        known = json.loads((path.parent.parent / LAB_SERIALS).read_text())
+    except (OSError, ValueError):
+        return ""
+    serial = known.get(path.name) if isinstance(known, dict) else None
+    return serial.strip() if isinstance(serial, str) and serial.isalnum() else ""
 
 
 def _wwn(props: Record) -> str:

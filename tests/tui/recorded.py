@@ -166,6 +166,8 @@ def restore_plan() -> ApplyPlan:
         table=TABLE,
         script="",
         verify=True,
+        check_first=True,  # the options screen's default, as plan_apply gets it from the TUI
+        confirm_disk=NVME,  # as plan_apply sets it: the command line carries --confirm
     )
 
 

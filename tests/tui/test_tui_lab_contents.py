@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_helpers import async_test, needs_loop, screen_text, wait_for, wait_for_screen
+from tui_helpers import (
+    async_test,
+    needs_loop,
+    screen_text,
+    wait_for,
+    wait_for_plan,
+    wait_for_screen,
+)
 
 from bootmedia import lab
 from bootmedia.disks import INCOMPLETE_MARKER
@@ -125,4 +132,51 @@ def test_lab_disks_have_serials_and_confirm_by_them(demo_lab: Any, tmp_path: Pat
     assert newpc.confirm_code == newpc.serial[-4:]
     assert engine.confirm_matches(newpc, newpc.serial[-4:])
     assert not engine.confirm_matches(newpc, newpc.disk.name)  # the loop number never confirms
-    assert newpc.disk.serial == ""  # the engine's own view of the device is untouched
+    # The engine sees the same serial (the CLI confirms a lab disk as the TUI does).
+    assert newpc.disk.serial == newpc.serial
+
+
+@async_test
+async def test_the_shown_restore_command_runs_as_shown(demo_lab: Any, make_app: Any) -> None:
+    """Issue 13 item 4: the summary's command line, pasted into a shell, does the job: its
+    --confirm is the lab disk's serial (never the loop number), and the CLI accepts it."""
+    import shlex
+    import sys
+
+    target = demo_lab.loops["newpc-2.img"]
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("r")
+        picker = await wait_for_screen(pilot, "ImagePickScreen")
+        await wait_for(pilot, lambda: picker.query_one("ImageTable").row_count == 1, what="golden")
+        await pilot.press("enter")
+        disks = await wait_for_screen(pilot, "DiskPickScreen")
+        table = disks.query_one("DiskTable")
+        await wait_for(pilot, lambda: target in table.rows_by_key, what="newpc-2")
+        table.move_cursor(row=table.get_row_index(target))
+        await pilot.press("enter")
+        await wait_for_screen(pilot, "RestoreOptionsScreen")
+        await pilot.press("enter")
+        summary = await wait_for_plan(pilot, "the plan")
+        command = summary.job.command
+        serial = summary.job.confirm.serial
+        assert serial.startswith("LB") and f"--confirm {serial[-4:]}" in command, command
+        assert Path(target).name not in command.split("--confirm", 1)[1], command
+        flat = " ".join(
+            " ".join(line.strip(" │") for line in screen_text(app).splitlines()).split()
+        )
+        assert f"--confirm {serial[-4:]}" in flat  # on the screen, whole
+    argv = shlex.split(command)
+    assert argv[0] == "bootmedia"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bootmedia", *argv[1:], "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, (command, proc.stderr)
+    lab.run(["partx", "-u", target], check=False)
+    assert lab.file_checksums(f"{target}p2", "ext4") == lab.file_checksums(
+        f"{demo_lab.loops['reference.img']}p2", "ext4"
+    )
