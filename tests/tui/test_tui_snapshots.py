@@ -58,7 +58,9 @@ async def summary(pilot: Any) -> None:
     await pilot.press("enter")
     await wait_for_screen(pilot, "RestoreOptionsScreen")
     await pilot.press("enter")
-    await settle(pilot, "Command line:")
+    # The status line is set once the command, the warning and the confirmation are mounted
+    # (waiting for "Command line:" alone snapped a half-built screen on a loaded machine).
+    await settle(pilot, "Nothing is written until you confirm")
 
 
 async def progress(pilot: Any) -> None:
