@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Cancelled as exc:
         print(f"\nbootmedia: cancelled: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nbootmedia: cancelled (Ctrl-C)", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"\nbootmedia: cancelled ({getattr(exc, 'signame', 'Ctrl-C')})", file=sys.stderr)
         return 130
     except BootmediaError as exc:
         log.error("%s", exc)

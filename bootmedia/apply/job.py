@@ -27,8 +27,8 @@ from bootmedia import blockdev, fs
 from bootmedia.apply.check import check_image, check_plan
 from bootmedia.apply.plan import ApplyPlan, check_target_again
 from bootmedia.disks.model import INCOMPLETE_MARKER
-from bootmedia.errors import BootmediaError, ImageError
-from bootmedia.image.view import ImageArea, mounted_view
+from bootmedia.errors import BootmediaError, ImageError, stopped
+from bootmedia.image.view import ImageArea, clean_leftovers, mounted_view
 from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.shrink import (
     Prepared,
@@ -56,6 +56,7 @@ from bootmedia.table import (
 log = logging.getLogger("bootmedia.apply")
 MiB = 1 << 20
 BOOT_CODE = 440  # MBR bytes before the disk signature and the partition entries
+UNTOUCHED = "nothing was written: the target is as it was"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
     started = time.monotonic()
     m = plan.image
     require_tools("sfdisk", "mkswap", "partx")
+    for line in clean_leftovers():  # what a SIGKILLed job left: its views and loop devices
+        reporter.message(line)
     repo = Repository.open(plan.repo)
     try:
         repo.hold(m.name, "restore")  # a delete of this image refuses while we read it
@@ -217,6 +220,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         if touched:
             raise _said_lost(exc, plan) from exc.__cause__
         raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_on_signals)
+        raise stopped(exc, lost_note(plan) if touched else UNTOUCHED) from None
     finally:
         shrinks.close()
         if fd >= 0:
@@ -279,7 +284,9 @@ def _prepare_rebuilds(
         new_size = plan.layout.change(n).new_size
         with (
             reporter.step(f"Rebuilding the FAT of {area.name} for {plan.sector_size}-byte sectors"),
-            mounted_view(ImageArea(plan.repo, plan.image.name, area.name), work, 16 << 20) as view,
+            mounted_view(
+                ImageArea(plan.repo, plan.image.name, area.name), work, 16 << 20, scratch=work
+            ) as view,
         ):
             image = rebuild_fat(view.path, new_size, plan.sector_size, area.label, work)
         ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]

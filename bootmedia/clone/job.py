@@ -25,8 +25,8 @@ from bootmedia import blockdev, fs
 from bootmedia.clone.plan import ClonePlan
 from bootmedia.disks import check_writable
 from bootmedia.disks.model import INCOMPLETE_MARKER
-from bootmedia.errors import BootmediaError, ImageError
-from bootmedia.image.view import DeviceArea
+from bootmedia.errors import BootmediaError, ImageError, stopped
+from bootmedia.image.view import DeviceArea, clean_leftovers
 from bootmedia.layout.shrink import (
     Prepared,
     ShrinkStats,
@@ -43,6 +43,7 @@ from bootmedia.table import read_table, same_layout, write_table
 
 MiB = 1 << 20
 BOOT_CODE = 440
+UNTOUCHED = "nothing was written: the target is as it was"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
     fd = -1
     shrunk: list[ShrinkStats] = []
     written = plan.write_bytes
+    touched = False  # from the first write on, a failure leaves the target incomplete
+    for line in clean_leftovers():  # what a SIGKILLed job left: its views and loop devices
+        reporter.message(line)
     try:
         prepared: list[Prepared] = []
         for part in plan.parts:
@@ -82,6 +86,7 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
             prepared.append(p)
         check_writable(plan.target_disk)  # again: a disk can be mounted since the plan
         fd = blockdev.open_device(plan.target, write=True)
+        touched = True
         with reporter.step("Marking the target incomplete"):
             blockdev.zero_range(fd, 0, min(MiB, plan.target_size))
             tail = max(0, plan.target_size - MiB)
@@ -135,8 +140,18 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
             _copy_boot_area(plan, fd)
     except OSError as exc:
         if exc.errno == 28:
-            raise BootmediaError(f"{plan.target}: no space left on device while writing") from None
-        raise BootmediaError(f"cloning to {plan.target} failed: {exc.strerror or exc}") from None
+            err = BootmediaError(f"{plan.target}: no space left on device while writing")
+        else:
+            err = BootmediaError(f"cloning to {plan.target} failed: {exc.strerror or exc}")
+        if touched:
+            err.args = (f"{err}; {lost_note(plan)}",)
+        raise err from None
+    except BootmediaError as exc:
+        if touched:  # keep the error's class (and so its exit code); only the message grows
+            exc.args = (f"{exc}; {lost_note(plan)}",)
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_on_signals)
+        raise stopped(exc, lost_note(plan) if touched else UNTOUCHED) from None
     finally:
         stack.close()
         if fd >= 0:
@@ -149,6 +164,14 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
         plan.verify,
         round(time.monotonic() - started, 3),
         tuple(shrunk),
+    )
+
+
+def lost_note(plan: ClonePlan) -> str:
+    """What a failure after the first write leaves behind, in words for the technician."""
+    return (
+        f"{plan.target}: its old contents are gone and the disk is marked incomplete "
+        "(BOOTMEDIA-INCOMPLETE): it will not boot until it is cloned or restored again"
     )
 
 

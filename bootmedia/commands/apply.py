@@ -8,6 +8,7 @@ from bootmedia.commands._common import reporter
 from bootmedia.commands.customize import add_options, options_from_args, wants_customize
 from bootmedia.customize import customize_disk, plan_customize, precheck
 from bootmedia.disks import check_confirm
+from bootmedia.errors import stop_on_signals
 from bootmedia.layout import parse_size
 from bootmedia.layout.choose import apply_partitions, parse_numbers, plan_partitions
 from bootmedia.progress import human_bytes, human_duration
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_confirmed(plan, args.confirm)
     rep, printer = reporter(args.quiet)
+    stop_on_signals()  # SIGTERM/SIGHUP unwind the job like Ctrl-C: views unmounted, state said
     result = apply_image(plan, rep)
     if printer:
         printer.done()

@@ -6,6 +6,7 @@ import shlex
 from bootmedia.clone import clone_disk, plan_clone
 from bootmedia.commands._common import reporter
 from bootmedia.disks import check_confirm
+from bootmedia.errors import stop_on_signals
 from bootmedia.layout import parse_size
 from bootmedia.progress import human_bytes, human_duration
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_confirm(plan.target_disk, args.confirm, "overwrite")
     rep, printer = reporter(args.quiet)
+    stop_on_signals()  # SIGTERM/SIGHUP unwind the job like Ctrl-C: views unmounted, state said
     result = clone_disk(plan, rep)
     if printer:
         printer.done()

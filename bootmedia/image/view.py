@@ -22,6 +22,14 @@ The FUSE server runs in its own process (`python -m bootmedia.image.view`): libf
 signal handlers and runs its own threads, and a process of its own keeps both away from the
 job, lets the job read the loop device without sharing a GIL with the server, and reports the
 server's own peak memory.
+
+Kills. The server runs in a session of its own (a Ctrl-C on the job's terminal does not reach
+it: the job unwinds and unmounts it). When the job dies without unwinding (SIGKILL), the server
+sees its parent go, detaches the loop devices over its file, unmounts itself and removes its
+overlay. Each view is recorded under a runtime directory (`runtime_dir()`, /run/bootmedia/views
+for root): the record names the job, the server, the mount point and the loop devices. When
+both die (a SIGKILL of the whole group, a crash), the next job that uses a view, or restores or
+clones, finds the records whose job is dead and cleans what they name (`clean_leftovers()`).
 """
 
 from __future__ import annotations
@@ -29,16 +37,19 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import ctypes
 import errno
+import itertools
 import json
+import logging
 import mmap
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from array import array
@@ -55,10 +66,14 @@ from bootmedia.repo.packs import RECORD_SIZE, decode, parse_record_header
 from bootmedia.repo.store import Repository
 from bootmedia.run import run, which
 
+log = logging.getLogger("bootmedia.view")
+_SERIAL = itertools.count(1)
+
 BLOCK = 4096  # overlay granularity
 CACHE_BYTES = 32 << 20  # decompressed chunks kept for the next reads
 FILE_NAME = "area.img"
 START_TIMEOUT = 20.0
+GONE_TIMEOUT = 5.0  # after the job died: how long the server waits for the kernel to let go
 
 Loader = Callable[[Extent], bytes]
 
@@ -273,7 +288,6 @@ def repo_loader(repo: Repository) -> Loader:
 def _serve(args: argparse.Namespace) -> int:
     import mfusepy  # here, not at the top: only the server process needs libfuse
 
-    _die_with_parent()
     repo: Repository | None = None
     base: ChunkBase | DeviceBase
     if args.device:
@@ -349,9 +363,17 @@ def _serve(args: argparse.Namespace) -> int:
         def flush(self, p: str, fh: int) -> int:
             return 0
 
+    watcher = threading.Thread(
+        target=_watch_parent,
+        args=(args.job, Path(args.mount), overlay, args),
+        daemon=True,
+    )
+    watcher.start()
     try:
         mfusepy.FUSE(Ops(), args.mount, foreground=True, nothreads=False, fsname="bootmedia")
     finally:
+        if os.getppid() != args.job:  # the job is gone: nobody else will remove these
+            _forget(Path(args.mount), args)
         stats = {
             "overlay_used": overlay.used,
             "overlay_capacity": overlay.capacity,
@@ -365,13 +387,97 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the job that started us dies (even by SIGKILL): libfuse then leaves its
-    loop and the overlay is removed, so a killed job leaves no overlay filling RAM or the
-    stick. (The job's target is then marked incomplete, as after any interruption.)"""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+def _watch_parent(job: int, mount: Path, overlay: Overlay, args: argparse.Namespace) -> None:
+    """When the job that started us dies without unmounting us (SIGKILL): stop what it left
+    working on our file (the tools it ran, now orphans, that hold a loop device over it, and a
+    temporary mount of one, btrfs's), detach those loop devices, unmount, and leave, removing
+    the overlay, our files and the view's record: a killed job leaves no loop device, mount or
+    overlay behind. If the kernel has not let go of our mount after GONE_TIMEOUT, we exit anyway."""
+    group = os.getpgid(job) if os.getppid() == job else 0
+    while os.getppid() == job:
+        time.sleep(0.2)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.ismount(mount) and time.monotonic() < deadline:  # still starting
+        time.sleep(0.05)
+    for dev in loops_backed_by({str(mount / FILE_NAME)}):
+        for where in _mounts_of(dev):
+            subprocess.run(["umount", "-l", where], capture_output=True, check=False)
+        for pid in _holders(dev, group) if group else ():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+    _forget(mount, args)
+    time.sleep(GONE_TIMEOUT)  # libfuse's loop ends (and main's finally runs) long before this
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+    overlay.close()
+    _forget(mount, args)
+    os._exit(3)
+
+
+def _forget(mount: Path, args: argparse.Namespace) -> None:
+    """Remove what only the job would have removed: the record, the mount point, our log and
+    stats files (and their directory, a job's temporary one, when that is left empty)."""
+    for name in (args.record, args.log, args.stats):
+        if name:
+            with contextlib.suppress(OSError):
+                Path(name).unlink()
+    with contextlib.suppress(OSError):
+        mount.rmdir()
+    _rmdir_temp(Path(args.stats).parent)
+    if args.scratch:
+        _rmdir_temp(Path(args.scratch), whole=True)
+
+
+def _rmdir_temp(d: Path, whole: bool = False) -> None:
+    """A job's temporary directory (bootmedia-... in /tmp): when empty, or `whole`."""
+    if d.name.startswith("bootmedia-") and d.parent == Path(tempfile.gettempdir()):
+        if whole:
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def _mounts_of(dev: str) -> list[str]:
+    """Where a block device is mounted (from /proc/self/mountinfo)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            fields, rest = left.split(), right.split()
+            if len(fields) > 4 and len(rest) > 1 and rest[1] == dev:
+                out.append(fields[4].replace("\\040", " "))
+    return out
+
+
+def _holders(dev: str, group: int) -> list[int]:
+    """Processes of the job's process group (the tools it ran keep it when they are orphaned)
+    with the device open."""
+    out = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        try:
+            if pid == os.getpid() or os.getpgid(pid) != group:
+                continue
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == dev for fd in fd_dir.iterdir()):
+                out.append(pid)
+    return out
+
+
+def loops_backed_by(files: set[str]) -> list[str]:
+    """Loop devices whose backing file is one of these paths (read from sysfs, never changed)."""
+    out = []
+    for b in sorted(Path("/sys/block").glob("loop*")):
+        try:
+            backing = (b / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing in files:
+            out.append(f"/dev/{b.name}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlay", required=True)
     ap.add_argument("--capacity", type=int, required=True)
     ap.add_argument("--stats", required=True)
-    return _serve(ap.parse_args(argv))
+    ap.add_argument("--record", help="this view's record in the runtime directory")
+    ap.add_argument("--log", help="the file our output goes to (removed if the job dies)")
+    ap.add_argument("--scratch", help="the job's temporary directory (removed if the job dies)")
+    ap.add_argument("--job", type=int, default=0, help="the job's pid (default: our parent)")
+    args = ap.parse_args(argv)
+    args.job = args.job or os.getppid()
+    return _serve(args)
 
 
 # ---- the client side: mount, loop-attach, unmount ---------------------------------------------
@@ -401,17 +513,26 @@ class ViewStats:
 
 class MountedView:
     def __init__(
-        self, mount: Path, size: int, overlay: Path, capacity: int, proc: subprocess.Popen[bytes]
+        self,
+        mount: Path,
+        size: int,
+        overlay: Path,
+        capacity: int,
+        proc: subprocess.Popen[bytes],
+        record: Path | None = None,
     ) -> None:
         self.mount, self.size, self.overlay, self.capacity = mount, size, overlay, capacity
         self.path = mount / FILE_NAME
         self.proc = proc
+        self.record = record
         self.final: ViewStats | None = None
 
     @contextlib.contextmanager
     def loop(self) -> Iterator[str]:
         """A loop device over the view's file (the filesystems' tools want a block device)."""
         dev = run(["losetup", "--find", "--show", str(self.path)]).stdout.decode().strip()
+        if self.record is not None:
+            _update_record(self.record, loop=dev)
         try:
             yield dev
         finally:
@@ -427,6 +548,125 @@ class MountedView:
         except OSError:
             used = 0
         return ViewStats(min(used, self.capacity), self.capacity, _peak_rss(self.proc.pid))
+
+
+# ---- leftovers of killed jobs ---------------------------------------------------------------
+
+
+def runtime_dir() -> Path:
+    """Where views are mounted and recorded: /run/bootmedia/views for root (a tmpfs, gone at
+    reboot, as the mounts are), $BOOTMEDIA_RUNTIME_DIR when set."""
+    env = os.environ.get("BOOTMEDIA_RUNTIME_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0 and os.access("/run", os.W_OK):
+        return Path("/run/bootmedia/views")
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/bootmedia-{os.geteuid()}"
+    return Path(base) / "bootmedia" / "views"
+
+
+def _start_time(pid: int) -> str:
+    """A process's start time (clock ticks since boot), "" when it is gone or a zombie: a pid
+    and its start time name one process, even after the pid is reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _alive(pid: int, started: str) -> bool:
+    return bool(pid and started) and _start_time(pid) == started
+
+
+def _write_record(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _update_record(path: Path, loop: str) -> None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    data["loops"] = [*data.get("loops", []), loop]
+    _write_record(path, data)
+
+
+def clean_leftovers(where: Path | None = None) -> list[str]:
+    """Clean what killed jobs left: for each view record whose job is dead, its server (if it
+    is still there), the loop devices it names (only while they are backed by that view's file),
+    its mount and its overlay. One line per job cleaned, for the technician."""
+    where = where or runtime_dir()
+    try:
+        records = sorted(where.glob("*.json"))
+    except OSError:
+        return []
+    live_loops: set[str] = set()
+    dead: list[tuple[Path, dict]] = []
+    for rec in records:
+        try:
+            data = json.loads(rec.read_text())
+            job = int(data["job"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(job, str(data.get("job_start", ""))):
+            live_loops.update(str(x) for x in data.get("loops", []))
+        else:
+            dead.append((rec, data))
+    lines = []
+    for rec, data in dead:
+        mount = Path(str(data.get("mount", "")))
+        own = {str(mount / FILE_NAME), "/" + FILE_NAME}  # "/area.img": once lazily unmounted
+        done = []
+        server = int(data.get("server", 0) or 0)
+        if _alive(server, str(data.get("server_start", ""))):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGKILL)
+            done.append(f"stopped its view server (pid {server})")
+        loops = [str(x) for x in data.get("loops", [])]
+        for dev in loops_backed_by(own):
+            if dev in loops and dev not in live_loops:
+                run(["losetup", "-d", dev], check=False)
+                done.append(f"detached {dev}")
+        if mount.is_relative_to(where) and mount.name:
+            if os.path.ismount(mount) or _dead_mount(mount):
+                run(["umount", "-l", str(mount)], check=False)
+                done.append(f"unmounted {mount}")
+            with contextlib.suppress(OSError):
+                mount.rmdir()
+        overlay = Path(str(data.get("overlay", "")))
+        if overlay.name.startswith("overlay-") and overlay.is_file():
+            size = overlay.stat().st_blocks * 512
+            overlay.unlink()
+            _rmdir_temp(overlay.parent)
+            done.append(f"removed its overlay ({size} bytes)")
+        for name in data.get("files", []):
+            f = Path(str(name))
+            if f.name.startswith("view-") and f.is_file():
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                _rmdir_temp(f.parent)
+        if data.get("scratch"):
+            _rmdir_temp(Path(str(data["scratch"])), whole=True)
+        with contextlib.suppress(OSError):
+            rec.unlink()
+        if done:
+            lines.append(
+                f"a killed bootmedia job (pid {data['job']}) left an image view behind: "
+                + ", ".join(done)
+            )
+    return lines
+
+
+def _dead_mount(path: Path) -> bool:
+    """A FUSE mount whose server is gone: stat fails with ENOTCONN."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def _peak_rss(pid: int) -> int:
@@ -482,28 +722,52 @@ class DeviceArea:
 
 @contextlib.contextmanager
 def mounted_view(
-    source: ImageArea | DeviceArea, workdir: Path, capacity: int
+    source: ImageArea | DeviceArea, workdir: Path, capacity: int, scratch: Path | None = None
 ) -> Iterator[MountedView]:
     """Serve one area (of an image, or a device) as a file under workdir; the overlay file lives
-    in workdir too (choose a directory on the stick, or /dev/shm for RAM)."""
+    in workdir too (choose a directory on the stick, or /dev/shm for RAM). `scratch`: the job's
+    temporary directory (bootmedia-... in /tmp), removed with the view if the job is killed."""
     if not Path("/dev/fuse").exists():
         raise BootmediaError("FUSE is not available (/dev/fuse is missing)")
     fusermount = _fusermount()
+    for line in clean_leftovers():
+        log.warning("%s", line)
     workdir.mkdir(parents=True, exist_ok=True)
     area = source.area
-    mount = Path(workdir) / f"view-{area}-{os.getpid()}"
-    mount.mkdir(exist_ok=True)
-    stats = Path(workdir) / f"view-{area}-{os.getpid()}.json"
+    runtime = runtime_dir()
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tag = f"{os.getpid()}-{area}-{next(_SERIAL)}"
+    mount = runtime / tag
+    record = runtime / f"{tag}.json"
+    stats = Path(workdir) / f"view-{tag}.json"
+    log_path = Path(workdir) / f"view-{tag}.log"
     size = source.size()
-    overlay = Path(workdir) / f"overlay-{area}-{os.getpid()}"
+    overlay = Path(workdir) / f"overlay-{tag}"
     argv = [
         sys.executable, "-m", "bootmedia.image.view", *source.argv(), "--mount", str(mount), "--overlay", str(overlay), "--capacity", str(capacity),
-        "--stats", str(stats),
+        "--stats", str(stats), "--record", str(record), "--log", str(log_path), "--job", str(os.getpid()),
+        *(["--scratch", str(scratch)] if scratch else []),
     ]  # fmt: skip
-    log_path = Path(workdir) / f"view-{area}-{os.getpid()}.log"
+    # The record first: whatever moment the job is killed at, the next run knows what to clean.
+    facts: dict[str, object] = {
+        "job": os.getpid(),
+        "job_start": _start_time(os.getpid()),
+        "mount": str(mount),
+        "overlay": str(overlay),
+        "files": [str(log_path), str(stats)],
+        "scratch": str(scratch or ""),
+        "loops": [],
+    }
+    _write_record(record, facts)
+    mount.mkdir(exist_ok=True)
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
-    view = MountedView(mount, size, overlay, capacity, proc)
+        # A session of its own: a Ctrl-C on the job's terminal reaches the job, which unwinds
+        # and unmounts the view; the server must not leave by itself under the loop device.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True
+        )
+    _write_record(record, {**facts, "server": proc.pid, "server_start": _start_time(proc.pid)})
+    view = MountedView(mount, size, overlay, capacity, proc, record)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not _ready(view.path, size):
@@ -513,13 +777,7 @@ def mounted_view(
             time.sleep(0.05)
         yield view
     finally:
-        if os.path.ismount(mount):
-            run([fusermount, "-u", str(mount)], check=False)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_server(proc, mount, fusermount)
         if stats.exists():
             d = json.loads(stats.read_text())
             view.final = ViewStats(
@@ -527,9 +785,39 @@ def mounted_view(
             )
             stats.unlink()
         with contextlib.suppress(OSError):
+            overlay.unlink()
+        with contextlib.suppress(OSError):
             mount.rmdir()
         with contextlib.suppress(OSError):
             log_path.unlink()
+        with contextlib.suppress(OSError):
+            record.unlink()
+
+
+def _stop_server(proc: subprocess.Popen[bytes], mount: Path, fusermount: str) -> None:
+    """Unmount the view and see its server gone. A server not mounted yet (the job was stopped
+    while it started) is told to stop with SIGTERM (libfuse unmounts as it leaves); one that
+    does not leave is killed, and a mount it left dead is unmounted lazily."""
+    if os.path.ismount(mount):
+        if run([fusermount, "-u", str(mount)], check=False).returncode:
+            run([fusermount, "-u", "-z", str(mount)], check=False)  # busy: let go lazily
+        waits: tuple[tuple[signal.Signals | None, float], ...] = (
+            (None, 30),
+            (signal.SIGTERM, 5),
+            (signal.SIGKILL, 5),
+        )
+    else:
+        waits = ((signal.SIGTERM, 5), (signal.SIGKILL, 5))
+    for sig, timeout in waits:
+        if sig is not None and proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if os.path.ismount(mount) or _dead_mount(mount):
+        run(["umount", "-l", str(mount)], check=False)
 
 
 def _ready(path: Path, size: int) -> bool:

@@ -110,7 +110,7 @@ def prepare_shrink(
     started = time.monotonic()
     capacity = overlay_capacity(area, new_size)
     where = overlay_dir(capacity, workdir)
-    view = stack.enter_context(mounted_view(source, where, capacity))
+    view = stack.enter_context(mounted_view(source, where, capacity, scratch=workdir))
     device = stack.enter_context(view.loop())
     try:
         fs.shrink(device, area.fstype, new_size)
