@@ -4,12 +4,13 @@
   from a USB stick made by `bootmedia make-usb`, with the repository on its own data partition.
   Both with a blank target disk that has a serial. The TUI comes up on ttyS0 by itself; the test
   restores the golden image through it, reads "read back and checked" on the result screen,
-  powers off from the menu, then boots the restored disk alone and sees its login prompt.
+  powers off from the menu, then (BIOS) boots the restored disk alone and sees its login
+  prompt. Booting a restored disk under UEFI is tests/e2e/test_customize.py's last boot.
 - Unattended, from a make-usb stick booted by BIOS: the stick's bootmedia.toml names a restore
   job; with no input at all the machine restores, writes a result file to the stick's data
   partition and powers off.
-- Netboot: the kernel and initrd with fetch= over HTTP (docs/LIVE.md's PXE recipe), a keymap
-  from the command line, and the TUI -> shell -> TUI round trip.
+- Netboot (the kernel and initrd with fetch= over HTTP), a keymap from the command line, an
+  exFAT partition and the TUI -> shell -> TUI round trip are in tests/e2e/test_net.py's boot.
 - Screenshots of tty1 (the VGA console): home at 80x25 (BIOS, text mode), home on UEFI's
   framebuffer, a progress screen.
 
@@ -18,15 +19,11 @@ Each boot of the live system takes about a minute and a half under TCG.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -173,7 +170,8 @@ def test_restore_through_the_tui_then_boot_the_restored_disk(
     with lab.loop_disk(data_disk) as dev:
         logs = _read_from_ext4(f"{dev}p{data_part}", "logs/bootmedia.log", work)
     assert "apply" in logs or "restore" in logs.lower()
-    assert "golden login:" in _boot_restored(work, disks["target"], firmware)
+    if firmware == "bios":  # UEFI: test_customize boots its restored disk under OVMF
+        assert "golden login:" in _boot_restored(work, disks["target"], firmware)
 
 
 def _make_stick(work: Path, iso: Path, data_template: Path) -> Path:
@@ -239,80 +237,6 @@ def test_unattended_restore_from_a_stick_powers_off_and_leaves_a_result(
     with lab.loop_disk(disks["target"], read_only=True) as dev:
         table = json.loads(run(["sfdisk", "--json", dev]).stdout)["partitiontable"]
     assert [p["name"] for p in table["partitions"]] == ["bios", "esp", "root"]
-
-
-def test_netboot_fetches_the_live_system_over_http(live_iso: Path, work: Path) -> None:
-    """The PXE/iPXE recipe of docs/LIVE.md, minus the PXE ROM: the netboot kernel and initrd
-    with fetch= pointing at filesystem.squashfs served over HTTP on this host's loopback. Also:
-    bootmedia.keymap= on the command line, an exFAT data partition mounted by label, and the
-    TUI -> shell -> TUI round trip."""
-    netboot = live_iso.parent / "netboot"
-    folder = work / "netboot"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(netboot))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        append = (
-            f"boot=live fetch=http://10.0.2.2:{port}/filesystem.squashfs "
-            "console=tty0 console=ttyS0,115200 quiet bootmedia.keymap=de"
-        )
-        vm = VM(
-            folder,
-            network=True,
-            drives=[Drive(_exfat_data_disk(folder), "E2E-EXFAT")],
-            name="netboot",
-            extra=[
-                *("-kernel", str(netboot / "vmlinuz")),
-                *("-initrd", str(netboot / "initrd.img")),
-                *("-append", append),
-            ],
-        )
-        screen = vm.start()
-        try:
-            screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
-            assert any("filesystem.squashfs" in p for p in _QuietHandler.served)
-            # Leaving the TUI gives a root shell; `exit` there returns to the TUI.
-            screen.press("\x11")  # Ctrl+Q, then yes to "Quit bootmedia?"
-            screen.wait_for(r"Quit bootmedia\?", 60)
-            screen.press("y")
-            screen.wait_for(r"root shell", 60)
-            screen.wait_for(r"root@bootmedia:~#", 60)
-            # bootmedia.keymap=de reached the screen's keyboard: QWERTZ, key 21 is z.
-            screen.type("dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'\r")
-            screen.wait_for(r"keycode  21 = \+z", 60)
-            # An exFAT data partition (make-usb's default) is mounted where the TUI looks.
-            screen.type("findmnt -n -o FSTYPE,TARGET LABEL=BOOTMEDIA\r")
-            screen.wait_for(r"exfat +/run/bootmedia/data", 60)
-            screen.type("exit\r")
-            screen.wait_for(r"What do you want to do\?", 120)
-            screen.press("o")
-            screen.wait_for(r"Power off this machine now\?", 60)
-            screen.press("y")
-            assert vm.wait_exit(180) == 0
-        finally:
-            vm.stop()
-            server.shutdown()
-
-
-def _exfat_data_disk(folder: Path) -> Path:
-    """A disk with one exFAT partition labelled BOOTMEDIA, as make-usb formats it by default."""
-    path = lab.make_file(folder / "exfat.img", 128 << 20)
-    run(
-        ["sfdisk", "--quiet", str(path)],
-        input=f"label: gpt\ntype={sticks.GPT_TYPES['exfat']}, name=BOOTMEDIA\n",
-    )
-    with lab.loop_disk(path) as dev:
-        run(["mkfs.exfat", "-L", "BOOTMEDIA", f"{dev}p1"])
-    return path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    served: ClassVar[list[str]] = []
-
-    def log_message(self, format: str, *args: object) -> None:
-        type(self).served.append(self.path)
 
 
 # ---------------------------------------------------------------- helpers

@@ -7,10 +7,15 @@ nfs-ganesha. Nothing leaves the namespace.
 - Shares: SMB (mount.cifs, vers=3.0) and NFS (mount.nfs, vers=4.2) mounted by the live system's
   kernel (the host has no cifs or nfs module): restore from SMB, capture onto NFS and SMB,
   verify, delete.
+- In the same boot (one VM boot fewer for the suite): bootmedia.keymap= on the kernel command
+  line reaches the console's keyboard, the live kernel mounts an exFAT partition (make-usb's
+  default data filesystem; this host has no exfat module), and the TUI -> root shell -> TUI
+  round trip ends with a power-off from the menu.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from bootmedia import lab
+from bootmedia import stick as sticks
 from tests.e2e.conftest import e2e
-from tests.e2e.harness import VM, Drive
+from tests.e2e.harness import VM, Drive, run
 from tests.e2e.test_live import (
     BOOT_TIMEOUT,
     RESTORE_TIMEOUT,
@@ -70,6 +76,15 @@ def ns() -> Iterator[Netns]:
         n.close()
 
 
+def _exfat_disk(folder: Path) -> Path:
+    """A disk with one exFAT partition, made by mkfs.exfat."""
+    path = lab.make_file(folder / "exfat.img", 64 << 20)
+    run(["sfdisk", "--quiet", str(path)], input=f"label: gpt\ntype={sticks.GPT_TYPES['exfat']}\n")
+    with lab.loop_disk(path) as dev:
+        run(["mkfs.exfat", "-L", "E2EEXFAT", f"{dev}p1"])
+    return path
+
+
 def _www(folder: Path, live_iso: Path, repo: Path) -> Path:
     www = folder / "www"
     www.mkdir()
@@ -90,6 +105,9 @@ run NFS-VERIFY bootmedia verify "$N" fromvm
 run SMB-CAPTURE bootmedia capture "$D" "$S" --name fromvm-smb -q
 run SMB-DELETE bootmedia delete "$S" fromvm-smb
 grep -c cifs /proc/mounts; echo MOUNTS-LEFT
+dumpkeys -C /dev/tty1 | grep -m1 '^keycode  21'
+mkdir -p /mnt/exfat && mount LABEL=E2EEXFAT /mnt/exfat && findmnt -n -o FSTYPE /mnt/exfat \
+  && touch /mnt/exfat/written && ls /mnt/exfat && umount /mnt/exfat
 echo NET-E2E-DONE
 """
 
@@ -114,7 +132,11 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
     vm = NsVM(
         work,
         firmware="bios",
-        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(disks["data"], "E2E-DATA-NET")],
+        drives=[
+            Drive(disks["target"], TARGET_SERIAL),
+            Drive(disks["data"], "E2E-DATA-NET"),
+            Drive(_exfat_disk(work), "E2E-EXFAT"),
+        ],
         name="shares",
         network=True,
         extra=[
@@ -123,7 +145,7 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
             *(
                 "-append",
                 f"boot=live fetch=http://10.0.2.2:{HTTP_PORT}/netboot/filesystem.squashfs "
-                "console=tty0 console=ttyS0,115200 quiet",
+                "console=tty0 console=ttyS0,115200 quiet bootmedia.keymap=de",
             ),
         ],
     )
@@ -136,15 +158,23 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         screen.press("y")
         screen.wait_for(r"root@bootmedia:~#", 120)
         screen.type(
-            "sh /run/bootmedia/data/net-e2e.sh >/run/bootmedia/data/net-e2e.log 2>&1; sync; poweroff\r"
+            "sh /run/bootmedia/data/net-e2e.sh >/run/bootmedia/data/net-e2e.log 2>&1; sync; exit\r"
         )
-        assert vm.wait_exit(RESTORE_TIMEOUT * 2) == 0
+        # `exit` in the root shell brings the TUI back; it powers the machine off.
+        screen.wait_for(r"What do you want to do\?", RESTORE_TIMEOUT * 2)
+        screen.press("o")
+        screen.wait_for(r"Power off this machine now\?", 60)
+        screen.press("y")
+        assert vm.wait_exit(180) == 0
     finally:
         vm.stop()
     with lab.loop_disk(disks["data"]) as dev:
         out = _read_from_ext4(f"{dev}p1", "net-e2e.log", work)
     (work / "net-e2e.log").write_text(out)
     assert "NET-E2E-DONE" in out, out
+    # bootmedia.keymap=de reached the console's keyboard: QWERTZ, key 21 is z.
+    assert re.search(r"^keycode  21 = \+z", out, re.M), out
+    assert re.search(r"^exfat\nwritten$", out, re.M), out
     for step in (
         "SMB-IMAGES",
         "SMB-APPLY",
