@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 
@@ -30,6 +31,12 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the test process dies (the setting survives
+    exec, and `ip netns exec` execs its command in place)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and proc.returncode:
@@ -37,11 +44,28 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def sweep_stale() -> list[str]:
+    """Delete the namespaces a killed test run left: named bmt-<pid>-..., that pid gone, and
+    nothing running in them (their processes died with that run). Returns their names."""
+    gone = []
+    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = name.split("-")[1] if name.startswith("bmt-") and name.count("-") >= 2 else ""
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        if sh("ip", "netns", "pids", name, check=False).stdout.split():
+            continue
+        sh("ip", "netns", "del", name, check=False)
+        gone.append(name)
+    return gone
+
+
 def why_not() -> str:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
     if shutil.which("ip") is None:
         return "iproute2 is not installed"
+    sweep_stale()
     name = f"bmt-probe-{os.getpid()}"
     proc = sh("ip", "netns", "add", name, check=False)
     if proc.returncode:
@@ -72,10 +96,16 @@ class Netns:
     def popen(
         self, argv: list[str], log: Path | None = None, **kw: object
     ) -> subprocess.Popen[bytes]:
+        """A server in the namespace that dies with the test process, however that ends: it
+        runs as the first process of a PID namespace of its own (a server's workers die with
+        it), under an `unshare --kill-child` that the kernel kills when the test process dies
+        (PR_SET_PDEATHSIG)."""
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
-            self.cmd(*argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
-        )  # type: ignore[call-overload]
+            self.cmd("unshare", "--pid", "--fork", "--kill-child", *argv),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent, **kw,
+        )  # type: ignore[call-overload]  # fmt: skip
         self.procs.append(proc)
         return proc
 

@@ -13,10 +13,8 @@ at the last close, when the test ends, however it ends.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.lab import SamplePart
 from tests import sample
 from tests.net.conftest import WHY_NOT
-from tests.net.netns import Lan, Netns
+from tests.net.netns import Lan, Netns, die_with_parent
 from tests.net.servers import Nginx, start_nginx
 
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
@@ -41,15 +39,7 @@ RDV = "239.77.0.1"
 LAYOUT = (SamplePart(1, "ext4", 40), SamplePart(2, "ext4", 0))
 
 
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 READY_SECONDS = 240  # for every receiver's udp-receiver to run, on a loaded machine
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the test process dies (`ip netns exec` execs
-    bootmedia in place, and the setting survives exec)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Rig:
@@ -74,7 +64,7 @@ class Rig:
     def start(self, argv: list[str], tmp: Path) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             argv, env=env(tmp), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, preexec_fn=_die_with_parent,
+            text=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         self.procs.append(proc)
         return proc
