@@ -27,7 +27,8 @@ log = logging.getLogger("bootmedia.tui")
 
 CSS = """
 Screen { background: $background; }
-#status { height: 1; color: $text-muted; padding: 0 1; }
+/* A refusal or an error says all of itself: up to 3 lines, wrapped between words. */
+#status { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
 #status.error { color: $error; text-style: bold; }
 .hint { color: $text-muted; }
 .heading { text-style: bold; margin: 1 0 0 0; }

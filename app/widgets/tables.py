@@ -115,7 +115,13 @@ class DiskTable(MarkedTable):
             cols.remove("bus")
             fixed -= want["bus"] + pad
         room = max(20, total - fixed - 2 * pad)
-        model = min(want["model"], max(12, room - want["info"]))
+        # Model (what tells disks apart) whole where it can be, Contents at least 24 wide
+        # ("REFUSED: ...", "INCOMPLETE RESTORE"); the details pane has all of either.
+        model = (
+            want["model"]
+            if want["model"] + want["info"] <= room
+            else max(min(want["model"], 12), min(want["model"], room - 24))
+        )
         out = {k: want[k] for k in cols}
         out["model"] = model
         out["info"] = max(8, room - model)

@@ -136,3 +136,32 @@ async def test_a_repository_path_typed_once_is_offered_again(
         await pilot.press("o")  # and the path dialog starts from it
         ask = await wait_for_screen(pilot, "AskText")
         assert ask.query_one("Input").value == str(repo)
+
+
+@async_test
+async def test_target_picker_says_a_refusal_whole_and_keeps_the_model(
+    demo_lab: Any, make_app: Any
+) -> None:
+    """Newcomer findings at 80x25: the Model column was cut ('reference.im') while Contents
+    had room, and the refusal on Enter ran off the one-line status."""
+    stick = demo_lab.loops["stick.img"]
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("r")
+        picker = await wait_for_screen(pilot, "ImagePickScreen")
+        await wait_for(pilot, lambda: picker.query_one("ImageTable").row_count == 1, what="golden")
+        await pilot.press("enter")
+        disks = await wait_for_screen(pilot, "DiskPickScreen")
+        table = disks.query_one("DiskTable")
+        await wait_for(pilot, lambda: stick in table.rows_by_key, what="the stick")
+        assert not lines_cut(app, "reference.img ")
+        table.move_cursor(row=table.get_row_index(stick))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "cannot be chosen" in screen_text(app), what="the refusal")
+        assert type(app.screen).__name__ == "DiskPickScreen"  # refused: still choosing
+        status = str(disks.query_one("#status").render())
+        shown = screen_text(app)
+        flat = " ".join(" ".join(line.strip(" │") for line in shown.splitlines()).split())
+        assert status and " ".join(status.split()) in flat, (status, shown)
+        assert "(holds the image repository)" in flat, shown
+        assert not footer_cut(app)
