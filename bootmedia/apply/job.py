@@ -310,7 +310,7 @@ def _prepare_shrinks(
         assert area is not None
         with reporter.step(f"Shrinking {area.fstype} of {area.name} to {human_bytes(c.new_size)}"):
             source = ImageArea(plan.repo, plan.image.name, area.name)
-            p = prepare_shrink(stack, source, area, c.new_size, work)
+            p = prepare_shrink(stack, source, area, c.new_size, work, plan.sector_size)
         reporter.add_total(p.used * (2 if plan.verify else 1))
         prepared.append(p)
     return prepared

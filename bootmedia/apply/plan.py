@@ -322,6 +322,12 @@ def _plan(
                         f"{ss}-byte sectors (same volume id and label) and its files copied"
                     )
                     continue
+                if (
+                    a.fstype == "vfat"
+                    and a.mode == USED
+                    and plan_lay.change(a.number).action == ("shrink")
+                ):
+                    continue  # made anew smaller, with the target's sectors (layout.shrink)
                 raise ImageError(
                     f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which cannot "
                     f"work on a disk with {ss}-byte sectors, and restoring it file by file is "

@@ -80,7 +80,7 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
             a = part.area
             with reporter.step(f"Shrinking {a.fstype} of {a.name} in a view of {part.node}"):
                 source = DeviceArea(part.node, a.size, a.name)
-                p = prepare_shrink(stack, source, a, c.new_size, work)
+                p = prepare_shrink(stack, source, a, c.new_size, work, plan.sector_size)
             reporter.add_total(p.used * (2 if plan.verify else 1))
             written += p.used
             prepared.append(p)

@@ -1,9 +1,12 @@
-"""A FAT filesystem rebuilt for another sector size (a 512-byte-sector ESP onto a 4Kn disk).
+"""A FAT filesystem rebuilt for another sector size (a 512-byte-sector ESP onto a 4Kn disk), or
+smaller (a FAT restored onto a smaller partition: FAT has no shrinker we trust).
 
 A FAT's logical sector size is fixed when it is made and must be at least the disk's, so an
 ESP from a 512-byte-sector disk cannot be copied to a 4Kn disk block for block. It is made
 anew (`mkfs.vfat -S 4096`, the same volume id and label) and its files are copied with mtools,
 which read and write FAT images as files (this kernel has no vfat module, and none is needed).
+The new FAT's files are then read back with mtools and compared with the image's, name by name
+and byte by byte, before anything is written to the target.
 """
 
 from __future__ import annotations
@@ -55,7 +58,45 @@ def rebuild_fat(source: str | Path, size: int, sector: int, label: str, work: Pa
     entries = sorted(os.listdir(files))
     if entries:
         run(["mcopy", "-s", "-p", "-m", "-i", str(out), *(str(files / e) for e in entries), "::/"])
+    check = work / "fat-check"
+    check.mkdir(exist_ok=True)
+    if entries:
+        run(["mcopy", "-s", "-p", "-m", "-n", "-i", str(out), "::/*", str(check)])
+    diff = compare_trees(files, check)
+    if diff:
+        raise BootmediaError(f"the rebuilt FAT does not hold the image's files: {diff}")
     return out
+
+
+def compare_trees(a: Path, b: Path) -> str:
+    """The first difference between two file trees (names, kinds, contents), or ""."""
+
+    def walk(root: Path) -> dict[str, Path]:
+        return {str(p.relative_to(root)): p for p in root.rglob("*")}
+
+    left, right = walk(a), walk(b)
+    for name in sorted(left.keys() ^ right.keys()):
+        return f"{name} is {'missing' if name in left else 'new'}"
+    for name in sorted(left):
+        x, y = left[name], right[name]
+        if x.is_dir() != y.is_dir():
+            return f"{name} is a directory on one side only"
+        if x.is_file():
+            if x.stat().st_size != y.stat().st_size:
+                return f"{name} has {y.stat().st_size} bytes, not {x.stat().st_size}"
+            if not _same_bytes(x, y):
+                return f"{name} differs"
+    return ""
+
+
+def _same_bytes(x: Path, y: Path) -> bool:
+    with open(x, "rb") as f, open(y, "rb") as g:
+        while True:
+            a, b = f.read(1 << 20), g.read(1 << 20)
+            if a != b:
+                return False
+            if not a:
+                return True
 
 
 def _fits_fat32(size: int, sector: int) -> bool:

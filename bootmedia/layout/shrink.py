@@ -24,6 +24,7 @@ import blake3
 from bootmedia import blockdev, fs
 from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
+from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.plan import Change
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
@@ -100,14 +101,18 @@ def prepare_shrink(
     area: Area,
     new_size: int,
     workdir: Path,
+    sector: int = 0,
 ) -> Prepared:
     """Shrink the area's filesystem in a view of the image (or of the source disk's partition,
-    for a clone); the view stays mounted until the stack closes."""
+    for a clone); the view stays mounted until the stack closes. A FAT is made anew instead,
+    `new_size` long, with the target's `sector` size when that is larger than its own."""
     tools = fs.SHRINK_TOOLS.get(area.fstype)
     if tools is None:
         raise BootmediaError(f"{area.name}: cannot shrink a {area.fstype or 'raw'} partition")
     require_tools("losetup", *tools)
     started = time.monotonic()
+    if area.fstype == "vfat":
+        return _rebuild_fat(stack, source, area, new_size, workdir, sector, started)
     capacity = overlay_capacity(area, new_size)
     where = overlay_dir(capacity, workdir)
     view = stack.enter_context(mounted_view(source, where, capacity, scratch=workdir))
@@ -133,6 +138,34 @@ def prepare_shrink(
         _ntfs_backup_boot(device, (size - 512, new_size - 512))
         ranges += [(size - 512, 512), (new_size - 512, 512)]
     return Prepared(area, new_size, view, device, ranges, size, where, capacity, started)
+
+
+def _rebuild_fat(
+    stack: contextlib.ExitStack,
+    source: ImageArea | DeviceArea,
+    area: Area,
+    new_size: int,
+    workdir: Path,
+    sector: int,
+    started: float,
+) -> Prepared:
+    """FAT, made smaller by file: a new FAT of new_size (same volume id, label, FAT type where
+    it fits, logical sector size unless the target's is larger) with the image's files, which
+    are read back and compared (bootmedia.layout.fat)."""
+    capacity = 16 << 20  # nothing writes to this view; mtools only reads it
+    view = stack.enter_context(mounted_view(source, workdir, capacity, scratch=workdir))
+    with open(view.path, "rb") as f:
+        own = int.from_bytes(f.read(512)[11:13], "little") or 512
+    work = workdir / f"fat-{area.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        image = rebuild_fat(view.path, new_size, max(own, sector), area.label, work)
+    except BootmediaError as exc:
+        raise BootmediaError(
+            f"{area.name}: its FAT could not be rebuilt in {human_bytes(new_size)}: {exc}"
+        ) from None
+    ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
+    return Prepared(area, new_size, view, str(image), ranges, new_size, workdir, capacity, started)
 
 
 Sums = list[tuple[int, int, bytes]]
