@@ -23,10 +23,10 @@ import zstandard
 
 from bootmedia.apply import check_image
 from bootmedia.cast.stream import END_MAGIC, StreamHeader
-from bootmedia.errors import BootmediaError, UsageError
+from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Manifest
-from bootmedia.repo.packs import FLAG_ZSTD, pack_record_header
+from bootmedia.repo.packs import FLAG_ZSTD, chunk_hash, pack_record_header
 from bootmedia.repo.store import Location, Repository
 from bootmedia.run import require_tools, which
 
@@ -115,13 +115,37 @@ class CastPlan:
         }
 
 
-def _record_payload(repo: Repository, loc: Location, digest: bytes) -> bytes:
-    """What the stream carries for one chunk: format 1's stored record as it is; a format-2
-    block (stored inside a frame with others) decompressed, checked and compressed alone."""
-    if not loc.is_frame:
-        return repo.read_payload(loc, digest)
-    data = repo.read_block(loc, digest, zstandard.ZstdDecompressor())
-    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
+class _Payloads:
+    """What the stream carries for each chunk: format 1's stored record as it is; a format-2
+    block (stored inside a frame with others) cut from its decompressed frame, checked against
+    its name and compressed alone.
+
+    The last few decompressed frames are kept (FRAMES of them, about 1 MiB each): a frame's
+    blocks come one after another in disk order, and decompressing the whole frame again for
+    each of its ~64 blocks took 10 of the sender's 13 CPU-seconds for a 256 MiB disk."""
+
+    FRAMES = 8
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.dctx = zstandard.ZstdDecompressor()
+        self.cctx = zstandard.ZstdCompressor(level=1, write_checksum=True)
+        self.frames: dict[tuple[str, int], bytes] = {}
+
+    def __call__(self, loc: Location, digest: bytes) -> bytes:
+        if not loc.is_frame:
+            return self.repo.read_payload(loc, digest)
+        key = (loc.pack, loc.offset)
+        data = self.frames.get(key)
+        if data is None:
+            _, data = self.repo.read_frame(loc, self.dctx)
+            if len(self.frames) >= self.FRAMES:
+                del self.frames[next(iter(self.frames))]  # the oldest
+            self.frames[key] = data
+        block = data[loc.in_frame : loc.in_frame + loc.raw_len]
+        if len(block) != loc.raw_len or chunk_hash(block) != digest:
+            raise ImageError(f"{loc.pack}: block checksum mismatch at byte {loc.offset}")
+        return self.cctx.compress(block)
 
 
 def _chunk_order(repo: Repository, m: Manifest) -> Iterator[tuple[bytes, Location]]:
@@ -305,9 +329,10 @@ def cast_image(
             with reporter.step(f"Waiting for {plan.receivers} receiver(s), then sending"):
                 proc.stdin.write(header.encode())
                 count = 0
+                payloads = _Payloads(repo)
                 for digest, loc in _chunk_order(repo, m):
                     reporter.check_cancel()
-                    payload = _record_payload(repo, loc, digest)
+                    payload = payloads(loc, digest)
                     proc.stdin.write(
                         pack_record_header(
                             digest,
