@@ -8,7 +8,9 @@ from pathlib import Path
 
 from bootmedia.text import printable
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The pid tells apart the processes sharing the file (the TUI, a CLI job in the shell, an
+# unattended run): the TUI's Log screen shows its own by default.
+_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 class PrintableFormatter(logging.Formatter):

@@ -109,3 +109,9 @@ def lines_cut(app: Any, *phrases: str) -> list[str]:
     """Of `phrases`, those not shown whole on one line of the screen (cut or wrapped)."""
     text = screen_text(app)
     return [p for p in phrases if not any(p in line for line in text.splitlines())]
+
+
+def flat_text(app: Any) -> str:
+    """The screen's words in order, borders and line breaks gone (for text that wraps)."""
+    lines = screen_text(app).splitlines()
+    return " ".join(" ".join(line.strip(" │") for line in lines).split())
