@@ -38,7 +38,7 @@ from tests.e2e.test_live import (
 from tests.net.netns import Netns
 from tests.net.servers import start_ganesha, start_nginx, start_smbd
 
-pytestmark = [e2e, pytest.mark.slow]
+pytestmark = [e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_PORT = 8080
 
