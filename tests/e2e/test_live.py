@@ -97,9 +97,9 @@ def _restore_through_tui(screen: Screen) -> str:
 def _power_off_from_menu(vm: VM, screen: Screen) -> None:
     screen.press("enter")  # result -> home
     screen.wait_for(r"What do you want to do\?", 60)
-    screen.press("o")
-    screen.wait_for(r"Power off this machine now\?", 60)
-    screen.press("y")
+    screen.press("o")  # Home's "Power off or reboot"
+    screen.wait_for(r"Reboot or power off this machine now\?", 60)
+    screen.press("o")  # power off
     assert vm.wait_exit(180) == 0
 
 

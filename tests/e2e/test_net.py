@@ -162,9 +162,9 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         )
         # `exit` in the root shell brings the TUI back; it powers the machine off.
         screen.wait_for(r"What do you want to do\?", RESTORE_TIMEOUT * 2)
-        screen.press("o")
-        screen.wait_for(r"Power off this machine now\?", 60)
-        screen.press("y")
+        screen.press("o")  # Home's "Power off or reboot"
+        screen.wait_for(r"Reboot or power off this machine now\?", 60)
+        screen.press("o")  # power off
         assert vm.wait_exit(180) == 0
     finally:
         vm.stop()
