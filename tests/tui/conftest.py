@@ -50,8 +50,8 @@ def demo_lab(lab_template: Path, tmp_path: Path) -> Iterator[Any]:
     root = tmp_path / "lab"
     shutil.copytree(lab_template, root, copy_function=sparse_copy)
     the_lab = create_lab(root, say=None)
-    _drop_leftover_leases(the_lab.repo_path)
     try:
+        _drop_leftover_leases(the_lab.repo_path)
         yield the_lab
     finally:
         the_lab.close()
