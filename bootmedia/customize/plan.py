@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bootmedia import blockdev
@@ -21,6 +21,7 @@ from bootmedia.customize.names import (
 from bootmedia.disks import Disk, check_writable, find_disk
 from bootmedia.errors import Refused, UsageError
 from bootmedia.run import require_tools
+from bootmedia.tools import blkid, partx
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,28 @@ def sysprep_warning(w: windows.WindowsSystem | None, options: CustomizeOptions) 
     )
 
 
+def _probed(disk: Disk) -> Disk:
+    """The disk with what udev did not (yet) say about a partition read by blkid itself:
+    right after a restore, udev's database can still miss a partition's filesystem."""
+    parts = []
+    for p in disk.partitions:
+        if p.fstype and p.part_type:
+            parts.append(p)
+            continue
+        found = blkid.probe(p.path, strict=False)
+        parts.append(
+            replace(
+                p,
+                fstype=p.fstype or found.get("TYPE", ""),
+                uuid=p.uuid or found.get("UUID", ""),
+                label=p.label or found.get("LABEL", ""),
+                part_type=p.part_type or found.get("PART_ENTRY_TYPE", ""),
+                part_uuid=p.part_uuid or found.get("PART_ENTRY_UUID", ""),
+            )
+        )
+    return replace(disk, partitions=tuple(parts))
+
+
 def plan_customize(
     target: str, options: CustomizeOptions, machine: Machine | None = None
 ) -> CustomizePlan:
@@ -229,7 +252,8 @@ def plan_customize(
         raise UsageError(f"{target}: no such disk")
     if not blockdev.is_block(target):
         raise UsageError(f"{target}: not a block device (attach an image file with losetup -P)")
-    disk = find_disk(target)
+    partx.settle(os.path.realpath(target))  # the restore just closed it: udev re-reads it
+    disk = _probed(find_disk(target))
     check_writable(disk)
     machine = machine or read_machine()
     tools = ["mount", "umount"]

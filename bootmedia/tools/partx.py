@@ -66,6 +66,19 @@ def reread(
         time.sleep(0.05)
 
 
+def settle(disk: str, timeout: float = 30.0) -> None:
+    """Let udev finish what a job's writes queued before the disk is looked at again. Closing
+    a disk that was opened for writing makes udev re-read its table: the partitions go and
+    come back, and meanwhile its database has them without their filesystems. Then wait for
+    the partition nodes. Where no udev runs, `udevadm settle` fails harmlessly."""
+    run(["udevadm", "settle", f"--timeout={int(timeout)}"], check=False)
+    deadline = time.monotonic() + timeout
+    while any(not Path(n).exists() for n in expected_nodes(disk)):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def forget(disk: str, record: list[str] | None = None) -> None:
     """After a table is erased: drop the kernel's partitions (BLKRRPART, else partx -d)."""
     argv = ["blockdev", "--rereadpt", disk]
