@@ -218,7 +218,7 @@ class VM:
         ppm = png.with_suffix(".ppm")
         ppm.unlink(missing_ok=True)
         self.monitor(f"screendump {ppm}")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # qemu writes it between TCG slices: slow when loaded
         while not ppm.exists() or ppm.stat().st_size == 0:
             if time.monotonic() > deadline:
                 raise AssertionError("screendump wrote nothing")

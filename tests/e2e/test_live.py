@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -89,9 +90,14 @@ def _restore_through_tui(screen: Screen) -> str:
     screen.settle()
     screen.type(TARGET_SERIAL[-4:])
     screen.press("enter")
-    done = screen.wait_for(r"(OK|FAILED|CANCELLED): .*", RESTORE_TIMEOUT)
+    screen.wait_for(r"(OK|FAILED|CANCELLED): .*", RESTORE_TIMEOUT)
+    # The first match can catch the line half drawn over the progress screen's ("OK: Restore
+    # finfat), 2 of 3"): read it again once the screen has settled.
     screen.settle()
-    return done.group(0) + "\n" + screen.text()
+    text = screen.text()
+    done = re.search(r"(OK|FAILED|CANCELLED): .*", text)
+    assert done is not None, text
+    return done.group(0) + "\n" + text
 
 
 def _power_off_from_menu(vm: VM, screen: Screen) -> None:
