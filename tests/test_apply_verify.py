@@ -57,21 +57,27 @@ def _lying_writes(monkeypatch: pytest.MonkeyPatch, nth: int) -> list[int]:
     return flipped
 
 
+def _record_direct_opens(monkeypatch: pytest.MonkeyPatch, allow: bool) -> list[bool]:
+    """Whether each read-back got an O_DIRECT reader; allow=False refuses it (buffered)."""
+    opened: list[bool] = []
+    real_open = apply_job._DirectReader.open
+
+    def open_reader(path: str, size: int):  # type: ignore[no-untyped-def]
+        reader = real_open(path, size) if allow else None
+        opened.append(reader is not None)
+        return reader
+
+    monkeypatch.setattr(apply_job._DirectReader, "open", staticmethod(open_reader))
+    return opened
+
+
 @pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "buffered"])
 def test_a_byte_the_target_did_not_keep_fails_the_job(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
 ) -> None:
     target = tmp_path / "target.img"
     lab.make_file(target, 64 * MiB)
-    opened: list[bool] = []
-    real_open = apply_job._DirectReader.open
-
-    def open_reader(path: str, size: int):  # type: ignore[no-untyped-def]
-        reader = real_open(path, size) if direct else None
-        opened.append(reader is not None)
-        return reader
-
-    monkeypatch.setattr(apply_job._DirectReader, "open", staticmethod(open_reader))
+    opened = _record_direct_opens(monkeypatch, allow=direct)
     flipped = _lying_writes(monkeypatch, nth=3)
     plan = plan_apply(repo, "img", str(target))
     with pytest.raises(BootmediaError) as err:
@@ -88,15 +94,7 @@ def test_a_target_that_keeps_every_byte_passes_through_o_direct(
 ) -> None:
     target = tmp_path / "target.img"
     lab.make_file(target, 64 * MiB)
-    opened: list[bool] = []
-    real_open = apply_job._DirectReader.open
-
-    def open_reader(path: str, size: int):  # type: ignore[no-untyped-def]
-        reader = real_open(path, size)
-        opened.append(reader is not None)
-        return reader
-
-    monkeypatch.setattr(apply_job._DirectReader, "open", staticmethod(open_reader))
+    opened = _record_direct_opens(monkeypatch, allow=True)
     result = apply_image(plan_apply(repo, "img", str(target)))
     assert result.verified
     assert opened and all(opened)  # the read-back really went through O_DIRECT here
