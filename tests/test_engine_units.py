@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,40 @@ def test_ordered_pool_keeps_order_and_raises_errors() -> None:
 
     with pytest.raises(OSError, match="read error"):
         list(OrderedPool(slow_square).run(bad_items()))
+
+
+def test_ordered_pool_bounds_the_bytes_in_flight() -> None:
+    """With a weight, at most `budget` bytes are submitted and not yet consumed (one item
+    alone may weigh more): a hostile image of 64 MiB frames cannot hold depth x 64 MiB."""
+    lock = threading.Lock()
+    inflight = [0]
+    peak = [0]
+
+    def work(w: int) -> int:
+        with lock:
+            inflight[0] += w
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.001)
+        return w
+
+    weights = [3, 5, 40, 2, 7, 9, 1, 30, 4, 6] * 5
+    got = []
+    for item, w in OrderedPool(work, threads=4, depth=8, weight=lambda w: w, budget=20).run(
+        weights
+    ):
+        assert item == w
+        got.append(w)
+        with lock:
+            inflight[0] -= w
+    assert got == weights
+    assert 20 <= peak[0] <= 40  # the budget held; a 40 alone went through on its own
+    # Without a weight, the depth alone bounds it (8 items in flight at most, plus the one
+    # being consumed and the one the reader holds).
+    peak[0] = 0
+    for _item, w in OrderedPool(work, threads=4, depth=8).run(weights):
+        with lock:
+            inflight[0] -= w
+    assert peak[0] > 40
 
 
 def test_ordered_pool_stops_on_cancel() -> None:

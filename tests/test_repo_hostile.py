@@ -5,7 +5,6 @@ image still lists, verifies and restores."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -271,5 +270,5 @@ def test_index_naming_a_pack_outside_is_refused(repo: Path, tmp_path: Path) -> N
         loc = r.locate(next(e.hash for e in r.extents(r.image("first"), "p1") if not e.is_zero))
         assert loc is not None
         with pytest.raises(ImageError, match="outside the repository"):
-            r.read_frame(dataclasses.replace(loc, pack=rel), zstandard.ZstdDecompressor())
+            r.read_frame(loc._replace(pack=rel), zstandard.ZstdDecompressor())
     assert secret.stat().st_atime == 0

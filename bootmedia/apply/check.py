@@ -142,9 +142,8 @@ def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
                 )
             after = e.offset + e.length
         # Every chunk indexed: looked up a batch at a time (ImageError names a missing one).
-        for _, loc in repo.located(m, a.name):
-            if loc is not None:
-                ends[loc.pack] = max(ends.get(loc.pack, 0), loc.offset + loc.stored_len)
+        for pack, end in repo.stored_ends(m, a.name).items():
+            ends[pack] = max(ends.get(pack, 0), end)
     for pack, end in ends.items():
         rel = f"packs/{pack}"
         have = repo.storage.size(rel) if repo.storage.exists(rel) else -1

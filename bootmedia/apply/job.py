@@ -11,6 +11,7 @@ Order of writes, chosen so that an interrupted restore never looks like a good d
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from bootmedia import blockdev, fs
 from bootmedia.apply.check import check_image, check_plan
@@ -326,8 +328,7 @@ def _discard(fd: int, reporter: Reporter) -> None:
 # ---- the copy loop: chunks -> pool (read, decompress, hash) -> one ordered writer ------------
 
 
-@dataclass(frozen=True)
-class _Item:
+class _Item(NamedTuple):
     area: Area
     base: int  # where the area starts on the target
     extent: Extent
@@ -347,22 +348,61 @@ def _items(
         yield _Item(area, base, e, loc)
 
 
+class _Buffers:
+    """Page-aligned buffers for decoded frames, reused (no allocation per frame on the hot
+    path, and aligned so the writer can hand them to O_DIRECT). A buffer goes back once its
+    group is written; how many are out at once is bounded by the pool's bytes in flight."""
+
+    KEEP = 32  # free buffers kept for reuse; more are left to the garbage collector
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[memoryview]] = {}
+        self._kept = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> memoryview:
+        size = max(MiB, 1 << (max(n, 1) - 1).bit_length())
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                self._kept -= 1
+                return free.pop()
+        return memoryview(mmap.mmap(-1, size))
+
+    def give(self, buf: memoryview | None) -> None:
+        if buf is None:
+            return
+        with self._lock:
+            if self._kept < self.KEEP:
+                self._free.setdefault(len(buf), []).append(buf)
+                self._kept += 1
+
+
+@dataclass
+class _Decoded:
+    datas: list[bytes | None]  # per item: its bytes (a view into buf for a frame), None = zeros
+    buf: memoryview | None = None  # the aligned buffer the views point into
+
+
 class _Decoder:
     """A pool worker: read chunks from their pack, decompress them and check their hashes.
-    A group of extents whose blocks share one stored frame (format 2) reads and decompresses
-    that frame once. Workers never touch the target; several pack reads are in flight and
-    overlap with decompression."""
+    A group of extents whose blocks share one stored frame (format 2) reads that frame once
+    and decompresses it into a reused page-aligned buffer. Workers never touch the target;
+    several pack reads are in flight and overlap with decompression."""
 
-    def __init__(self, packs: PackReader) -> None:
+    def __init__(self, packs: PackReader, buffers: _Buffers | None = None) -> None:
         self.packs = packs
+        self.buffers = buffers or _Buffers()
 
-    def __call__(self, group: tuple[_Item, ...]) -> list[bytes | None]:
+    def __call__(self, group: tuple[_Item, ...]) -> _Decoded:
         first = group[0].location
-        if len(group) == 1 or first is None or not first.is_frame:
-            return [self.one(item) for item in group]
+        if first is None or not first.is_frame:
+            return _Decoded([self.one(item) for item in group])
+        buf = self.buffers.take(first.frame_raw)
         try:
-            frame = memoryview(self.packs.frame(first))
+            frame = self.packs.frame_into(first, buf)
         except ImageError as exc:
+            self.buffers.give(buf)
             e = group[0].extent
             raise ImageError(
                 f"{group[0].area.name} offset {e.offset}: stored frame is damaged ({exc}) in "
@@ -374,12 +414,21 @@ class _Decoder:
             assert loc is not None
             block = frame[loc.in_frame : loc.in_frame + loc.raw_len]
             if len(block) != e.length or chunk_hash(block) != e.hash:
+                self.buffers.give(buf)
                 raise ImageError(
                     f"{item.area.name} offset {e.offset}: stored block is damaged (checksum "
                     f"mismatch) in {loc.pack} at byte {loc.offset}"
                 )
             out.append(block)  # type: ignore[arg-type]  # a memoryview: written as it is
-        return out
+        return _Decoded(out, buf)
+
+    @staticmethod
+    def weight(group: tuple[_Item, ...]) -> int:
+        """The bytes a group holds while in flight (its frame, decoded)."""
+        first = group[0].location
+        if first is not None and first.is_frame:
+            return max(first.frame_raw, 1)
+        return sum(i.extent.length for i in group if i.location is not None)
 
     def one(self, item: _Item) -> bytes | None:
         loc, e = item.location, item.extent
@@ -506,11 +555,36 @@ class _DirectReader:
 
 
 class _Target:
-    """The one owner of the target: every write goes through here, in the order given."""
+    """The one owner of the target: every write goes through here, in the order given.
+
+    With a direct fd (the target reopened with O_DIRECT), decoded frames go to the device
+    straight from their aligned buffers, not through the page cache: no copy into the cache,
+    no writeback of it later, and no throttling of the writer behind the cache's writeback.
+    Whatever is not aligned to the target's logical sectors goes through the buffered fd;
+    the final fsync covers both."""
 
     def __init__(self, fd: int, direct: _DirectReader | None = None) -> None:
         self.fd = fd
         self.direct = direct
+        self.dfd = -1
+        self.sector = 512
+        self.refused = False  # the target turned an O_DIRECT write down: buffered from then on
+
+    def open_direct(self) -> None:
+        """Start writing aligned runs with O_DIRECT, where the target takes it."""
+        if self.refused or self.dfd >= 0:
+            return
+        try:  # not exclusive: the buffered fd holds the exclusive claim
+            self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:
+            self.dfd = -1  # a filesystem without O_DIRECT (tmpfs): buffered writes
+            return
+        self.sector = max(512, blockdev.sector_sizes(self.fd)[0])
+
+    def close_direct(self) -> None:
+        if self.dfd >= 0:
+            os.close(self.dfd)
+            self.dfd = -1
 
     def write(self, item: _Item, data: bytes | None) -> None:
         e = item.extent
@@ -523,17 +597,42 @@ class _Target:
             n = os.pwrite(self.fd, view, pos)
             view, pos = view[n:], pos + n
 
+    def _aligned(self, item: _Item, data: bytes, pos: int) -> bool:
+        # A block decoded into an aligned buffer (a memoryview of it, at in_frame) of whole
+        # sectors, going to a whole sector of the target.
+        loc = item.location
+        mask = self.sector - 1
+        return (
+            type(data) is memoryview
+            and loc is not None
+            and not (loc.in_frame & (ALIGN - 1))
+            and not (len(data) & mask)
+            and not (pos & mask)
+        )
+
     def write_group(self, group: tuple[_Item, ...], datas: list[bytes | None]) -> None:
         """A decoded group in order: blocks that follow each other on the target go out in
         one pwritev, runs of zeros in one zero_range."""
         bufs: list[bytes] = []
         start = end = 0
         zero_start = zero_end = 0
+        direct = False
 
         def flush_data() -> None:
-            if bufs:
-                _pwritev_all(self.fd, bufs, start)
-                bufs.clear()
+            if not bufs:
+                return
+            if direct and self.dfd >= 0:
+                try:
+                    _pwritev_all(self.dfd, bufs, start)
+                    bufs.clear()
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.close_direct()  # the target takes no O_DIRECT after all: buffered
+                    self.refused = True
+            _pwritev_all(self.fd, bufs, start)
+            bufs.clear()
 
         def flush_zeros() -> None:
             nonlocal zero_start, zero_end
@@ -541,6 +640,7 @@ class _Target:
                 blockdev.zero_range(self.fd, zero_start, zero_end - zero_start)
             zero_start = zero_end = 0
 
+        use_direct = self.dfd >= 0
         for item, data in zip(group, datas, strict=True):
             e = item.extent
             pos = item.base + e.offset
@@ -552,12 +652,14 @@ class _Target:
                 zero_end = pos + e.length
                 continue
             flush_zeros()
-            if bufs and pos == end and len(bufs) < _IOV_MAX:
+            aligned = use_direct and self._aligned(item, data, pos)
+            if bufs and pos == end and len(bufs) < _IOV_MAX and aligned == direct:
                 bufs.append(data)
             else:
                 flush_data()
                 bufs.append(data)
                 start = pos
+                direct = aligned
             end = pos + len(data)
         flush_data()
         flush_zeros()
@@ -598,6 +700,11 @@ class _Target:
         return e.length
 
 
+# Decoded frames waiting for the writer, at most: memory stays bounded in bytes whatever the
+# frame sizes an image (or a hostile one) has.
+IN_FLIGHT = 64 * MiB
+
+
 def _workers() -> int:
     # Twice as many workers as cores: while one waits on a pack, another decompresses.
     return default_threads() * 2
@@ -618,12 +725,19 @@ def _write_area(
                 continue
             yield item
 
-    pool = OrderedPool(_Decoder(packs), _workers())
-    for group, datas in pool.run(_grouped(wanted()), reporter.cancel):
-        reporter.check_cancel()
-        target.write_group(group, datas)
-        written = zip(group, datas, strict=True)
-        reporter.advance(sum(i.extent.length for i, d in written if d is not None))
+    decoder = _Decoder(packs)
+    pool = OrderedPool(decoder, _workers(), weight=_Decoder.weight, budget=IN_FLIGHT)
+    target.open_direct()
+    try:
+        for group, decoded in pool.run(_grouped(wanted()), reporter.cancel):
+            reporter.check_cancel()
+            datas = decoded.datas
+            target.write_group(group, datas)
+            decoder.buffers.give(decoded.buf)
+            written = zip(group, datas, strict=True)
+            reporter.advance(sum(i.extent.length for i, d in written if d is not None))
+    finally:
+        target.close_direct()
     reporter.check_cancel()
 
 
@@ -684,11 +798,12 @@ def check_chunks(
 ) -> None:
     """--check-first: decompress and hash every chunk the image needs, writing nothing."""
     items = (i for a in areas if a.map for i in _items(repo, m, a, 0) if i.location is not None)
-    for group, datas in OrderedPool(_Decoder(packs), _workers()).run(
-        _grouped(items), reporter.cancel
-    ):
+    decoder = _Decoder(packs)
+    pool = OrderedPool(decoder, _workers(), weight=_Decoder.weight, budget=IN_FLIGHT)
+    for group, decoded in pool.run(_grouped(items), reporter.cancel):
         reporter.check_cancel()
-        for item, data in zip(group, datas, strict=True):
+        decoder.buffers.give(decoded.buf)
+        for item, data in zip(group, decoded.datas, strict=True):
             assert data is not None
             reporter.advance(item.extent.length)
     reporter.check_cancel()

