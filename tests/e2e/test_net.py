@@ -2,8 +2,12 @@
 network reaches the namespace's loopback as 10.0.2.2, where the test starts nginx, smbd and
 nfs-ganesha. Nothing leaves the namespace.
 
-- The live system is netbooted: kernel and initrd, squashfs fetched over HTTP from nginx.
-  (PXE through the NIC's iPXE ROM does not start in this qemu: docs/LIVE.md.)
+- The live system is netbooted through iPXE as a PXE site does it (docs/LIVE.md): iPXE asks
+  DHCP (qemu's user network stands in for dnsmasq) and gets the URL of the site's boot.ipxe,
+  the wrapper of docs/LIVE.md, which chains build_iso.sh's bootmedia.ipxe as built; that loads
+  kernel and initrd over HTTP from nginx, and live-boot fetches the squashfs from there. iPXE
+  starts as qemu's -kernel (Debian's ipxe.lkrn): this qemu's SeaBIOS never runs the NIC's iPXE
+  ROM (docs/LIVE.md), so that one step of a real site, firmware PXE -> iPXE, is not booted here.
 - Shares: SMB (mount.cifs, vers=3.0) and NFS (mount.nfs, vers=4.2) mounted by the live system's
   kernel (the host has no cifs or nfs module): restore from SMB, capture onto NFS and SMB,
   verify, delete.
@@ -41,15 +45,28 @@ from tests.net.servers import start_ganesha, start_nginx, start_smbd
 pytestmark = [e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_PORT = 8080
+NETBOOT_FILES = ("bootmedia.ipxe", "vmlinuz", "initrd.img", "filesystem.squashfs")
+
+
+# Debian's ipxe package has it in both places, depending on the release.
+IPXE_LKRN = next(
+    (p for p in (Path("/usr/lib/ipxe/ipxe.lkrn"), Path("/boot/ipxe.lkrn")) if p.is_file()),
+    Path("/usr/lib/ipxe/ipxe.lkrn"),
+)
 
 
 class NsVM(VM):
-    """A VM whose qemu runs inside a network namespace."""
+    """A VM whose qemu runs inside a network namespace, its DHCP naming a boot file."""
 
     ns_name: str = ""
+    bootfile: str = ""
 
     def argv(self) -> list[str]:
-        return ["ip", "netns", "exec", self.ns_name, *super().argv()]
+        argv = super().argv()
+        nic = argv.index("-nic") + 1
+        assert argv[nic].startswith("user,"), argv[nic]
+        argv[nic] += f",bootfile={self.bootfile}"  # DHCP's filename, as dnsmasq's dhcp-boot=
+        return ["ip", "netns", "exec", self.ns_name, *argv]
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +102,22 @@ def _exfat_disk(folder: Path) -> Path:
     return path
 
 
+# The site's wrapper of docs/LIVE.md ("A wrapper script sets both and chains it"), with this
+# test's server and one extra kernel parameter.
+BOOT_IPXE = f"""\
+#!ipxe
+set base http://10.0.2.2:{HTTP_PORT}/netboot
+set bootmedia-args bootmedia.keymap=de
+chain ${{base}}/bootmedia.ipxe
+"""
+
+
 def _www(folder: Path, live_iso: Path, repo: Path) -> Path:
     www = folder / "www"
     www.mkdir()
     (www / "netboot").symlink_to(live_iso.parent / "netboot")
     (www / "repo").symlink_to(repo)
+    (www / "boot.ipxe").write_text(BOOT_IPXE)
     return www
 
 
@@ -98,6 +126,7 @@ D=/dev/vda  # the target: the first virtio disk
 S='smb://root@10.0.2.2/images/repo?vers=3.0'
 N='nfs://10.0.2.2/export/repo?vers=4.2'
 run() {{ name=$1; shift; echo "+ $*"; "$@"; echo "RC-$name=$?"; }}
+echo "CMDLINE: $(cat /proc/cmdline)"
 run SMB-IMAGES bootmedia images "$S"
 run SMB-APPLY bootmedia apply "$S" golden "$D" --confirm {code} -q
 run NFS-CAPTURE bootmedia capture "$D" "$N" --name fromvm -q
@@ -117,7 +146,7 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
 ) -> None:
     work = disks["dir"]
     www = _www(work, live_iso, golden_repo)
-    start_nginx(ns, work / "nginx", www, port=HTTP_PORT)
+    nginx = start_nginx(ns, work / "nginx", www, port=HTTP_PORT)
     share = work / "smb-share"
     shutil.copytree(golden_repo, share / "repo")
     smbd = start_smbd(ns, work / "smbd", share)
@@ -139,17 +168,10 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         ],
         name="shares",
         network=True,
-        extra=[
-            *("-kernel", str(live_iso.parent / "netboot" / "vmlinuz")),
-            *("-initrd", str(live_iso.parent / "netboot" / "initrd.img")),
-            *(
-                "-append",
-                f"boot=live fetch=http://10.0.2.2:{HTTP_PORT}/netboot/filesystem.squashfs "
-                "console=tty0 console=ttyS0,115200 quiet bootmedia.keymap=de",
-            ),
-        ],
+        extra=["-kernel", str(IPXE_LKRN)],  # iPXE, not the live kernel: iPXE fetches that
     )
     vm.ns_name = ns.name
+    vm.bootfile = f"http://10.0.2.2:{HTTP_PORT}/boot.ipxe"
     screen = vm.start()
     try:
         screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
@@ -172,6 +194,18 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         out = _read_from_ext4(f"{dev}p1", "net-e2e.log", work)
     (work / "net-e2e.log").write_text(out)
     assert "NET-E2E-DONE" in out, out
+    # The boot went DHCP -> boot.ipxe -> bootmedia.ipxe -> kernel and initrd over HTTP, then
+    # live-boot's fetch of the squashfs, every file whole (nginx's log: uri, status, bytes sent).
+    got = [ln.split() for ln in nginx.access_log.read_text().splitlines()]
+    boot = [(ln[3], int(ln[6])) for ln in got if ln[4] == "200" and not ln[3].startswith("/repo/")]
+    names = ["boot.ipxe", *(f"netboot/{n}" for n in NETBOOT_FILES)]
+    assert boot[:5] == [(f"/{n}", (www / n).stat().st_size) for n in names], got
+    # The kernel line is bootmedia.ipxe's, with the wrapper's ${base} and ${bootmedia-args}.
+    ipxe = (live_iso.parent / "netboot" / "bootmedia.ipxe").read_text()
+    kernel = next(ln for ln in ipxe.splitlines() if ln.startswith("kernel "))
+    want = kernel.split(None, 2)[2].replace("${base}", f"http://10.0.2.2:{HTTP_PORT}/netboot")
+    want = want.replace("${bootmedia-args}", "bootmedia.keymap=de")
+    assert re.search(rf"^CMDLINE: .*{re.escape(want)}", out, re.M), out
     # bootmedia.keymap=de reached the console's keyboard: QWERTZ, key 21 is z.
     assert re.search(r"^keycode  21 = \+z", out, re.M), out
     assert re.search(r"^exfat\nwritten$", out, re.M), out
