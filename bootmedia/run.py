@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
+from typing import IO
 
 from bootmedia.errors import BootmediaError, ToolError
 
@@ -114,3 +120,122 @@ def _run_daemon(
 
 def run_text(argv: list[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
+
+
+class Streaming:
+    """A program that runs while the caller feeds its stdin or reads its stdout as a stream
+    (udp-sender, udp-receiver), made by stream(). A thread reads its stderr line by line (a
+    pipe nobody reads would stall the program once full): each line goes to the log and to
+    on_line, and the last ones are kept for the error. finish() waits for the end and raises
+    ToolError, with the command and the tail of stderr, like run().
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        proc: subprocess.Popen[bytes],
+        on_line: Callable[[str], None] | None,
+        ignore: re.Pattern[str] | None,
+    ) -> None:
+        self.argv = argv
+        self.proc = proc
+        self._on_line = on_line
+        self._ignore = ignore
+        self._lines: collections.deque[str] = collections.deque(maxlen=50)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.proc.stdin is not None, "stream(stdin=True) gives a stdin"
+        return self.proc.stdin
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None, "stream(stdout=True) gives a stdout"
+        return self.proc.stdout
+
+    @property
+    def lines(self) -> list[str]:
+        """stderr's last lines (without the ignored ones), oldest first."""
+        return list(self._lines)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        name = os.path.basename(self.argv[0])
+        for raw in self.proc.stderr:
+            # Progress counters end in \r, not \n: one read may hold many of them.
+            for line in raw.decode(errors="replace").replace("\r", "\n").splitlines():
+                line = line.strip()
+                if not line or (self._ignore is not None and self._ignore.search(line)):
+                    continue
+                self._lines.append(line)
+                log.info("%s: %s", name, line)
+                if self._on_line is not None:
+                    self._on_line(line)
+
+    def finish(self, timeout: float | None = 30, check: Callable[[int], bool] | bool = True) -> int:
+        """Close our ends of its pipes (end of input for a stdin, "stop" for a stdout), wait up to
+        timeout seconds for its end (then kill it), and return its exit status. A status other
+        than 0 raises ToolError, unless check is False or check(status) says it is expected."""
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # BrokenPipeError: it has ended already
+                    pipe.close()
+        killed = False
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            killed = True
+        self._reader.join(10)
+        if killed:
+            raise ToolError(self.argv, rc, self.stderr() + f"\nstill running after {timeout} s")
+        expected = check(rc) if callable(check) else not check
+        if rc != 0 and not expected:
+            raise ToolError(self.argv, rc, self.stderr())
+        if rc != 0:
+            log.debug("exit %d: %s", rc, " | ".join(self.lines[-3:]))
+        return rc
+
+    def kill(self) -> None:
+        """End it now (the caller failed): no error of its own is raised."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self.proc.wait()
+        self._reader.join(10)
+
+    def stderr(self) -> str:
+        return "\n".join(self._lines)
+
+
+def stream(
+    argv: list[str],
+    *,
+    stdin: bool = False,
+    stdout: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    ignore: re.Pattern[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Streaming:
+    """Start argv (a list, with LANG=C) with its stdin and/or stdout as pipes the caller
+    streams through; stdin is /dev/null otherwise, stdout discarded. Lines of stderr matching
+    ignore (progress counters) are neither logged nor kept. End it with finish() or kill()."""
+    log.info("+ %s%s", "".join(f"{k}={v} " for k, v in (env or {}).items()), " ".join(argv))
+    _refuse_in_unit_tests(argv)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_env(env),
+        )
+    except FileNotFoundError as exc:
+        raise BootmediaError(f"{argv[0]} is not installed") from exc
+    return Streaming(argv, proc, on_line, ignore)

@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from bootmedia.repo.maps import Extent
 from bootmedia.repo.packs import FLAG_ZSTD, decode
 from bootmedia.repo.paths import is_plain_name
 from bootmedia.repo.store import Repository
-from bootmedia.run import require_tools, which
+from bootmedia.run import require_tools, stream, which
 
 log = logging.getLogger("bootmedia.cast")
 
@@ -78,47 +77,51 @@ class ReceiveResult:
         return dict(vars(self))
 
 
+_PROGRESS = re.compile(r"^bytes=")
+
+
 class _Receiver:
+    """udp-receiver, streamed through bootmedia.run.stream(): we read the session from its
+    stdout. Its two ways to stop without the whole stream are outcomes the receive is built
+    for (the fallback repository fills in); any other failure is a ToolError with the command
+    and its stderr (a wrong interface, a port in use...), never taken for a missed session."""
+
     def __init__(self, argv: list[str]) -> None:
-        log.info("+ %s", " ".join(argv))
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.lines: list[str] = []
         self.address = ""
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
+        self.run = stream(argv, stdout=True, on_line=self._line, ignore=_PROGRESS)
 
     @property
     def stdout(self) -> IO[bytes]:
-        assert self.proc.stdout is not None
-        return self.proc.stdout
+        return self.run.stdout
 
-    def _watch(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            for line in raw.decode(errors="replace").replace("\r", "\n").splitlines():
-                line = line.strip()
-                if not line or line.startswith("bytes="):
-                    continue
-                self.lines.append(line)
-                log.info("udp-receiver: %s", line)
-                if (m := _ADDR.search(line)) and not self.address:
-                    self.address = m[1]
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.run.proc
+
+    def _line(self, line: str) -> None:
+        if (m := _ADDR.search(line)) and not self.address:
+            self.address = m[1]
+
+    def _timed_out(self, rc: int) -> bool:
+        """What udpcast 20120424 does on its two timeouts: --receive-timeout of silence in the
+        middle of a session prints "Receiver timeout" and exits 1; --start-timeout with no
+        session exits 255 ("Receiver error") after it has set up its network ("UDP receiver
+        for ... at ADDR on IF"), which a failure to start never gets to."""
+        lines = self.run.lines
+        if "Receiver timeout" in lines:
+            return rc == 1
+        return rc == 255 and bool(lines) and lines[-1] == "Receiver error" and bool(self.address)
 
     def finish(self) -> int:
-        with contextlib.suppress(OSError):
-            self.stdout.close()
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._thread.join(5)
-        return rc
+        """Its exit status once it has ended (0, or one of the timeouts above); raises
+        ToolError for anything else."""
+        return self.run.finish(30, check=self._timed_out)
+
+    def kill(self) -> None:
+        self.run.kill()
 
     def tail(self) -> str:
-        return " | ".join(self.lines[-2:])
+        return " | ".join(self.run.lines[-2:])
 
 
 @dataclass(frozen=True)
@@ -228,14 +231,14 @@ def receive(
         header = None
         try:
             header = read_header(rx.stdout)
-        except ImageError:
-            rx.finish()
+        except BaseException:
+            rx.kill()
             raise
     if header is None:
         rc = rx.finish()
         return _late(target, fallback, fallback_label, image, rx, rc, reporter, started)
     if image and header.image != image:
-        rx.finish()
+        rx.kill()
         raise UsageError(f"the session sends image {header.image!r}, not {image!r}")
     scratch = Path(tempfile.mkdtemp(prefix="bootmedia-receive-"))
     try:
@@ -314,10 +317,10 @@ def _receive_stream(
         # (--layout fit would move partitions, and the read-back would then look elsewhere).
         plan = plan_apply(scratch / "repo", header.image, target, layout="keep")
     except BaseException:
-        rx.finish()
+        rx.kill()
         raise
     if plan.grow is not None or plan.partition is not None:
-        rx.finish()
+        rx.kill()
         raise UsageError("receive restores whole disks without growing")
     repo = Repository.open(scratch / "repo", write=True)
     m = repo.image(header.image)
@@ -426,8 +429,8 @@ def _receive_stream(
             writer.abort()
         os.close(fd)
         repo.close()
-        if rx.proc.poll() is None:
-            rx.finish()
+        if rx.proc.poll() is None:  # we failed before its end: it has nothing more to say
+            rx.kill()
     detail = "verified: every written byte read back and matched"
     if from_fallback:
         detail += f" ({from_fallback} of {from_stream + from_fallback} chunks from the fallback)"

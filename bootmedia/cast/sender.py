@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,12 @@ import zstandard
 
 from bootmedia.apply import check_image
 from bootmedia.cast.stream import END_MAGIC, StreamHeader
-from bootmedia.errors import BootmediaError, ImageError, UsageError
+from bootmedia.errors import BootmediaError, ImageError, ToolError, UsageError
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Manifest
 from bootmedia.repo.packs import FLAG_ZSTD, chunk_hash, pack_record_header
 from bootmedia.repo.store import Location, Repository
-from bootmedia.run import require_tools, which
+from bootmedia.run import require_tools, stream, which
 
 log = logging.getLogger("bootmedia.cast")
 
@@ -237,6 +236,7 @@ class CastResult:
         )
 
 
+_PROGRESS = re.compile(r"^bytes=")  # udp-sender's counters, many a second
 _NEW = re.compile(r"New connection from (\S+)\s+\(#(\d+)\)")
 _GONE = re.compile(r"Disconnecting #(\d+) \((\S+)\)")
 _DROP = re.compile(r"[Dd]ropping client #(\d+)")
@@ -274,42 +274,31 @@ def cast_image(
         "--retries-until-drop", "30",
         *(["--max-bitrate", plan.max_bitrate] if plan.max_bitrate else []),
     ]  # fmt: skip
-    log.info("+ %s", " ".join(argv))
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    assert proc.stdin is not None and proc.stderr is not None
 
-    def watch() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode(errors="replace").strip()
-            if not line:
-                continue
-            log_lines.append(line)
-            if line.startswith("bytes="):
-                continue
-            log.info("udp-sender: %s", line)
-            with lock:
-                if m := _NEW.search(line):
-                    receivers[int(m[2])] = ReceiverState(int(m[2]), m[1])
-                elif line.startswith("Starting transfer"):
-                    for r in receivers.values():
-                        r.state = "receiving"
-                elif m := _GONE.search(line):
-                    r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), m[2]))
-                    if r.state != "dropped":
-                        r.state = "stream sent"
-                elif m := _DROP.search(line):
-                    r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), "?"))
-                    r.state, r.detail = "dropped", "too many losses: must use its fallback"
-                else:
-                    continue
-            changed()
+    def watch(line: str) -> None:
+        log_lines.append(line)
+        with lock:
+            if m := _NEW.search(line):
+                receivers[int(m[2])] = ReceiverState(int(m[2]), m[1])
+            elif line.startswith("Starting transfer"):
+                for r in receivers.values():
+                    r.state = "receiving"
+            elif m := _GONE.search(line):
+                r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), m[2]))
+                if r.state != "dropped":
+                    r.state = "stream sent"
+            elif m := _DROP.search(line):
+                r = receivers.setdefault(int(m[1]), ReceiverState(int(m[1]), "?"))
+                r.state, r.detail = "dropped", "too many losses: must use its fallback"
+            else:
+                return
+        changed()
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    # udp-sender streamed through bootmedia.run.stream(): we feed its stdin; any failure
+    # (exit status other than 0, killed) is a ToolError with the command and its stderr.
+    proc = stream(argv, stdin=True, on_line=watch, ignore=_PROGRESS)
     sent = 0
+    cut = False
     reporter.add_total(plan.stored_bytes)
     try:
         with Repository.open(plan.repo) as repo:
@@ -346,18 +335,16 @@ def cast_image(
                     sent += len(payload)
                     reporter.advance(len(payload))
                 proc.stdin.write(END_MAGIC + count.to_bytes(4, "little"))
-        proc.stdin.close()
     except BrokenPipeError:
-        pass  # udp-sender ended early: its exit status and log say why
+        cut = True  # udp-sender ended early: finish() raises with its exit status and stderr
     except BaseException:
         proc.kill()
-        proc.wait()
         raise
-    rc = proc.wait()
-    watcher.join(5)
-    if rc != 0:
-        tail = " | ".join(ln for ln in log_lines[-3:] if not ln.startswith("bytes="))
-        raise BootmediaError(f"udp-sender failed (exit {rc}){': ' + tail if tail else ''}")
+    # No timeout: a session lasts as long as its slowest receiver (udp-sender drops the ones
+    # that stop answering, --retries-until-drop).
+    proc.finish(timeout=None)
+    if cut:  # it ended with status 0 and did not read the whole stream: not a success
+        raise ToolError(argv, 0, proc.stderr() + "\nit stopped reading before the stream's end")
     if not receivers:
         raise BootmediaError(f"no receiver joined within {plan.wait} s")
     result = CastResult(
