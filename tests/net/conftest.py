@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +25,20 @@ from tests.net.servers import (
     start_sshd,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 WHY_NOT = why_not()
+# The repository, the disk's layout, and the disk's files' checksums.
+Golden = tuple[Path, tuple[lab.SamplePart, ...], dict[int, dict[str, str]]]
 needs_netns = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "network namespaces missing")
+
+
+def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, inside the namespace, as a technician runs it (mounts and logs in tmp)."""
+    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
+    return subprocess.run(
+        ns.cmd(sys.executable, "-m", "bootmedia", *args),
+        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -55,13 +70,30 @@ def served(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def golden_repo(tmp_path_factory: pytest.TempPathFactory) -> Golden:
+    """One disk (GPT: vfat, ext4, ntfs, swap) captured once per session: every read-only
+    repository test publishes a copy of it (building and capturing it took ~3 s a test)."""
+    can, why = lab.can_use_loop()
+    if not can:
+        pytest.skip(why or "loop devices unavailable")
+    base = tmp_path_factory.mktemp("net-golden")
+    image = lab.make_file(base / "source.img", 128 << 20)
+    with lab.loop_disk(image) as src:
+        layout = sample.build(src, "gpt")
+        want = sample.sums(src, layout)
+        capture_image(plan_capture(src, base / "repo", "golden"))
+    image.unlink()
+    return base / "repo", layout, want
+
+
 @pytest.fixture
-def golden(loopdev, served: Path) -> tuple[str, tuple[lab.SamplePart, ...], dict]:
-    """A disk captured into served/repo (what the web server publishes)."""
-    src = loopdev(128 << 20)
-    layout = sample.build(src, "gpt")
-    capture_image(plan_capture(src, served / "repo", "golden"))
-    return src, layout, sample.sums(src, layout)
+def golden(golden_repo: Golden, served: Path) -> Golden:
+    """The session's golden repository in served/repo (what the web server publishes), as
+    hard links: a test may add files (index pages) but no test writes into a repository file."""
+    repo, layout, want = golden_repo
+    subprocess.run(["cp", "-al", str(repo), str(served / "repo")], check=True)
+    return served / "repo", layout, want
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ wrong byte on the disk."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from bootmedia.errors import ImageError
 from bootmedia.net.http import HttpStorage
 from bootmedia.repo.storage import MissingFile, StorageError
 from tests import sample
+from tests.net.conftest import cli
 from tests.net.hostile import Misbehaviour, hostile_server, listing_dirs
 from tests.net.netns import Netns
 from tests.net.servers import Nginx
@@ -26,14 +24,6 @@ from tests.net.servers import Nginx
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
-    return subprocess.run(
-        ns.cmd(sys.executable, "-m", "bootmedia", *args),
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
 
 
 def test_images_info_verify_apply_from_nginx(

@@ -5,29 +5,20 @@ when the certificate does not chain to the CA given or names another host."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bootmedia import lab
 from tests import sample
+from tests.net.conftest import cli
 from tests.net.netns import Netns
 from tests.net.servers import Nginx, make_self_signed, make_tls, start_nginx
 
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
-    return subprocess.run(
-        ns.cmd(sys.executable, "-m", "bootmedia", *args),
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
 
 
 def ca_entry(where: Path, server: Nginx, ca: Path) -> Path:

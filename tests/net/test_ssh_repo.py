@@ -18,21 +18,13 @@ from bootmedia.errors import BootmediaError
 from bootmedia.net import mount
 from bootmedia.repo.store import Repository
 from tests import sample
+from tests.net.conftest import cli
 from tests.net.netns import Netns
 from tests.net.servers import PasswordSshd, Sshd
 
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI, inside the namespace, as a technician runs it."""
-    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
-    return subprocess.run(
-        ns.cmd(sys.executable, "-m", "bootmedia", *args),
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
 
 
 def unmount_all(tmp: Path) -> None:
