@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from bootmedia import lab
+from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.repo.gc import collect
 from bootmedia.repo.store import Repository
@@ -32,6 +33,10 @@ def test_recapture_adds_almost_nothing_and_small_changes_add_little(
     second = capture_image(plan_capture(src, repo, "tuesday"))
     assert second.new_bytes == 0
     assert second.stored_bytes == first.stored_bytes
+    with Repository.open(repo) as r:  # every block found: the same statistics, no block new
+        monday, tuesday = r.image("monday").stats, r.image("tuesday").stats
+    assert tuesday.chunks == monday.chunks > 0 and tuesday.new_chunks == 0
+    assert monday.new_chunks == monday.chunks and monday.new_bytes == first.new_bytes
     listing = json.loads(sample.bootmedia("images", str(repo), "--json").stdout)
     assert [i["name"] for i in listing["images"]] == ["monday", "tuesday"]
     # the second copy cost nothing (pack and record headers aside)
@@ -55,8 +60,14 @@ def test_recapture_adds_almost_nothing_and_small_changes_add_little(
     added = _stored(repo) - before
     assert 0 < third.new_bytes <= added  # the rest is pack and record headers
     assert added < 0.05 * first.stored_bytes, f"changing 1% of files added {added} bytes"
-    assert sample.sums(src, layout)  # the source is still readable and sane
+    assert abs(third.stored_bytes - first.stored_bytes) < 0.05 * first.stored_bytes
+    after = sample.sums(src, layout)  # the source is still readable and sane
+    assert after
     assert verify_repo(repo).ok
+    # the changed blocks were stored: the recaptured image restores byte for byte
+    dst = loopdev(256 * MiB)
+    assert apply_image(plan_apply(repo, "wednesday", dst)).verified
+    assert sample.sums(dst, layout) == after
 
 
 def test_delete_collects_only_unused_chunks(loopdev, tmp_path: Path) -> None:

@@ -53,6 +53,11 @@ class MapWriter:
         self._put(ENTRY.pack(offset, length, digest))
         self.count += 1
 
+    def add_packed(self, data: bytes, count: int) -> None:
+        """`count` entries packed by the caller (ENTRY after ENTRY): one write for many."""
+        self._put(data)
+        self.count += count
+
     def close(self) -> str:
         """Flush to disk; returns the map's blake3 for the manifest."""
         self._f.flush()

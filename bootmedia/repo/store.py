@@ -1093,22 +1093,51 @@ class FrameWriter:
                     out.append(True)
         return out
 
-    def put_frame(self, blocks: list[tuple[bytes, int]], payload: bytes) -> None:
+    def claim(self, digests: list[bytes]) -> list[int]:
+        """claim_new() that also says what each stored block costs, from the same one query
+        per call (so a recapture, where every block is found, asks nothing per block): for
+        each block -1 when the caller must store it, else its share of the stored bytes, 0
+        while that is not known yet (another frame of this capture is storing it)."""
+        if self._v1 is not None:
+            return [0 if self._v1.has(d) else -1 for d in digests]
+        known: dict[bytes, int] = {}
+        uniq = list(dict.fromkeys(digests))
+        for i in range(0, len(uniq), 500):
+            for d, (_, e) in self.repo.cache.locate_many(uniq[i : i + 500]).items():
+                known[d] = e.frame_len * e.length // e.frame_raw if e.frame_raw else e.frame_len
+        out = []
+        with self._lock:
+            for d in digests:
+                share = known.get(d)
+                if share is not None:
+                    out.append(share)
+                elif d in self._claimed:
+                    out.append(0)
+                else:
+                    self._claimed.add(d)
+                    out.append(-1)
+        return out
+
+    def put_frame(self, blocks: list[tuple[bytes, int]], payload: bytes) -> tuple[int, int]:
+        """Store a frame; returns its (stored length, raw length): a block's share of the
+        stored bytes is stored * its length // raw."""
         if self._v1 is not None:
             ((digest, n),) = blocks
             self._v1.put(digest, n, payload)
             self.new_bytes, self.new_chunks = self._v1.new_bytes, self._v1.new_chunks
-            return
+            return len(payload), n
         if self._pack is None or not self._pack.fits(len(payload) + 64 + 36 * len(blocks)):
             self._rotate()
         assert self._pack is not None
         frame = self._pack.append(blocks, payload, FLAG_ZSTD)
+        offset, length, raw = frame.offset, frame.length, frame.raw_len  # once, not per block
+        entries = self._entries
         for digest, start, n in frame.starts():
-            self._entries.setdefault(
-                digest, IdxEntry(digest, frame.offset, frame.length, start, n, frame.raw_len)
-            )
-        self.new_bytes += frame.length
+            if digest not in entries:
+                entries[digest] = IdxEntry(digest, offset, length, start, n, raw)
+        self.new_bytes += length
         self.new_chunks += len(blocks)
+        return length, raw
 
     def share(self, digest: bytes) -> int:
         """Stored bytes attributable to a block this capture stored or found."""
