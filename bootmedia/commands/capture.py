@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 
 from bootmedia.capture import capture_image, plan_capture
+from bootmedia.capture.plan import DEFAULT_LEVEL
 from bootmedia.commands._common import reporter
 from bootmedia.layout.choose import parse_numbers
 from bootmedia.progress import human_bytes, human_duration
@@ -19,7 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("repo", help="the repository directory")
     p.add_argument("--name", required=True, help="image name (letters, digits, . _ + -)")
     p.add_argument("--description", default="", help="free text shown in listings")
-    p.add_argument("--level", type=int, default=3, help="zstd level 1-19 (default 3)")
+    p.add_argument(
+        "--level",
+        type=int,
+        default=DEFAULT_LEVEL,
+        help=f"zstd level 1-19 (default {DEFAULT_LEVEL}; 3 makes the image about 4%% smaller "
+        "for a third more CPU)",
+    )
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: cores)")
     p.add_argument(
         "--partitions",
