@@ -18,7 +18,7 @@ from textual.dom import DOMNode
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from app.glyphs import make_console_safe
+from app.glyphs import ascii_driver, ascii_terminal, make_console_safe
 from app.messages import Loaded, LoadFailed
 from app.session import Session
 from bootmedia.errors import BootmediaError
@@ -43,7 +43,15 @@ Toast { border-left: solid $accent; }
 /* Textual draws focus with "tall" borders (eighth blocks); the console font has plain lines. */
 Input, Input:focus { border: solid $primary; }
 Input:focus { border: solid $accent; }
+/* The share and multicast forms' fields are one line each, without a box: the rule above would
+   draw only a box's top edge there and hide what is typed. */
+NetworkShareScreen Input, NetworkShareScreen Input:focus,
+JoinCastScreen Input, JoinCastScreen Input:focus { border: none; }
 OptionList, OptionList:focus { border: solid $primary; }
+/* The highlighted choice (Home, wipe methods, layouts, repositories) in reverse video too: a
+   serial terminal without colour showed no highlight at all. */
+OptionList > .option-list--option-highlighted,
+OptionList:focus > .option-list--option-highlighted { text-style: reverse bold; }
 RichLog, RichLog:focus { border: solid $primary; }
 """
 
@@ -64,6 +72,11 @@ class BootmediaApp(App[None]):
         self.session = session
         self.key_backlog: collections.deque[tuple[str, str | None]] = collections.deque()
         self.replay_timer: Timer | None = None
+
+    def get_driver_class(self) -> Any:
+        # A vt100 draws ASCII only (see app/glyphs.py); headless test drivers are left alone.
+        driver = super().get_driver_class()
+        return ascii_driver(driver) if ascii_terminal() else driver
 
     def on_mount(self) -> None:
         from app.screens.home import HomeScreen
@@ -290,6 +303,19 @@ class BootmediaApp(App[None]):
         if not await self.push_screen_wait(YesNo(f"{verb} this machine now?")):
             return
         self.power(what)
+
+    def notify(
+        self, message: str, *args: Any, severity: str = "information", **kwargs: Any
+    ) -> None:
+        """Said on the current screen's status line, not in a toast: toasts drew over the panes'
+        borders and the footer, wrapped in a column a third of the screen wide."""
+        from app.screens.base import BaseScreen
+
+        screen = self.screen
+        if isinstance(screen, BaseScreen) and screen.query("#status"):
+            screen.status(str(message), error=severity == "error")
+            return
+        super().notify(message, *args, severity=severity, **kwargs)  # type: ignore[arg-type]
 
     def power(self, what: str) -> None:
         """Reboot or power off; in the demo lab, only say what would happen."""

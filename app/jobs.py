@@ -39,6 +39,9 @@ class Job:
     execute: Callable[[Reporter], Outcome]
     cancel_note: str  # what a cancel leaves behind
     confirm: DiskRow | None = None  # the disk the technician must confirm by typing
+    # What the progress total counts, when it is not simply the data ("Done 37 MB of 111 MB"
+    # while writing a 37 MB image: each byte is checked, written and read back).
+    work_note: str = ""
     afterwards: str = "stay"  # stay, reboot, poweroff
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +130,9 @@ def restore_job(
         verified = bool(getattr(result, "verified", False))
         lines = [f"Image {image.name} written to {target.label()}"]
         lines += _result_lines(result)
+        if verify and verified and isinstance(getattr(result, "written", None), int):
+            # Next to "Written:", so the two numbers can be compared at a glance.
+            lines.insert(2, f"Read back and checked: {human_bytes(result.written)}")
         if verify and verified:
             return Outcome(
                 True, "Restore finished: every byte written was read back and checked", tuple(lines)
@@ -146,6 +152,20 @@ def restore_job(
         cancel_note=f"{target.disk.name} is marked incomplete: it will not boot until restored again.",
         confirm=target,
         afterwards=afterwards,
+        work_note=_restore_work(plan),
+    )
+
+
+def _restore_work(plan: Any) -> str:
+    size = getattr(plan, "write_bytes", None)
+    if not isinstance(size, int) or not size:
+        return ""
+    parts = (["checked first"] if getattr(plan, "check_first", False) else []) + ["written"]
+    parts += ["read back"] if getattr(plan, "verify", False) else []
+    if len(parts) == 1:
+        return ""
+    return f"The total counts the {human_bytes(size)} of data {len(parts)} times: " + (
+        ", ".join(parts[:-1]) + " and " + parts[-1] + "."
     )
 
 
@@ -178,7 +198,9 @@ def plan_capture_job(
         lines = (
             f"Image {name} captured from {source.label()}",
             f"Repository: {repo_path}",
-            f"Data read: {human_bytes(r.data_bytes)}",
+            # The summary said "Total to read": say how much of that was data, not zeros.
+            f"Read: {human_bytes(plan.total_bytes)}, of which data {human_bytes(r.data_bytes)}"
+            " (blocks of zeros are not stored)",
             f"Stored (compressed): {human_bytes(r.stored_bytes)}",
             f"New in the repository: {human_bytes(r.new_bytes)}",
             f"Saved by deduplication: {human_bytes(saved)}",
@@ -207,17 +229,31 @@ def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
     what = plan.what
 
     def execute(reporter: Reporter) -> Outcome:
+        started = time.monotonic()
         result = verify_image(plan, reporter)
+        took = time.monotonic() - started
         checked = f"{result.chunks} chunks, {human_bytes(result.bytes)} read and checked"
+        # The image's own size, where it differs: a chunk the image holds twice is checked once.
+        holds = image.manifest.stats.data_bytes if image is not None else 0
+        about = [
+            f"Throughput: {_rate(result.bytes, took)}",
+            *(
+                [
+                    f"The image holds {human_bytes(holds)} of data; a chunk it repeats is checked once."
+                ]
+                if holds and human_bytes(holds) != human_bytes(result.bytes)
+                else []
+            ),
+        ]
         if result.ok:
-            return Outcome(True, f"Intact: {what}", (checked, *result.notes))
+            return Outcome(True, f"Intact: {what}", (checked, *about, *result.notes))
         lines = [f"{result.damaged_count} damaged place(s); {checked}:"]
         lines += [f"  {d}" for d in result.damaged]
         if result.damaged_count > len(result.damaged):
             lines.append(
                 f"  ... and {result.damaged_count - len(result.damaged)} more (see the log)"
             )
-        return Outcome(False, f"DAMAGED: {what}", (*lines, *result.notes))
+        return Outcome(False, f"DAMAGED: {what}", (*lines, *about, *result.notes))
 
     return Job(
         kind="verify",
@@ -227,6 +263,22 @@ def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
         execute=execute,
         cancel_note="Nothing was changed.",
     )
+
+
+def _now_on(target: DiskRow) -> list[str]:
+    """What is on the disk now, in the restore plan's words: the technician sees what is
+    about to go before typing the serial (wipe and partition plans only say what they do)."""
+    from bootmedia.text import printable
+
+    lines = [f"On the disk now: {target.partitions_text()}"]
+    for p in target.disk.partitions:
+        desc = " ".join(x for x in (p.fstype, p.label and f"'{printable(p.label, 40)}'") if x)
+        lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
+    return lines
+
+
+def _with_now_on(summary: tuple[str, ...], target: DiskRow) -> tuple[str, ...]:
+    return (*summary[:1], *_now_on(target), *summary[1:])
 
 
 # ---------------------------------------------------------------- wipe
@@ -268,7 +320,7 @@ def plan_wipe_job(target: DiskRow, method: str, report_dir: Path) -> Job:
     return Job(
         kind="wipe",
         title=f"Wipe {disk.name} ({method})",
-        summary=_lines(plan),
+        summary=_with_now_on(_lines(plan), target),
         command=_command(plan),
         execute=execute,
         cancel_note=f"{disk.name} is partly erased; the report says how far the wipe got.",
@@ -299,7 +351,7 @@ def plan_partition_job(target: DiskRow, layout: str) -> Job:
     return Job(
         kind="partition",
         title=f"Partition {disk.name} ({layout})",
-        summary=_lines(plan),
+        summary=_with_now_on(_lines(plan), target),
         command=_command(plan),
         execute=execute,
         cancel_note=f"{disk.name} may be left without a valid partition table.",

@@ -35,6 +35,9 @@ class DisksScreen(BaseScreen[None]):
         super().__init__()
         self.fresh: dict[str, float] = {}  # disk path -> when it appeared
         self.rows: list[DiskRow] = []
+        # What just changed, said on the status line for FRESH_SECONDS (a toast drew over the
+        # details pane's border and the status line, wrapped in a narrow column).
+        self.news: dict[str, float] = {}
 
     def compose_body(self) -> ComposeResult:
         yield Static("Plug a disk in and watch it appear here.", classes="heading")
@@ -75,7 +78,7 @@ class DisksScreen(BaseScreen[None]):
         elif message.what == "disks":
             self.rows = message.value
             self.show_rows()
-            self.status(f"{len(self.rows)} disk(s). Watching for disks being plugged in.")
+            self.say_count()
         elif message.what == "added":
             self.status(f"Plugged in {message.value.name}.")
 
@@ -84,9 +87,13 @@ class DisksScreen(BaseScreen[None]):
         for event in events:
             if event.action == "add" and event.disk is not None:
                 self.fresh[event.disk.path] = now
-                self.notify(f"New disk: {event.disk.label()}", timeout=FRESH_SECONDS)
+                self.news[f"New disk: {event.disk.label()}."] = now
             elif event.action == "remove":
-                self.notify(f"Disk removed: {event.name}", timeout=FRESH_SECONDS)
+                self.news[f"Disk removed: {event.name}."] = now
+
+    def say_count(self) -> None:
+        count = f"{len(self.rows)} disk(s). Watching for disks being plugged in."
+        self.status(" ".join([*self.news, count]))
 
     def expire_fresh(self) -> None:
         now = time.monotonic()
@@ -95,6 +102,11 @@ class DisksScreen(BaseScreen[None]):
             del self.fresh[path]
         if stale:
             self.show_rows()
+        old = [n for n, t in self.news.items() if now - t > FRESH_SECONDS]
+        for news in old:
+            del self.news[news]
+        if old:
+            self.say_count()
 
     def show_rows(self) -> None:
         table = self.query_one(DiskTable)

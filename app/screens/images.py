@@ -18,6 +18,7 @@ from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.screens.pickers import DETAILS_CSS, details_room, image_details
 from app.widgets.tables import ImageTable
+from bootmedia.net.mount import label as repo_label
 from bootmedia.text import printable
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class ImagesScreen(BaseScreen[None]):
         command = engine.delete_command(row)
         typed = await self.app.push_screen_wait(
             AskText(
-                f"Delete image {row.name} from {row.repo}? Type its name to confirm:",
+                f"Delete image {row.name} from {where(row)}? Type its name to confirm:",
                 note=f"Command line: {command}",
             )
         )
@@ -167,7 +168,10 @@ class ImageScreen(BaseScreen[str]):
         with VerticalScroll(id="image"):
             yield Static(image_details(self.row, room=10_000, width=self.app.size.width - 4))
             command = shlex.join(["bootmedia", "info", str(self.row.repo), self.row.name])
-            yield Static(f"\nCommand line:\n{printable(command, 500)}", classes="hint")
+            said = f"\nCommand line:\n{printable(command, 500)}"
+            if repo_label(self.row.repo) != str(self.row.repo):
+                said += f"\n({where(self.row)})"  # the path above is where the share is
+            yield Static(said, classes="hint")
 
     def on_mount(self) -> None:
         self.query_one("#image").focus()
@@ -175,3 +179,12 @@ class ImageScreen(BaseScreen[str]):
 
     def action_pick(self, action: str) -> None:
         self.dismiss(action)
+
+
+def where(row: ImageRow) -> str:
+    """The repository as the technician named it: a network share by its URL (and where it
+    is mounted, which the CLI commands take), a local one by its path."""
+    url = repo_label(row.repo)
+    if url == str(row.repo):
+        return printable(url, 300)
+    return f"{printable(url, 300)}, mounted at {row.repo}"

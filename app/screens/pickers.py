@@ -20,6 +20,7 @@ from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.screens.dialogs import AskText
 from app.widgets.tables import DiskTable, ImageTable
+from app.wrap import fit_lines
 from bootmedia.disks.model import Disk
 from bootmedia.net.mount import label as repo_label
 from bootmedia.progress import human_bytes, human_size
@@ -357,9 +358,13 @@ class ChoicePickScreen(BaseScreen[str]):
         choices: list[Choice] = message.value
         menu = self.query_one(OptionList)
         menu.clear_options()
+        # The description wraps under itself, between phrases (a lone "MiB" at the left
+        # margin read as a choice of its own).
+        width = max(40, self.app.size.width - 6) - 18
         for value, text, refusal in choices:
-            prompt = f"{value:<17} {text}" + (
-                f"\n{'':<17} not available: {refusal}" if refusal else ""
+            said = fit_lines([text] + ([f"not available: {refusal}"] if refusal else []), width)
+            prompt = "\n".join(
+                f"{value if i == 0 else '':<17} {line}" for i, line in enumerate(said)
             )
             menu.add_option(Option(escape(prompt), id=value, disabled=refusal is not None))
         first = next((i for i, c in enumerate(choices) if c[2] is None), None)

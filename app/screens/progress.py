@@ -47,7 +47,7 @@ class ProgressScreen(BaseScreen[Outcome]):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane", id="job"):
-            yield ProgressView(id="progress")
+            yield ProgressView(id="progress", note=self.job.work_note)
         if self.job.command:
             yield Static(Text(f"Command line: {self.job.command}"), id="command")
 

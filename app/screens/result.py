@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -11,6 +12,7 @@ from textual.widgets import Static
 
 from app.jobs import Outcome
 from app.screens.base import BaseScreen
+from app.wrap import fit_lines
 
 
 class ResultScreen(BaseScreen[None]):
@@ -41,9 +43,13 @@ class ResultScreen(BaseScreen[None]):
         mark = "OK" if o.ok else ("CANCELLED" if o.cancelled else "FAILED")
         with VerticalScroll(classes="pane", id="result"):
             yield Static(f"{mark}: {o.title}", id="headline", classes="ok" if o.ok else "danger")
-            yield Static("\n".join(o.lines), id="details")
             if o.report_path:
-                yield Static(f"\nReport saved to {o.report_path}", id="report")
+                # Right under the headline: a wipe report is longer than the screen, and the
+                # technician must not have to scroll to learn where it was saved.
+                yield Static(f"Report saved to {o.report_path}", id="report")
+            width = self.app.size.width - 6  # borders, padding and the scrollbar's place
+            lines = fit_lines(o.lines, width)
+            yield Static(Text("\n".join(lines), no_wrap=True, overflow="fold"), id="details")
             yield Static("", id="countdown", classes="heading")
 
     def on_mount(self) -> None:

@@ -22,6 +22,7 @@ from app.jobs import Job
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.widgets.confirm import ConfirmInput
+from app.wrap import fit_lines
 
 
 class SummaryScreen(BaseScreen[Job]):
@@ -71,7 +72,7 @@ class SummaryScreen(BaseScreen[Job]):
         self.refresh_bindings()
         box = self.query_one("#summary", VerticalScroll)
         await box.remove_children()
-        await box.mount(Static(escape("\n".join(job.summary)), id="plan"))
+        await box.mount(Static(self.plan_text(), id="plan"))
         go = self.query_one("#go", Vertical)
         if job.command:
             # Wrapped here, between words, into as many lines as it needs: an auto-height
@@ -100,6 +101,17 @@ class SummaryScreen(BaseScreen[Job]):
             self.status("This job writes to no disk.")
         if job.confirm is not None:
             self.query_one(ConfirmInput).focus_input()
+
+    def plan_text(self) -> Text:
+        """The plan fitted to the pane: table rows narrowed, long lines broken between
+        phrases with their continuation indented (app/wrap.py); never wrapped again by Rich."""
+        assert self.job is not None
+        width = self.app.size.width - 6  # borders, padding and the scrollbar's place
+        return Text("\n".join(fit_lines(self.job.summary, width)), no_wrap=True, overflow="fold")
+
+    def on_resize(self) -> None:
+        if self.job is not None and self.query("#plan"):
+            self.query_one("#plan", Static).update(self.plan_text())
 
     def on_confirm_input_attempt(self, event: ConfirmInput.Attempt) -> None:
         # The engine's rule decides (last 4 of the serial, the whole serial or a by-id name;

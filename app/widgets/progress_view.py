@@ -59,14 +59,17 @@ class ProgressView(Vertical):
     """
     progress: reactive[Progress | None] = reactive(None)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, note: str = "") -> None:
         super().__init__(id=id)
         self.history: list[float] = []
+        self.note = note  # what the total counts (Job.work_note)
 
     def compose(self) -> ComposeResult:
         yield Static("Starting...", id="steps")
         yield Bar()
         yield Static("", id="numbers")
+        if self.note:
+            yield Static(self.note, id="work-note", classes="hint")
         yield Static("Throughput history:", id="history-label")
         yield Sparkline()
 
@@ -78,7 +81,9 @@ class ProgressView(Vertical):
         done = (
             f"{human_bytes(p.done)} of {human_bytes(p.total)}" if p.total else human_bytes(p.done)
         )
-        rate = f"{human_bytes(p.rate)}/s" if p.rate else "-"
+        # A short job ends before the smoothed rate has a value: the average so far instead.
+        speed = p.rate or (p.done / p.elapsed if p.done and p.elapsed >= 0.2 else 0.0)
+        rate = f"{human_bytes(speed)}/s" if speed else "-"
         self.query_one("#numbers", Static).update(
             f"Done {done}   Speed {rate}\n"
             f"Elapsed {human_duration(p.elapsed)}   Remaining {human_duration(p.eta)}"

@@ -146,6 +146,9 @@ class DiskTable(MarkedTable):
             if len(serial) > widths["serial"]:
                 serial = ".." + serial[-(widths["serial"] - 2) :]  # the end is what is typed
             cells["serial"] = serial
+            for k in ("model", "info"):
+                if k in widths:
+                    cells[k] = cut(cells[k], widths[k])
             row = [
                 Text(cells[k], style=style, no_wrap=True, overflow="crop")
                 for k in ("name", "model", "serial", "size", "bus", "info")
@@ -269,6 +272,7 @@ class ImageTable(MarkedTable):
             repo = cells["repository"]
             if len(repo) > widths["repository"]:
                 cells["repository"] = ".." + repo[-(widths["repository"] - 2) :]
+            cells["description"] = cut(cells["description"], widths["description"])
             row = [
                 Text(cells[label.lower()], no_wrap=True, overflow="crop") for label in self.COLUMNS
             ]
@@ -305,3 +309,9 @@ def short_path(path: Path, keep: int = 2) -> str:
         return url.split("://", 1)[-1]
     parts = path.parts
     return str(path) if len(parts) <= keep + 1 else str(Path("...", *parts[-keep:]))
+
+
+def cut(text: str, width: int) -> str:
+    """text in `width` cells: a cut one ends in "..." ("ext4/sample-roo" read as a label of
+    its own; the console font has no U+2026). The details pane below has all of it."""
+    return text if len(text) <= width else text[: max(1, width - 3)].rstrip() + "..."

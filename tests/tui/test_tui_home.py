@@ -45,7 +45,7 @@ async def test_home_fits_and_reads_at_80x25(demo_lab: Any, make_app: Any) -> Non
         await pilot.press("r")  # the demo lab only says what would happen
         await wait_for(
             pilot,
-            lambda: any("would reboot now" in n.message for n in app._notifications),
+            lambda: "Demo lab: the machine would reboot now." in screen_text(app),
             what="the notice",
         )
         assert type(app.screen).__name__ == "HomeScreen"

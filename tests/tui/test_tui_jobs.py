@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ async def test_capture_adds_an_image(demo_lab: Any, make_app: Any) -> None:
         assert result.outcome.ok, result.outcome
         text = screen_text(app)
         assert "Saved by deduplication" in text and "Throughput" in text
+        # Issue 13 item 10: the result's numbers are the summary's ("Total to read: 50.2 MB"
+        # then "Data read: 37.0 MB" before): how much of what was read is data.
+        assert re.search(r"Read: [\d.]+ MB, of which data [\d.]+ MB \(blocks of zeros", text)
     assert "pilot-capture" in image_names(demo_lab.repo_path)
     with Repository.open(demo_lab.repo_path) as r:
         m = r.image("pilot-capture")
@@ -110,7 +114,11 @@ async def test_verify_says_intact(demo_lab: Any, make_app: Any) -> None:
     async with app.run_test(size=(80, 25)) as pilot:
         result = await verify_golden(pilot)
         assert result.outcome.ok
-        assert "Intact: image golden" in screen_text(app)
+        text = screen_text(app)
+        assert "Intact: image golden" in text
+        # A short job shows its speed; why "read and checked" is less than the image's size.
+        assert re.search(r"Throughput: [\d.]+ [kMG]B/s", text), text
+        assert "a chunk it repeats is checked once" in text
 
 
 @async_test
@@ -141,13 +149,21 @@ async def test_wipe_erases_and_saves_a_report(demo_lab: Any, make_app: Any) -> N
         assert menu.get_option("nvme-format").disabled  # a loop device is no NVMe drive
         await pilot.press("enter")
         await wait_for_plan(pilot, "wipe plan")
-        assert "bootmedia wipe" in screen_text(app)
+        plan = screen_text(app)
+        assert "bootmedia wipe" in plan
+        # What is on the disk now, as the restore plan says it (issue 13 item 10).
+        assert "On the disk now: vfat/SAMPLE-ESP" in plan
+        assert re.search(r"- loop\d+p2 [\d.]+ MB ext4 'sample-root'", plan), plan
         await type_text(pilot, pilot.app.screen.job.confirm.confirm_code)
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
-        assert "erased and verified" in screen_text(app)
+        text = screen_text(app)
+        assert "erased and verified" in text
         report = Path(result.outcome.report_path)
+        # Without scrolling: right under the headline (a long path folds onto a second line).
+        flat = "".join(ln.strip(" │") for ln in text.splitlines()).replace(" ", "")
+        assert f"Reportsavedto{report}" in flat, text
     assert report.is_file() and "PASSED" in report.read_text()
     with open(target, "rb") as f:
         assert f.read(4 << 20) == bytes(4 << 20)

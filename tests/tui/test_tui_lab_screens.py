@@ -23,7 +23,13 @@ async def test_disks_screen_highlights_a_plugged_in_disk(demo_lab: Any, make_app
         await wait_for(pilot, lambda: table.row_count == 5, timeout=20, what="the new disk")
         new = demo_lab.loops["usb-1.img"]
         assert new in screen.fresh  # highlighted for a few seconds
-        assert "usb-1.img" in screen_text(app)
+        text = screen_text(app)
+        assert "usb-1.img" in text
+        # Said on the status line, whole, not in a toast drawn over the borders and the footer.
+        assert not app.query("Toast") and not app._notifications
+        status = [ln for ln in text.splitlines() if "New disk:" in ln]
+        assert status and status[0].startswith(" New disk: loop device"), text
+        assert text.splitlines()[-2].startswith(" ") and "disk(s)" in text.splitlines()[-2]
         await wait_for(pilot, lambda: new not in screen.fresh, timeout=15, what="highlight ends")
 
 

@@ -6,6 +6,7 @@ Update after an intended change: pytest tests/tui/test_tui_snapshots.py --snapsh
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import recorded
 import textual
-from tui_helpers import screen_text, wait_for, wait_for_screen
+from tui_helpers import screen_text, type_text, wait_for, wait_for_screen
 
 from app.glyphs import unsafe_glyphs
 
@@ -133,7 +134,8 @@ def test_screen_at_80x25_on_any_textual(name: str, app: Any) -> None:
 
 EXPECTED_80x25 = {
     "home": ["What do you want to do?", "This machine", "refused: is the live boot", "F5 Refresh"],
-    "restore_target": ["Restore 2/4: target disk", "REFUSED: is the live", "Enter Choose"],
+    # A cut cell ends in "..." (issue 13: the console font has no U+2026).
+    "restore_target": ["Restore 2/4: target disk", "REFUSED: is the li...", "Enter Choose"],
     "restore_summary": ["EVERYTHING on nvme0n1 will be overwritten.", "--confirm 456X"],
     "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GB of 82.0 GB", "Esc Cancel job"],
     "result": ["OK: Restore finished", "Written: 44.0 GB", "Enter Done"],
@@ -206,3 +208,148 @@ def test_one_unit_system_and_the_model_uncut(size: tuple[int, int], app: Any) ->
         assert "1.0 TB" in text  # the NVMe disk, the same on Home, the picker and the summary
     if size[0] >= 200:
         assert "Samsung SSD 980 PRO 1TB" in texts["restore_target"]
+
+
+def test_plan_and_result_lines_break_between_phrases(app: Any) -> None:
+    """Issue 13 item 10: at 80 columns no line wraps mid-phrase ("Windows 11 23H2 +" / "Office",
+    "1.0" / "TB"); a continuation is indented; a wipe report's path shows without scrolling;
+    a long description of a choice wraps under itself, not at the left margin."""
+    import asyncio
+
+    from app.jobs import Outcome
+    from app.screens.result import ResultScreen
+
+    texts: dict[str, str] = {}
+
+    async def body() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await summary(pilot)
+            texts["summary"] = screen_text(app)
+            report = Outcome(
+                True,
+                "Wipe of sdb: erased and checked",
+                tuple(f"line {i}: {'word ' * 10}" for i in range(40)),
+                report_path="/run/bootmedia/reports/wipe-sdb.txt",
+            )
+            app.push_screen(ResultScreen(report, "Wipe sdb"))
+            await settle(pilot, "OK: Wipe of sdb")
+            texts["report"] = screen_text(app)
+            app.pop_screen()
+            while type(app.screen).__name__ != "HomeScreen":
+                await pilot.press("escape")
+                await pilot.pause(0.2)
+            await pilot.press("p")
+            await settle(pilot, "can be chosen")
+            await pilot.press("enter")
+            await settle(pilot, "can be used here")
+            texts["layouts"] = screen_text(app)
+            # The highlighted choice in reverse video, not colour alone (issue 13 item 11).
+            menu = app.screen.query_one("OptionList")
+            styles = menu.get_component_styles("option-list--option-highlighted")
+            assert styles.text_style.reverse
+
+    asyncio.run(body())
+    lines = [ln.strip(" |│") for ln in texts["summary"].splitlines()]
+    assert any("Windows 11 23H2 + Office" in ln or ln.startswith("23H2 + Office") for ln in lines)
+    assert not any(ln.rstrip().endswith((" +", " 1.0", "of")) for ln in lines), texts["summary"]
+    assert not any(re.match(r"^(TB|GB|MB|Office)\b", ln) for ln in lines), texts["summary"]
+    assert "Report saved to /run/bootmedia/reports/wipe-sdb.txt" in texts["report"]
+    layouts = texts["layouts"].splitlines()
+    first = next(i for i, ln in enumerate(layouts) if "uefi " in ln)
+    # "uefi   GPT: ESP 512 MiB FAT32 + Linux root (...)" goes on under its description.
+    assert layouts[first + 1].strip(" │")[:1].isalpha()
+    assert re.match(r"^│?\s{19,}\S", layouts[first + 1]), layouts[first : first + 2]
+
+
+def test_border_titles_cut_with_three_dots(app: Any) -> None:
+    """The Linux console font has no U+2026: a border title too long for its pane (a job
+    title with a 100-character image name) ends in '...' (Textual's own cut drew U+2026)."""
+    import asyncio
+    import dataclasses
+
+    from app.flows import run_job
+
+    async def body() -> str:
+        async with app.run_test(size=SIZE) as pilot:
+            await home(pilot)
+            job = recorded.frozen_job(app.release)
+            note = recorded.recorded_restore_job().work_note
+            job = dataclasses.replace(
+                job, title=f"Restore {'w' * 100} onto nvme0n1", work_note=note
+            )
+
+            async def flow(a: Any) -> None:
+                await run_job(a, job)
+
+            app.start_flow(flow)
+            await settle(pilot, "Remaining 02:27")
+            return screen_text(app)
+
+    text = asyncio.run(body())
+    assert "…" not in text
+    assert re.search(r"Restore w+\.\.\. ─", text), text
+    # The progress total is 3 x the image's data: the screen says why (issue 13 item 10).
+    assert re.search(
+        r"The total counts the [\d.]+ GB of data 3 times: checked first, written", text
+    )
+
+
+def test_a_network_share_is_named_by_its_url(
+    app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Images -> Delete and the image's own screen name a share by its URL, not only by the
+    mount point the session put it at."""
+    import asyncio
+
+    from app import engine
+    from app.engine import ImageRow
+
+    monkeypatch.setattr("bootmedia.net.mount.MOUNT_ROOT", tmp_path)
+    (tmp_path / ".smb-lab-images.url").write_text("smb://fileserver/images\n")
+    share = ImageRow(tmp_path / "smb-lab-images", recorded.MANIFEST)
+    monkeypatch.setattr(engine, "list_images", lambda repos: [share])
+    texts: dict[str, str] = {}
+
+    async def body() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await home(pilot)
+            await pilot.press("i")
+            await settle(pilot, "golden-win11")
+            await pilot.press("delete")
+            await settle(pilot, "Type its name to confirm")
+            texts["delete"] = screen_text(app)
+            await pilot.press("escape")
+            await wait_for_screen(pilot, "ImagesScreen")
+            await pilot.press("enter")
+            await settle(pilot, "Command line:")
+            texts["info"] = screen_text(app)
+
+    asyncio.run(body())
+    flat = " ".join(ln.strip(" │") for ln in texts["delete"].splitlines())
+    assert "from smb://fileserver/images, mounted at" in flat, texts["delete"]
+    assert "(smb://fileserver/images, mounted at" in texts["info"], texts["info"]
+
+
+@pytest.mark.parametrize("size", [(80, 25), (80, 24)], ids=["80x25", "80x24"])
+def test_network_share_fields_show_what_is_typed(app: Any, size: tuple[int, int]) -> None:
+    """The walkthrough found the share form's fields drawn as a bare top border: the app's
+    Input border rule beat the form's one-line fields, so what was typed never showed."""
+    import asyncio
+
+    async def body() -> str:
+        async with app.run_test(size=size) as pilot:
+            await home(pilot)
+            await pilot.press("r")
+            await settle(pilot, "1 image(s)")
+            await pilot.press("n")
+            await settle(pilot, "Connect a repository on the network")
+            await pilot.press("down")
+            await type_text(pilot, "fileserver")
+            await pilot.pause(0.3)
+            return screen_text(app)
+
+    text = asyncio.run(body())
+    server = [ln for ln in text.splitlines() if ln.startswith(" Server")]
+    assert server and "fileserver" in server[0], text
+    for label in ("Port", "Share / path", "User", "Password"):
+        assert any(ln.startswith(f" {label}") for ln in text.splitlines()), text

@@ -124,6 +124,9 @@ def test_full_restore_on_the_linux_console(tmux: Tmux, tmp_path: Path) -> None:
     result = tmux.wait("OK: Restore finished", timeout=180)
     assert "read back and checked" in result
     assert not unsafe_glyphs(result), unsafe_glyphs(result)
+    # Written and read back agree, next to each other (issue 13 item 10).
+    written = re.search(r"Written: ([\d.]+ [kMG]B)", result)
+    assert written and f"Read back and checked: {written.group(1)}" in result, result
     tmux.keys("Enter")
     tmux.wait("What do you want to do?")
     tmux.quit()
@@ -157,6 +160,13 @@ def test_serial_console_80x24(tmux: Tmux, console: tuple[str, int, int]) -> None
     picker = tmux.wait("can be chosen")
     assert "REFUSED" in picker and "Enter Choose" in picker
     assert not unsafe_glyphs(picker), unsafe_glyphs(picker)
+    if console[0] == "vt100":
+        # Issue 13 item 11: a vt100 draws ASCII only: boxes in + - |, separators in -.
+        for screen in (home, picker):
+            assert screen.isascii(), {ch for ch in screen if not ch.isascii()}
+        assert "+- What do you want to do? -" in home and "| newpc-1.img - LB" in picker
+    else:
+        assert "┌─ What do you want to do? ─" in home  # a UTF-8 terminal keeps its lines
     tmux.keys("Escape")
     tmux.wait("Which image should go onto the disk?")
     tmux.keys("Escape")
