@@ -294,6 +294,8 @@ SHRINK_TOOLS = {
     "ntfs": ("ntfsresize",),
     "btrfs": ("btrfs", "mount", "umount"),
     "vfat": ("mkfs.vfat", "mcopy", "mdir"),
+    # restored by files into a new XFS instead (bootmedia.layout.refile)
+    "xfs": ("mkfs.xfs", "xfs_info", "xfsdump", "xfsrestore", "xfs_repair", "mount", "umount"),
 }
 
 

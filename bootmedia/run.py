@@ -118,6 +118,45 @@ def _run_daemon(
         return subprocess.CompletedProcess(argv, done.returncode, out.read(), err.read())
 
 
+def run_pipe(producer: list[str], consumer: list[str]) -> None:
+    """Run `producer | consumer` (lists, never a shell); both must succeed. A consumer that
+    exits 0 on an empty stream (xfsrestore does) must not hide a producer that failed, so each
+    one's status is checked and the failing one's stderr reported."""
+    log.info("+ %s | %s", " ".join(producer), " ".join(consumer))
+    _refuse_in_unit_tests(producer)
+    with tempfile.TemporaryFile() as err_a, tempfile.TemporaryFile() as err_b:
+        try:
+            a = subprocess.Popen(
+                producer, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_a,
+                env=_env(),
+            )  # fmt: skip
+        except FileNotFoundError as exc:
+            raise BootmediaError(f"{producer[0]} is not installed") from exc
+        try:
+            b = subprocess.Popen(
+                consumer, stdin=a.stdout, stdout=subprocess.DEVNULL, stderr=err_b, env=_env()
+            )
+        except FileNotFoundError as exc:
+            a.kill()
+            a.wait()
+            raise BootmediaError(f"{consumer[0]} is not installed") from exc
+        finally:
+            assert a.stdout is not None
+            a.stdout.close()  # the consumer holds the pipe now; a dead consumer stops a (SIGPIPE)
+        try:
+            b.wait()
+            a.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: stop both, then unwind
+            for p in (a, b):
+                p.kill()
+                p.wait()
+            raise
+        for proc, argv, err in ((a, producer, err_a), (b, consumer, err_b)):
+            if proc.returncode != 0:
+                err.seek(0)
+                raise ToolError(argv, proc.returncode, err.read().decode(errors="replace"))
+
+
 def run_text(argv: list[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
 

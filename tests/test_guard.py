@@ -35,3 +35,18 @@ def test_a_child_bootmedia_inherits_the_refusal() -> None:
 @pytest.mark.real_tools
 def test_marked_tests_run_real_tools() -> None:
     assert runner.run(["true"]).returncode == 0
+
+
+@pytest.mark.real_tools
+def test_run_pipe_reports_whichever_side_failed() -> None:
+    # The consumer succeeds on an empty stream (as xfsrestore does): the producer's failure
+    # must still be the job's failure, with its own stderr.
+    with pytest.raises(
+        runner.ToolError, match=r"sh -c echo no dump >&2; exit 3 failed \(exit 3\): no dump"
+    ):
+        runner.run_pipe(["sh", "-c", "echo no dump >&2; exit 3"], ["cat"])
+    with pytest.raises(runner.ToolError, match=r"sh -c cat; exit 5 failed \(exit 5\)"):
+        runner.run_pipe(["echo", "data"], ["sh", "-c", "cat; exit 5"])
+    with pytest.raises(runner.BootmediaError, match="no-such-tool-x is not installed"):
+        runner.run_pipe(["echo"], ["no-such-tool-x"])
+    runner.run_pipe(["echo", "data"], ["cat"])

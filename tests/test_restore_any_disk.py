@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import stat
+import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +17,10 @@ from bootmedia import lab
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.clone import clone_disk, plan_clone
-from bootmedia.errors import ImageError, UsageError
+from bootmedia.errors import BootmediaError, ImageError, UsageError
+from bootmedia.image.view import ImageArea
+from bootmedia.layout.refile import prepare_refile
+from bootmedia.repo.store import Repository
 from bootmedia.table import read_table
 from tests import disklayouts as D
 
@@ -180,16 +187,114 @@ def sample_read(dev: str) -> str:
     return h.hexdigest()
 
 
-def test_xfs_onto_smaller_disk_is_refused_with_the_reason(loopdev, tmp_path: Path) -> None:
+def _acl(uid: int) -> bytes:
+    """A POSIX ACL xattr (system.posix_acl_access): user::rw-, user:uid:r--, group::r--,
+    mask::r--, other::---."""
+    entries = [
+        (1, 6, 0xFFFFFFFF),
+        (2, 4, uid),
+        (4, 4, 0xFFFFFFFF),
+        (16, 4, 0xFFFFFFFF),
+        (32, 0, 0xFFFFFFFF),
+    ]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def _special_files(node: str) -> dict[str, object]:
+    """What a file copy loses easily, put on the XFS: hard links, a sparse file, xattrs, an
+    ACL, a symlink, a device node, a setuid file owned by another user. Returns what to expect."""
+    with tempfile.TemporaryDirectory(prefix="bootmedia-mnt-") as mnt:
+        D.sh("mount", node, mnt)
+        try:
+            root = Path(mnt) / "special"
+            root.mkdir()
+            (root / "a").write_bytes(os.urandom(300_000))
+            os.link(root / "a", root / "b")
+            with open(root / "sparse", "wb") as f:
+                f.truncate(64 * MiB)
+                f.seek(40 * MiB)
+                f.write(b"island")
+            os.setxattr(root / "a", "user.note", b"kept")
+            os.setxattr(root / "a", "trusted.secret", b"root only")
+            os.setxattr(root / "a", "system.posix_acl_access", _acl(1234))
+            os.symlink("a", root / "link")
+            os.mknod(root / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            (root / "suid").write_bytes(b"#!/bin/sh\n")
+            os.chown(root / "suid", 1234, 5678)
+            os.chmod(root / "suid", 0o4755)
+        finally:
+            D.umount(mnt)
+    return {"acl": _acl(1234)}
+
+
+def _check_special(node: str, want: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bootmedia-mnt-") as mnt:
+        D.sh("mount", "-o", "ro", node, mnt)
+        try:
+            root = Path(mnt) / "special"
+            assert os.stat(root / "a").st_ino == os.stat(root / "b").st_ino, "hard link kept"
+            sp = os.stat(root / "sparse")
+            assert sp.st_size == 64 * MiB and sp.st_blocks * 512 <= MiB, "the hole is kept"
+            with open(root / "sparse", "rb") as f:
+                f.seek(40 * MiB)
+                assert f.read(6) == b"island"
+            assert os.getxattr(root / "a", "user.note") == b"kept"
+            assert os.getxattr(root / "a", "trusted.secret") == b"root only"
+            assert os.getxattr(root / "a", "system.posix_acl_access") == want["acl"]
+            assert os.readlink(root / "link") == "a"
+            assert os.stat(root / "null").st_rdev == os.makedev(1, 3)
+            st = os.stat(root / "suid")
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o4755)
+        finally:
+            D.umount(mnt)
+
+
+def test_xfs_onto_smaller_disk_is_restored_by_files(loopdev, tmp_path: Path) -> None:
     parts = (D.Part(1, "vfat", D.ESP, 64, 2), D.Part(2, "xfs", D.LINUX, 0, 100))
     src = loopdev(1000 * MiB)
     D.build(src, "gpt", parts)
+    want = _special_files(f"{src}p2")
+    source = Source(src, tmp_path / "repo", parts)
+    dst = loopdev(500 * MiB)
+    plan = plan_apply(source.repo, "img", dst)
+    assert plan.layout is not None and plan.layout.change(2).action == "shrink"
+    assert "xfs shrinks" in "\n".join(plan.summary())
+    result = apply_image(plan)
+    assert result.verified and [s.fstype for s in result.shrinks] == ["xfs"]
+    _check_restored(source, dst)  # xfs_repair -n clean, every file's sha256, UUIDs and label
+    _check_special(f"{dst}p2", want)
+    assert D.sh("blkid", "-p", "-s", "LABEL", "-o", "value", f"{dst}p2").strip() == "p2"
+    # Clone does the same from the source disk.
+    dst2 = loopdev(500 * MiB)
+    clone_disk(plan_clone(src, dst2))
+    _check_restored(source, dst2)
+    _check_special(f"{dst2}p2", want)
+
+
+def test_xfs_whose_files_do_not_fit_is_refused_before_writing(loopdev, tmp_path: Path) -> None:
+    parts = (D.Part(1, "vfat", D.ESP, 64, 2), D.Part(2, "xfs", D.LINUX, 0, 300))
+    src = loopdev(700 * MiB)
+    D.build(src, "gpt", parts)
     capture_image(plan_capture(src, tmp_path / "repo", "img"))
     dst = loopdev(500 * MiB)
-    with pytest.raises(UsageError, match=r"short by .*partition 2 keeps its size: XFS cannot be"):
-        plan_apply(tmp_path / "repo", "img", dst)
-    with pytest.raises(UsageError, match="XFS cannot be shrunk"):
-        plan_clone(src, dst)
+    before = D.sh("sha256sum", dst)
+    with pytest.raises(
+        UsageError, match=r"--size 2=314\.6 MB is too small: its xfs needs at least"
+    ):
+        plan_apply(tmp_path / "repo", "img", dst, sizes={2: 300 * MiB})
+    # Past the planner's estimate, the measured need decides, before the first write: a new
+    # XFS of 330 MiB has room for less than the 300 MiB of files the image holds.
+    with Repository.open(tmp_path / "repo") as r:
+        area = r.image("img").area("p2")
+    assert area is not None
+    with (
+        contextlib.ExitStack() as stack,
+        pytest.raises(BootmediaError, match=r"do not fit a new xfs of 346\.0 MB"),
+    ):
+        prepare_refile(
+            stack, ImageArea(tmp_path / "repo", "img", "p2"), area, 330 * MiB, tmp_path / "w", 512
+        )
+    assert D.sh("sha256sum", dst) == before
 
 
 def test_512_image_onto_4kn_disk_rebuilds_the_esp(loopdev, tmp_path: Path) -> None:

@@ -38,13 +38,18 @@ SWAP_TYPES = {"0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", "82"}
 EXTENDED = {"5", "f", "85"}
 
 # Filesystems whose own tool can make them smaller / larger (see bootmedia/fs.py).
-SHRINKS = {"ext2", "ext3", "ext4", "ntfs", "vfat", "btrfs"}
-GROWS = SHRINKS | {"xfs"}
+# XFS has no shrinker: onto a smaller partition it is restored by files (bootmedia.layout.refile).
+SHRINKS = {"ext2", "ext3", "ext4", "ntfs", "vfat", "btrfs", "xfs"}
+GROWS = SHRINKS
 # What a filesystem needs beyond its tool's minimum: room for the journal to breathe and for
 # the shrinker's own rounding (resize2fs -P and ntfsresize --info are tight lower bounds).
 SLACK = 0.03
 SLACK_MIN = 16 * MiB
 BTRFS_OVERHEAD = 320 * MiB  # btrfs keeps whole metadata/system chunks; capture has no minimum
+# A new XFS sets aside per-AG reservations (finobt, reflink: several percent of a small one) and
+# a log of its own beside what the files use; the restore measures it exactly before writing.
+XFS_SHARE = 16
+XFS_OVERHEAD = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ def minimum(info: PartInfo, size: int) -> int:
         need = info.min_size
     elif info.used is not None:
         need = info.used + (BTRFS_OVERHEAD if info.fstype == "btrfs" else 0)
+        if info.fstype == "xfs":
+            need += info.used // XFS_SHARE + XFS_OVERHEAD
     else:
         return size
     need = max(int(need * (1 + SLACK)), need + SLACK_MIN)
@@ -370,8 +377,6 @@ def _keep(
 
 
 WHY_NOT = {
-    "xfs": "XFS cannot be shrunk (xfs_growfs only grows), and restoring it by file is not "
-    "done here: restore it onto a disk at least its size",
     "exfat": "no tool here shrinks exFAT",
     "f2fs": "no tool here shrinks F2FS",
     "hfsplus": "no tool here shrinks HFS+",

@@ -26,6 +26,8 @@ from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
 from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.plan import Change
+from bootmedia.layout.refile import TOOLS as REFILE_TOOLS
+from bootmedia.layout.refile import VIEW_CAPACITY, Refile, prepare_refile, write_refile
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
 from bootmedia.run import require_tools
@@ -79,7 +81,9 @@ class ShrinkStats:
 
 
 @dataclass
-class Prepared:
+class Shrunk:
+    """A filesystem shrunk in a view, and the byte ranges of it to copy."""
+
     area: Area
     new_size: int
     view: MountedView
@@ -105,7 +109,10 @@ def prepare_shrink(
 ) -> Prepared:
     """Shrink the area's filesystem in a view of the image (or of the source disk's partition,
     for a clone); the view stays mounted until the stack closes. A FAT is made anew instead,
-    `new_size` long, with the target's `sector` size when that is larger than its own."""
+    `new_size` long, with the target's `sector` size when that is larger than its own; an XFS
+    is restored by files into a new XFS (bootmedia.layout.refile)."""
+    if area.fstype in REFILE_TOOLS:
+        return prepare_refile(stack, source, area, new_size, workdir, sector)
     tools = fs.SHRINK_TOOLS.get(area.fstype)
     if tools is None:
         raise BootmediaError(f"{area.name}: cannot shrink a {area.fstype or 'raw'} partition")
@@ -137,7 +144,7 @@ def prepare_shrink(
         # does not write one, and ntfs-3g looks for it in the partition's last sector.
         _ntfs_backup_boot(device, (size - 512, new_size - 512))
         ranges += [(size - 512, 512), (new_size - 512, 512)]
-    return Prepared(area, new_size, view, device, ranges, size, where, capacity, started)
+    return Shrunk(area, new_size, view, device, ranges, size, where, capacity, started)
 
 
 def _rebuild_fat(
@@ -148,7 +155,7 @@ def _rebuild_fat(
     workdir: Path,
     sector: int,
     started: float,
-) -> Prepared:
+) -> Shrunk:
     """FAT, made smaller by file: a new FAT of new_size (same volume id, label, FAT type where
     it fits, logical sector size unless the target's is larger) with the image's files, which
     are read back and compared (bootmedia.layout.fat)."""
@@ -165,8 +172,11 @@ def _rebuild_fat(
             f"{area.name}: its FAT could not be rebuilt in {human_bytes(new_size)}: {exc}"
         ) from None
     ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
-    return Prepared(area, new_size, view, str(image), ranges, new_size, workdir, capacity, started)
+    return Shrunk(area, new_size, view, str(image), ranges, new_size, workdir, capacity, started)
 
+
+# What prepare_shrink gives: a filesystem shrunk in a view, or one to restore by files.
+Prepared = Shrunk | Refile
 
 Sums = list[tuple[int, int, bytes]]
 
@@ -210,7 +220,16 @@ def verify_ranges(fd: int, base: int, sums: Sums, reporter: Reporter, what: str)
 def copy_prepared(
     p: Prepared, fd: int, base: int, reporter: Reporter, verify: bool = True
 ) -> ShrinkStats:
-    """Copy the shrunk filesystem's used blocks to the target at `base`, then read them back."""
+    """Copy the shrunk filesystem's used blocks to the target at `base`, then read them back
+    (or, for a filesystem restored by files, make it there and compare its files)."""
+    if isinstance(p, Refile):
+        used = write_refile(p, fd, base, reporter, verify)
+        stats = p.view.stats()
+        return ShrinkStats(
+            p.area.number, p.area.fstype, p.area.size, p.new_size, p.new_size, used,
+            stats.overlay_used, VIEW_CAPACITY, str(p.view.overlay.parent), stats.peak_rss,
+            round(time.monotonic() - p.started, 3),
+        )  # fmt: skip
     sums = copy_ranges(p.device, p.ranges, fd, base, reporter, p.area.name)
     blockdev.flush(fd)
     if verify:
