@@ -101,7 +101,9 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
                 continue
             with reporter.step(f"Copying {part.area.name} ({part.area.fstype or 'raw'})"):
                 ranges = [(o, min(n, c.new_size - o)) for o, n in part.ranges if o < c.new_size]
-                sums = copy_ranges(part.node, ranges, fd, c.new_start, reporter, part.area.name)
+                sums = copy_ranges(
+                    part.node, ranges, fd, c.new_start, reporter, part.area.name, plan.verify
+                )
                 copied.append((part, c, sums))
         for p in prepared:
             c = plan.layout.change(p.area.number)

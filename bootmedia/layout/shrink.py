@@ -34,6 +34,7 @@ from bootmedia.run import require_tools
 
 MiB = 1 << 20
 PIECE = 4 * MiB
+WINDOW = 256  # pieces written before they are read back (1 GiB): the hashes kept are bounded
 RAM_SHARE = 4  # an overlay goes to RAM when it needs at most 1/RAM_SHARE of the free memory
 SHM = Path("/dev/shm")
 
@@ -182,9 +183,18 @@ Sums = list[tuple[int, int, bytes]]
 
 
 def copy_ranges(
-    source: str, ranges: list[tuple[int, int]], fd: int, base: int, reporter: Reporter, what: str
+    source: str,
+    ranges: list[tuple[int, int]],
+    fd: int,
+    base: int,
+    reporter: Reporter,
+    what: str,
+    verify: bool = False,
 ) -> Sums:
-    """Copy byte ranges of a device to the target at base; the hash of every piece written."""
+    """Copy byte ranges of a device to the target at base; the hash of every piece written and
+    not yet read back. With verify, every WINDOW pieces are flushed and read back as the copy
+    goes, so at most WINDOW hashes are kept (one per 4 MiB would be 25 MB per TB); the caller
+    reads back the rest (verify_ranges) after its own flush."""
     sums: Sums = []
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -200,6 +210,10 @@ def copy_ranges(
                 sums.append((pos, n, blake3.blake3(data).digest()))
                 reporter.advance(n)
                 pos += n
+                if verify and len(sums) >= WINDOW:
+                    blockdev.flush(fd)
+                    verify_ranges(fd, base, sums, reporter, what)
+                    sums = []
     finally:
         os.close(src)
     return sums
@@ -230,7 +244,7 @@ def copy_prepared(
             stats.overlay_used, VIEW_CAPACITY, str(p.view.overlay.parent), stats.peak_rss,
             round(time.monotonic() - p.started, 3),
         )  # fmt: skip
-    sums = copy_ranges(p.device, p.ranges, fd, base, reporter, p.area.name)
+    sums = copy_ranges(p.device, p.ranges, fd, base, reporter, p.area.name, verify)
     blockdev.flush(fd)
     if verify:
         verify_ranges(fd, base, sums, reporter, p.area.name)
