@@ -136,6 +136,13 @@ def _fat_used(device: str) -> list[tuple[int, int]]:
     return ranges
 
 
+def fat_used(device: str) -> list[tuple[int, int]]:
+    """A FAT16/FAT32's used ranges from its own FAT, [] for FAT12. A FAT bootmedia rebuilt is
+    copied whole when this is []: partclone.fat misreads a FAT12 with 4 KiB sectors (a 40 MiB
+    ESP rebuilt for a 4Kn disk lost file data that way)."""
+    return _fat_used(device)
+
+
 def _ext_used(device: str) -> list[tuple[int, int]]:
     """ext2/3/4: the complement of the free-block lists dumpe2fs prints from the bitmaps.
     (partclone.extfs -D reads the same bitmaps but then sleeps about 2 s in sync and its

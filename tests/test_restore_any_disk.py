@@ -17,7 +17,7 @@ from bootmedia import lab
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.clone import clone_disk, plan_clone
-from bootmedia.errors import BootmediaError, ImageError, UsageError
+from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.image.view import ImageArea
 from bootmedia.layout.refile import prepare_refile
 from bootmedia.repo.store import Repository
@@ -314,11 +314,29 @@ def test_512_image_onto_4kn_disk_rebuilds_the_esp(loopdev, tmp_path: Path) -> No
     _check_restored(source, dst)
 
 
-def test_ext4_with_1k_blocks_onto_4kn_is_refused(loopdev, tmp_path: Path) -> None:
+def _ext4_facts(node: str) -> tuple[str, str]:
+    head = D.sh("dumpe2fs", "-h", node)
+    get = {k.strip(): v.strip() for k, _, v in (x.partition(":") for x in head.splitlines())}
+    return get["Block size"], get["Filesystem features"]
+
+
+def test_ext4_with_1k_blocks_onto_4kn_is_restored_by_files(loopdev, tmp_path: Path) -> None:
+    parts = (D.Part(1, "vfat", D.ESP, 40, 1), D.Part(2, "ext4", D.LINUX, 0, 0))
     src = loopdev(300 * MiB)
-    D.build(src, "gpt", (D.Part(1, "vfat", D.ESP, 40, 1), D.Part(2, "ext4", D.LINUX, 0, 10)))
-    D.sh("mkfs.ext4", "-q", "-F", "-b", "1024", f"{src}p2")
-    capture_image(plan_capture(src, tmp_path / "repo", "img"))
+    D.build(src, "gpt", parts)
+    D.sh("mkfs.ext4", "-q", "-F", "-b", "1024", "-L", "p2", f"{src}p2")
+    with tempfile.TemporaryDirectory(prefix="bootmedia-fill-") as tmp:
+        D.fill_tree(Path(tmp), 40 * MiB, 3)
+        D.put_files(f"{src}p2", "ext4", Path(tmp))
+    want = _special_files(f"{src}p2")
+    _, features = _ext4_facts(f"{src}p2")
+    source = Source(src, tmp_path / "repo", parts)
     dst = loopdev(300 * MiB, 4096)
-    with pytest.raises(ImageError, match=r"p2 holds ext4 with 1024-byte blocks.*4096-byte"):
-        plan_apply(tmp_path / "repo", "img", dst)
+    plan = plan_apply(source.repo, "img", dst)
+    assert plan.refile == (2,) and any("made anew with 4096-byte blocks" in n for n in plan.notes)
+    result = apply_image(plan)
+    assert result.verified
+    _check_restored(source, dst)  # e2fsck -fn clean, every file's sha256, UUIDs
+    _check_special(f"{dst}p2", want)
+    assert _ext4_facts(f"{dst}p2") == ("4096", features), "4 KiB blocks, the same features"
+    assert D.sh("blkid", "-p", "-s", "LABEL", "-o", "value", f"{dst}p2").strip() == "p2"

@@ -32,6 +32,7 @@ from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.errors import BootmediaError, ImageError, stopped
 from bootmedia.image.view import ImageArea, clean_leftovers, mounted_view
 from bootmedia.layout.fat import rebuild_fat
+from bootmedia.layout.refile import prepare_refile
 from bootmedia.layout.shrink import (
     Prepared,
     ShrinkStats,
@@ -291,7 +292,7 @@ def _prepare_rebuilds(
             ) as view,
         ):
             image = rebuild_fat(view.path, new_size, plan.sector_size, area.label, work)
-        ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
+        ranges = fs.fat_used(str(image)) or [(0, new_size)]
         reporter.add_total(sum(n for _, n in ranges) * (2 if plan.verify else 1))
         out.append((area, image, ranges))
     return out
@@ -306,12 +307,20 @@ def _prepare_shrinks(
     work = Path(tempfile.mkdtemp(prefix="bootmedia-shrink-"))
     stack.callback(shutil.rmtree, work, ignore_errors=True)
     for c in plan.layout.changes:
-        if c.action != "shrink":
+        if c.action != "shrink" and c.number not in plan.refile:
             continue
         area = plan.image.area(f"p{c.number}")
         assert area is not None
+        source = ImageArea(plan.repo, plan.image.name, area.name)
+        if c.number in plan.refile:  # blocks smaller than the target's sectors: by files
+            with reporter.step(f"Checking that {area.name}'s files fit a new {area.fstype}"):
+                p: Prepared = prepare_refile(
+                    stack, source, area, c.new_size, work, plan.sector_size
+                )
+            reporter.add_total(p.used * (2 if plan.verify else 1))
+            prepared.append(p)
+            continue
         with reporter.step(f"Shrinking {area.fstype} of {area.name} to {human_bytes(c.new_size)}"):
-            source = ImageArea(plan.repo, plan.image.name, area.name)
             p = prepare_shrink(stack, source, area, c.new_size, work, plan.sector_size)
         reporter.add_total(p.used * (2 if plan.verify else 1))
         prepared.append(p)

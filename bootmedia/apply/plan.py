@@ -53,6 +53,7 @@ class ApplyPlan:
     confirm_disk: Disk | None = None
     layout: LayoutPlan | None = None  # the target's table when it is not the image's (issue 10)
     rebuild: tuple[int, ...] = ()  # FAT partitions made anew for the target's sector size
+    refile: tuple[int, ...] = ()  # ext4 with blocks below the target's sectors: restored by files
 
     def offset_of(self, area: Area) -> int:
         """Where an area starts on the target: the layout's new start, else where it was."""
@@ -61,7 +62,7 @@ class ApplyPlan:
         return area.offset
 
     def action(self, area: Area) -> str:
-        if area.number in self.rebuild:
+        if area.number in self.rebuild or area.number in self.refile:
             return "rebuild"
         return self.layout.change(area.number).action if self.layout and area.number else "same"
 
@@ -184,6 +185,7 @@ class ApplyPlan:
             "to": self.to,
             "layout": self.layout.to_dict() if self.layout is not None else None,
             "rebuild": list(self.rebuild),
+            "refile": list(self.refile),
             "areas": [a.name for a in self.areas],
             "write_bytes": self.write_bytes,
             "notes": list(self.notes),
@@ -276,6 +278,7 @@ def _plan(
         raise UsageError("--size and --grow do not go together: --size N=rest grows N")
     plan_lay: LayoutPlan | None = None
     rebuild: list[int] = []
+    refile: list[int] = []
     if table is not None and (layout == FIT or sizes or table.sector_size != ss):
         plan_lay = plan_layout(
             table,
@@ -328,6 +331,14 @@ def _plan(
                     and plan_lay.change(a.number).action == ("shrink")
                 ):
                     continue  # made anew smaller, with the target's sectors (layout.shrink)
+                if a.fstype == "ext4" and a.mode == USED:
+                    refile.append(a.number)  # bootmedia.layout.refile
+                    notes.append(
+                        f"{a.name}: ext4 with {a.block_size}-byte blocks is made anew with "
+                        f"{max(4096, ss)}-byte blocks (same UUID, label and features) and its "
+                        "files copied"
+                    )
+                    continue
                 raise ImageError(
                     f"{a.name} holds {a.fstype} with {a.block_size}-byte blocks, which cannot "
                     f"work on a disk with {ss}-byte sectors, and restoring it file by file is "
@@ -398,6 +409,7 @@ def _plan(
         file_partitions=file_disk(target).partitions if disk is None else (),
         layout=plan_lay,
         rebuild=tuple(rebuild),
+        refile=tuple(refile),
         confirm_disk=disk if disk is not None else file_disk(target),
     )
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootmedia import blockdev
-from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.errors import BootmediaError, ImageError, ToolError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
@@ -46,7 +46,9 @@ from bootmedia.run import require_tools, run, run_pipe, run_text
 MiB = 1 << 20
 TOOLS = {
     "xfs": ("losetup", "mount", "umount", "mkfs.xfs", "xfs_info", "xfsdump", "xfsrestore", "xfs_repair"),
+    "ext4": ("losetup", "mount", "umount", "mkfs.ext4", "dumpe2fs", "tar", "e2fsck"),
 }  # fmt: skip
+EXT_BLOCK = 4096  # an ext4 restored by files gets 4 KiB blocks (its old ones were too small)
 VIEW_CAPACITY = 128 * MiB  # a dirty log replayed at mount; nothing else writes to the view
 # Room the files need beyond their own blocks and inodes: directories' and extents' btrees grow
 # as they are rebuilt, and the copy must not end at the last block.
@@ -113,6 +115,29 @@ def mkfs_argv(geo: dict[str, str], area: Area, uuid: str, sector: int) -> list[s
     return argv
 
 
+def ext4_mkfs_argv(device: str, area: Area, uuid: str, sector: int) -> list[str]:
+    """mkfs.ext4 making the image's ext4 again with blocks of at least the target's sectors:
+    same UUID, label, inode size, inode count and feature list (-O none,... so mke2fs's own
+    defaults do not add features the image lacked)."""
+    head = run_text(["dumpe2fs", "-h", device])
+
+    def field(name: str) -> str:
+        m = re.search(rf"^{name}:\s*(.*)$", head, re.M)
+        return m.group(1).strip() if m else ""
+
+    features = [f for f in field("Filesystem features").split() if f != "needs_recovery"]
+    argv = ["mkfs.ext4", "-F", "-q", "-E", "nodiscard", "-b", str(max(EXT_BLOCK, sector))]
+    argv += ["-U", uuid, "-O", ",".join(["none", *features])]
+    if field("Inode size").isdigit():
+        argv += ["-I", field("Inode size")]
+    if field("Inode count").isdigit():
+        argv += ["-N", field("Inode count")]
+    label = field("Filesystem volume name")
+    if label and label != "<none>":
+        argv += ["-L", label]
+    return argv
+
+
 def files_need(root: Path, inode_size: int) -> tuple[int, int]:
     """Bytes the tree's files take (every distinct inode's blocks and its inode) and the number
     of inodes."""
@@ -146,14 +171,20 @@ def prepare_refile(
     view = stack.enter_context(mounted_view(source, workdir, VIEW_CAPACITY, scratch=workdir))
     device = stack.enter_context(view.loop())
     mnt = workdir / f"image-{area.name}"
-    # nouuid: the new filesystem gets the same UUID and is mounted beside this one.
-    stack.enter_context(_mounted(device, mnt, ["ro", "nouuid"]))
-    geo = xfs_geometry(mnt)
     uuid = area.uuid or run_text(["blkid", "-p", "-s", "UUID", "-o", "value", device]).strip()
-    argv = mkfs_argv(geo, area, uuid, sector)
-    used, inodes = files_need(mnt, int(geo.get("isize", "512")))
+    if area.fstype == "xfs":
+        # nouuid: the new filesystem gets the same UUID and is mounted beside this one.
+        stack.enter_context(_mounted(device, mnt, ["ro", "nouuid"]))
+        geo = xfs_geometry(mnt)
+        argv = mkfs_argv(geo, area, uuid, sector)
+        used, inodes = files_need(mnt, int(geo.get("isize", "512")))
+    else:  # ext4: inodes live in tables mkfs makes; their number is kept (-N)
+        argv = ext4_mkfs_argv(device, area, uuid, sector)
+        # ro,noload would skip a dirty journal; a plain ro mount replays it into the overlay
+        stack.enter_context(_mounted(device, mnt, ["ro"]))
+        used, inodes = files_need(mnt, 0)
     need = max(int(used * (1 + SLACK)), used + SLACK_MIN)
-    room = _room(argv, new_size, sector, workdir)
+    room = _room(argv, new_size, sector, workdir, area.fstype)
     if need > room:
         raise BootmediaError(
             f"{area.name}: its files do not fit a new {area.fstype} of {human_bytes(new_size)}: "
@@ -165,7 +196,7 @@ def prepare_refile(
     return Refile(area, new_size, view, mnt, argv, need, room, started)
 
 
-def _room(argv: list[str], size: int, sector: int, workdir: Path) -> int:
+def _room(argv: list[str], size: int, sector: int, workdir: Path, fstype: str) -> int:
     """Free bytes of the filesystem argv makes on `size` bytes, measured on a sparse file: mkfs
     writes only its metadata and log there, and the mounted result's statvfs is exact (per-AG
     reservations for reflink and finobt are several percent of a small XFS)."""
@@ -173,9 +204,12 @@ def _room(argv: list[str], size: int, sector: int, workdir: Path) -> int:
     with open(trial, "wb") as f:
         f.truncate(size)
     try:
-        dry = run_text([*argv, "-N", str(trial)])
-        m = re.search(r"^log\s+=internal.*?bsize=(\d+)\s+blocks=(\d+)", dry, re.M)
-        log_bytes = int(m.group(1)) * int(m.group(2)) if m else 0
+        if fstype == "xfs":
+            dry = run_text([*argv, "-N", str(trial)])
+            m = re.search(r"^log\s+=internal.*?bsize=(\d+)\s+blocks=(\d+)", dry, re.M)
+            log_bytes = int(m.group(1)) * int(m.group(2)) if m else 0
+        else:
+            log_bytes = min(size // 64, 1 << 30)  # mke2fs's journal: at most 1 GiB
         st = os.statvfs(workdir)
         if log_bytes + 64 * MiB > st.f_bavail * st.f_frsize:
             raise BootmediaError(
@@ -185,9 +219,11 @@ def _room(argv: list[str], size: int, sector: int, workdir: Path) -> int:
         run([*argv, str(trial)])
         loop = run_text(["losetup", "--find", "--show", "--sector-size", str(sector), str(trial)])
         try:
-            with _mounted(loop.strip(), workdir / "trial", ["nouuid"]) as mnt:
+            opts = ["nouuid"] if fstype == "xfs" else ["ro"]
+            with _mounted(loop.strip(), workdir / "trial", opts) as mnt:
                 st = os.statvfs(mnt)
-                return st.f_bavail * st.f_frsize
+                # f_bfree: ext4's blocks reserved for root are free to a copy made as root
+                return st.f_bfree * st.f_frsize
         finally:
             run(["losetup", "-d", loop.strip()], check=False)
     finally:
@@ -201,6 +237,7 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
     target = os.readlink(f"/proc/self/fd/{fd}")  # the disk or image file the job holds open
     sector = blockdev.sector_sizes(fd)[0]
     what = r.area.name
+    nouuid = ["nouuid"] if r.area.fstype == "xfs" else []  # XFS refuses a second same UUID
     loop = run_text([
         "losetup", "--find", "--show", "--offset", str(base), "--sizelimit", str(r.new_size),
         "--sector-size", str(sector), "--direct-io=on", target,
@@ -209,13 +246,9 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
         run([*r.mkfs, loop])
         with tempfile.TemporaryDirectory(prefix="bootmedia-new-") as tmp:
             dst = Path(tmp)
-            with _mounted(loop, dst, ["nouuid"]):
+            with _mounted(loop, dst, nouuid):
                 reporter.check_cancel()
-                # -J: no inventory in /var/lib/xfsdump; -F: never prompt; -l 0: everything
-                run_pipe(
-                    ["xfsdump", "-J", "-F", "-l", "0", "-L", what, "-M", what, "-", str(r.mount)],
-                    ["xfsrestore", "-J", "-F", "-", str(dst)],
-                )
+                _copy_files(r.area.fstype, r.mount, dst, what)
                 restore_times(r.mount, dst)
                 st = os.statvfs(dst)
                 used = (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -223,7 +256,7 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
             if verify:
                 # A fresh mount: nothing of the copy is cached, and the loop device reads the
                 # target with direct I/O.
-                with _mounted(loop, dst, ["ro", "nouuid"]):
+                with _mounted(loop, dst, ["ro", *nouuid], tries=60):
                     diff = compare_trees(r.mount, dst, reporter.check_cancel)
                 if diff:
                     raise ImageError(
@@ -231,10 +264,30 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
                         f"{r.area.fstype} as they are in the image: {diff}"
                     )
                 reporter.advance(r.need)
-        run(["xfs_repair", "-n", loop])
+        if r.area.fstype == "xfs":
+            run(["xfs_repair", "-n", loop])
+        else:
+            run(["e2fsck", "-f", "-n", loop])
     finally:
         run(["losetup", "-d", loop], check=False)
     return used
+
+
+def _copy_files(fstype: str, src: Path, dst: Path, what: str) -> None:
+    if fstype == "xfs":
+        # -J: no inventory in /var/lib/xfsdump; -F: never prompt; -l 0: everything
+        run_pipe(
+            ["xfsdump", "-J", "-F", "-l", "0", "-L", what, "-M", what, "-", str(src)],
+            ["xfsrestore", "-J", "-F", "-", str(dst)],
+        )
+        return
+    # GNU tar in POSIX format: owners by number, modes, hard links, holes (--sparse), device
+    # nodes, every xattr (ACLs and SELinux labels among them).
+    keep = ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner"]
+    run_pipe(
+        ["tar", "-C", str(src), "--format=posix", "--sparse", *keep, "-cf", "-", "."],
+        ["tar", "-C", str(dst), *keep, "--preserve-permissions", "-xf", "-"],
+    )  # fmt: skip
 
 
 def restore_times(a: Path, b: Path) -> None:
@@ -323,9 +376,19 @@ def _same_bytes(x: str, y: str) -> bool:
 
 
 @contextlib.contextmanager
-def _mounted(device: str, where: Path, options: list[str]) -> Iterator[Path]:
+def _mounted(device: str, where: Path, options: list[str], tries: int = 1) -> Iterator[Path]:
+    """tries: a mount right after an umount can find the old superblock still alive for a
+    moment (held by a mount namespace another process made meanwhile: "already mounted",
+    the kernel's "would change RO state"); the read-back mount waits for it, up to 30 s."""
     where.mkdir(parents=True, exist_ok=True)
-    run(["mount", "-o", ",".join(options), device, str(where)])
+    for attempt in range(tries):
+        try:
+            run(["mount", "-o", ",".join(options), device, str(where)])
+            break
+        except ToolError as exc:
+            if attempt == tries - 1 or "already mounted" not in exc.stderr:
+                raise
+            time.sleep(30 / tries)
     try:
         yield where
     finally:

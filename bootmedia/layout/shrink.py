@@ -172,7 +172,7 @@ def _rebuild_fat(
         raise BootmediaError(
             f"{area.name}: its FAT could not be rebuilt in {human_bytes(new_size)}: {exc}"
         ) from None
-    ranges = fs.used_ranges(str(image), "vfat", work) or [(0, new_size)]
+    ranges = fs.fat_used(str(image)) or [(0, new_size)]
     return Shrunk(area, new_size, view, str(image), ranges, new_size, workdir, capacity, started)
 
 
