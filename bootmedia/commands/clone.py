@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copy the used blocks of SOURCE onto TARGET, partition by partition, "
         "with the same layouts as apply: on a smaller or larger TARGET the data partitions "
         "shrink or grow (each filesystem with its own tool, in a view of the source: SOURCE "
-        "is never written). Everything on TARGET is overwritten; written data is read back "
+        "is never written; an XFS, which cannot shrink, is copied by files into a new one). Everything on TARGET is overwritten; written data is read back "
         "and checked unless --no-verify.",
     )
     p.add_argument("source", help="the disk to copy")
