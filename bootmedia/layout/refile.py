@@ -138,9 +138,10 @@ def ext4_mkfs_argv(device: str, area: Area, uuid: str, sector: int) -> list[str]
     return argv
 
 
-def files_need(root: Path, inode_size: int) -> tuple[int, int]:
-    """Bytes the tree's files take (every distinct inode's blocks and its inode) and the number
-    of inodes."""
+def files_need(root: Path, inode_size: int, block: int) -> tuple[int, int]:
+    """Bytes the tree's files take in a filesystem of `block`-byte blocks (every distinct
+    inode's blocks, rounded up to whole new blocks: 1 KiB blocks become 4 KiB ones, and its
+    inode) and the number of inodes."""
     seen: set[int] = set()
     total = 0
     for dirpath, dirs, files in os.walk(root):
@@ -149,7 +150,7 @@ def files_need(root: Path, inode_size: int) -> tuple[int, int]:
             if st.st_ino in seen:
                 continue
             seen.add(st.st_ino)
-            total += st.st_blocks * 512 + inode_size
+            total += -(-st.st_blocks * 512 // block) * block + inode_size
     return total, len(seen)
 
 
@@ -177,12 +178,13 @@ def prepare_refile(
         stack.enter_context(_mounted(device, mnt, ["ro", "nouuid"]))
         geo = xfs_geometry(mnt)
         argv = mkfs_argv(geo, area, uuid, sector)
-        used, inodes = files_need(mnt, int(geo.get("isize", "512")))
+        block = max(int(geo.get("data.bsize", "4096")), sector)
+        used, inodes = files_need(mnt, int(geo.get("isize", "512")), block)
     else:  # ext4: inodes live in tables mkfs makes; their number is kept (-N)
         argv = ext4_mkfs_argv(device, area, uuid, sector)
         # ro,noload would skip a dirty journal; a plain ro mount replays it into the overlay
         stack.enter_context(_mounted(device, mnt, ["ro"]))
-        used, inodes = files_need(mnt, 0)
+        used, inodes = files_need(mnt, 0, max(EXT_BLOCK, sector))
     need = max(int(used * (1 + SLACK)), used + SLACK_MIN)
     room = _room(argv, new_size, sector, workdir, area.fstype)
     if need > room:
