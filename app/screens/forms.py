@@ -104,8 +104,13 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
             yield Input(f"{self.source_name}-{date.today():%Y%m%d}", id="name")
             yield Static("Description (what is on it, for whom):")
             yield Input("", id="description")
-            yield Static("Compression level 1-19 (3 is fast and good; 19 is smallest):")
-            yield Input("3", id="level")
+            # The engine's default, so the command line shown has no --level unless changed.
+            from bootmedia.capture.plan import DEFAULT_LEVEL
+
+            yield Static(
+                f"Compression level 1-19 ({DEFAULT_LEVEL} is fast and good; 19 is smallest):"
+            )
+            yield Input(str(DEFAULT_LEVEL), id="level")
 
     def on_mount(self) -> None:
         self.query_one("#form").border_title = "Image"

@@ -57,7 +57,9 @@ async def test_capture_adds_an_image(demo_lab: Any, make_app: Any) -> None:
     app = make_app(demo_lab)
     async with app.run_test(size=(80, 25)) as pilot:
         await capture_to_summary(pilot, demo_lab, "pilot-capture")
-        assert "bootmedia capture" in screen_text(app)
+        plan = screen_text(app)
+        assert "bootmedia capture" in plan
+        assert "--level" not in plan  # the form starts at the engine's default level
         await pilot.press("enter")
         result = await wait_for_screen(pilot, "ResultScreen", timeout=180)
         assert result.outcome.ok, result.outcome
