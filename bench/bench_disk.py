@@ -15,6 +15,9 @@ each from a cold page cache, in the same run:
               capture it with partclone | zstd -T0, restore it with zstd -dc | partclone.restore
               (no verify). Copying the source first is timed separately: on site the
               technician shrinks the source itself, which we must not do here.
+  clone       bootmedia clone onto a disk of the source's size (+ read-back verify)
+  partclone   the reference disk-to-disk copy: the table with sfdisk, then partclone.<fs> -b
+              (device to device) for each filesystem, mkswap (no verify)
 
 Reports wall and CPU seconds, ratios within this run, the largest overlay the shrinks used
 and the view servers' peak memory. Not a test.
@@ -128,6 +131,15 @@ def clonezilla_workaround(copy: str, dst: str, cz: Path, target_size: int) -> di
     return res
 
 
+def partclone_copy(src: str, dst: str) -> None:
+    """Clonezilla's disk-to-disk copy: the table, then each filesystem with partclone -b."""
+    sh(f"sfdisk -d {src} | sfdisk -q {dst}")
+    lab.rescan(dst)
+    for n, fs in FS.items():
+        sh(f"{PARTCLONE[fs]} -b -q -s {src}p{n} -o {dst}p{n} -L /dev/null")
+    sh(f"mkswap -L swap {dst}p4")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,6 +173,11 @@ def main() -> int:
         )
         print(out[0])
         sh(f"wipefs -a -q {dst}")
+        sh(f"wipefs -a -q {same}")
+        clone = [py, "-m", "bootmedia", "clone", src, same, "--confirm", Path(same).name, "-q"]
+        res["clone_s"], res["clone_cpu"] = timed(lambda: run(clone))
+        sh(f"wipefs -a -q {same}")
+        res["partclone_s"], res["partclone_cpu"] = timed(lambda: partclone_copy(src, same))
         copy = lab.attach(lab.make_file(tmp / "copy.img", size_mib * MiB))
         try:
             res["copy_source_s"], res["copy_source_cpu"] = timed(
@@ -192,6 +209,9 @@ def main() -> int:
         / max(res["smaller_cpu"], 1e-9),
         "Clonezilla restore step alone / bootmedia 60% restore": res["clonezilla_restore_s"]
         / res["smaller_s"],
+        "bootmedia clone time / partclone -b disk copy time": res["clone_s"] / res["partclone_s"],
+        "bootmedia clone CPU / partclone -b disk copy CPU": res["clone_cpu"]
+        / max(res["partclone_cpu"], 1e-9),
     }
     print()
     for k, v in res.items():
