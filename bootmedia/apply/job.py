@@ -45,7 +45,7 @@ from bootmedia.layout.shrink import (
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import RAW, SWAP, USED, Area, Manifest
-from bootmedia.repo.maps import Extent
+from bootmedia.repo.maps import ZERO_HASH, Extent
 from bootmedia.repo.packs import chunk_hash
 from bootmedia.repo.reader import PackReader
 from bootmedia.repo.store import Location, Repository
@@ -143,7 +143,7 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
             label = area.name + (f" ({area.fstype})" if area.fstype else "")
             with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
                 items = _items(repo, m, area, base(area))
-                _write_area(target, packs, items, defer_below, deferred, reporter)
+                _write_area(target, packs, items, base(area), defer_below, deferred, reporter)
         for area, image, ranges in rebuilt:
             with reporter.step(f"Writing the rebuilt FAT of {area.name}"):
                 start = plan.offset_of(area)
@@ -162,8 +162,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         if plan.verify:
             for i, area in enumerate(data_areas, 1):
                 with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
-                    items = _items(repo, m, area, base(area), locate=False)
-                    _verify_area(target, items, reporter, skip_below=defer_below)
+                    extents = repo.extents(m, area.name)
+                    _verify_area(target, area, base(area), extents, reporter, defer_below)
         for area in plan.areas:
             if area.mode == SWAP:
                 with reporter.step(f"Recreating swap on {area.name}"):
@@ -344,15 +344,8 @@ class _Item(NamedTuple):
     location: Location | None  # None for a run of zeros
 
 
-def _items(
-    repo: Repository, m: Manifest, area: Area, base: int, locate: bool = True
-) -> Iterator[_Item]:
-    """The area's extents in map order; locate=False for reading back, which needs only the
-    map (a cast receiver's repository holds only the chunks it writes last)."""
-    if not locate:
-        for e in repo.extents(m, area.name):
-            yield _Item(area, base, e, None)
-        return
+def _items(repo: Repository, m: Manifest, area: Area, base: int) -> Iterator[_Item]:
+    """The area's extents in map order, each with where its chunk is stored."""
     for e, loc in repo.located(m, area.name):
         yield _Item(area, base, e, loc)
 
@@ -673,28 +666,34 @@ class _Target:
         flush_data()
         flush_zeros()
 
-    def check_run(self, run: tuple[_Item, ...]) -> int:
+    def check_run(self, run: _Run) -> int:
         """Extents that follow each other on the target: read back in one go, each checked.
         With a direct reader the bytes come from the device itself into a reused aligned
         buffer (O_DIRECT), not through the page cache."""
-        start = run[0].base + run[0].extent.offset
-        end = run[-1].base + run[-1].extent.offset + run[-1].extent.length
+        name, base, extents = run
+        start = base + extents[0].offset
+        last = extents[-1]
+        end = base + last.offset + last.length
         direct = self.direct
         if direct is not None and (view := direct.read(start, end - start)) is not None:
             pass
         else:
             view = memoryview(os.pread(self.fd, end - start, start))
-        for item in run:
-            e = item.extent
-            at = item.base + e.offset - start
+        written = 0
+        for e in extents:
+            at = base + e.offset - start
             got = view[at : at + e.length]
-            ok = _is_zeros(got) if e.is_zero else chunk_hash(got) == e.hash
+            if e.hash == ZERO_HASH:
+                ok = _is_zeros(got)
+            else:
+                ok = chunk_hash(got) == e.hash
+                written += e.length
             if len(got) != e.length or not ok:
                 raise ImageError(
-                    f"verification failed: {item.area.name} at offset {e.offset} does not read "
+                    f"verification failed: {name} at offset {e.offset} does not read "
                     "back as written (bad target disk or cable?)"
                 )
-        return sum(i.extent.length for i in run if not i.extent.is_zero)
+        return written
 
     def check(self, item: _Item) -> int:
         """Read one extent back and compare it with its hash (or with zeros)."""
@@ -723,13 +722,17 @@ def _write_area(
     target: _Target,
     packs: PackReader,
     items: Iterator[_Item],
+    base: int,
     defer_below: int,
     deferred: list[_Item],
     reporter: Reporter,
 ) -> None:
     def wanted() -> Iterator[_Item]:
+        if base >= defer_below:  # nothing of this area is deferred (every partition)
+            yield from items
+            return
         for item in items:
-            if item.base + item.extent.offset < defer_below:
+            if base + item.extent.offset < defer_below:
                 deferred.append(item)
                 continue
             yield item
@@ -767,27 +770,38 @@ def _finish_deferred(
             reporter.advance(item.extent.length * (2 if verify else 1))
 
 
+class _Run(NamedTuple):
+    """Extents that follow each other on the target, read back together."""
+
+    area: str
+    base: int
+    extents: tuple[Extent, ...]
+
+
 def _verify_area(
-    target: _Target, items: Iterator[_Item], reporter: Reporter, skip_below: int
+    target: _Target,
+    area: Area,
+    base: int,
+    extents: Iterator[Extent],
+    reporter: Reporter,
+    skip_below: int,
 ) -> None:
     # Reading back is read-only, so the pool reads the target in parallel; nothing writes now.
-    def runs() -> Iterator[tuple[_Item, ...]]:
-        run: list[_Item] = []
-        size = 0
-        for i in items:
-            if i.base + i.extent.offset < skip_below:
+    def runs() -> Iterator[_Run]:
+        run: list[Extent] = []
+        size = end = 0
+        for e in extents:
+            pos = base + e.offset
+            if pos < skip_below:
                 continue
-            if run and (
-                run[-1].base + run[-1].extent.offset + run[-1].extent.length
-                != i.base + i.extent.offset
-                or size >= MiB
-            ):
-                yield tuple(run)
+            if run and (pos != end or size >= MiB):
+                yield _Run(area.name, base, tuple(run))
                 run, size = [], 0
-            run.append(i)
-            size += i.extent.length
+            run.append(e)
+            size += e.length
+            end = pos + e.length
         if run:
-            yield tuple(run)
+            yield _Run(area.name, base, tuple(run))
 
     # The same file reopened with O_DIRECT (through /proc, so a path renamed meanwhile or a
     # partition node makes no difference).
@@ -906,8 +920,8 @@ def verify_written(
     data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
     for i, area in enumerate(data_areas, 1):
         with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
-            items = _items(repo, plan.image, area, plan.offset_of(area), locate=False)
-            _verify_area(target, items, reporter, skip_below=skip_below)
+            extents = repo.extents(plan.image, area.name)
+            _verify_area(target, area, plan.offset_of(area), extents, reporter, skip_below)
 
 
 def recreate_swap(fd: int, plan: ApplyPlan, reporter: Reporter) -> None:
