@@ -107,3 +107,14 @@ def fit_lines(lines: list[str] | tuple[str, ...], width: int) -> list[str]:
         )
         fitted.extend(w.replace(GLUE, " ") for w in wrapped)
     return fitted
+
+
+_OPTION = re.compile(r"(?<!\S)(--?[\w-]+) (?=[^\s-])")
+
+
+def wrap_command(command: str, width: int) -> list[str]:
+    """'Command line: ...' in lines of `width`, broken between words but never between an
+    option and its value ("--confirm" at the end of one line, "765D" alone on the next)."""
+    glued = _OPTION.sub(lambda m: m.group(1) + GLUE, f"Command line: {command}")
+    lines = textwrap.wrap(glued, max(20, width), break_long_words=True, break_on_hyphens=False)
+    return [line.replace(GLUE, " ") for line in lines]

@@ -83,7 +83,7 @@ def disk_details(row: DiskRow | None, room: int = 100, width: int = 76) -> Text:
     parts = []
     for p in d.partitions:
         mounts = printable(",".join(p.mountpoints), 80)
-        fstype = printable(p.fstype, 8) or "?"
+        fstype = printable(p.fstype, 8) or "no fs"  # no signature ("?" read as an error)
         label = printable(p.label, 36)
         parts.append(
             f"  {p.name:<10} {human_size(p.size):>9}  {fstype:<6} {label} {mounts}".rstrip()
@@ -281,6 +281,15 @@ class ImagePickScreen(BaseScreen[ImageRow]):
         self.bm.start_flow(receive_flow)
 
 
+class ChoiceList(OptionList):
+    """An OptionList whose Enter is in the footer ("Enter Choose"), as on the table pickers:
+    OptionList's own Enter binding is hidden, and shadowed the screen's."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select", "Choose", key_display="Enter"),
+    ]
+
+
 class RepoPickScreen(BaseScreen[Path]):
     """Pick the repository a capture goes into; n makes a new one at a typed path."""
 
@@ -292,7 +301,7 @@ class RepoPickScreen(BaseScreen[Path]):
 
     def compose_body(self) -> ComposeResult:
         yield Static("Where should the image go?", classes="heading")
-        yield OptionList(id="repos")
+        yield ChoiceList(id="repos")
 
     def on_mount(self) -> None:
         self.status("Looking for repositories...")
@@ -306,7 +315,8 @@ class RepoPickScreen(BaseScreen[Path]):
         if repos:
             menu.highlighted = 0
         menu.focus()
-        self.status(f"{len(repos)} repository(ies). Press n for another path.")
+        found = "1 repository" if len(repos) == 1 else f"{len(repos)} repositories"
+        self.status(f"{found}. Press n for another path.")
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.status(message.reason, error=True)
@@ -348,7 +358,7 @@ class ChoicePickScreen(BaseScreen[str]):
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.question, classes="heading")
-        yield OptionList(id="choices")
+        yield ChoiceList(id="choices")
 
     def on_mount(self) -> None:
         self.status("Asking the disk what it supports...")
@@ -392,7 +402,7 @@ class IsoPickScreen(BaseScreen[Path]):
 
     def compose_body(self) -> ComposeResult:
         yield Static("Which live system (a bootmedia ISO from build_iso.sh)?", classes="heading")
-        yield OptionList(id="isos")
+        yield ChoiceList(id="isos")
 
     def on_mount(self) -> None:
         self.status("Looking for ISO files...")

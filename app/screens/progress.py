@@ -22,6 +22,7 @@ from app.messages import JobProgress, Loaded
 from app.screens.base import BaseScreen
 from app.screens.dialogs import YesNo
 from app.widgets.progress_view import ProgressView
+from app.wrap import wrap_command
 from bootmedia.progress import Progress, Reporter
 
 log = logging.getLogger("bootmedia.tui")
@@ -49,7 +50,8 @@ class ProgressScreen(BaseScreen[Outcome]):
         with Vertical(classes="pane", id="job"):
             yield ProgressView(id="progress", note=self.job.work_note)
         if self.job.command:
-            yield Static(Text(f"Command line: {self.job.command}"), id="command")
+            lines = wrap_command(self.job.command, self.app.size.width - 2)
+            yield Static(Text("\n".join(lines), no_wrap=True, overflow="fold"), id="command")
 
     def on_mount(self) -> None:
         self.query_one("#job").border_title = self.job.title

@@ -6,7 +6,6 @@ when it arrives. Dismisses with the Job once confirmed.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -22,7 +21,7 @@ from app.jobs import Job
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.widgets.confirm import ConfirmInput
-from app.wrap import fit_lines
+from app.wrap import fit_lines, wrap_command
 
 
 class SummaryScreen(BaseScreen[Job]):
@@ -77,13 +76,7 @@ class SummaryScreen(BaseScreen[Job]):
         if job.command:
             # Wrapped here, between words, into as many lines as it needs: an auto-height
             # Static mounted here was measured a line short, and cut the end (--confirm).
-            width = max(20, self.app.size.width - 2)
-            lines = textwrap.wrap(
-                f"Command line: {job.command}",
-                width,
-                break_long_words=True,
-                break_on_hyphens=False,
-            )
+            lines = wrap_command(job.command, self.app.size.width - 2)
             text = Text("\n".join(lines), no_wrap=True, overflow="fold")
             text.stylize("dim", 0, len("Command line:"))
             await go.mount(Static(text, id="command"))

@@ -32,7 +32,11 @@ class ConfirmInput(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(self.prompt, id="confirm-prompt")
-        yield Input(placeholder="_" * len(self.code), id="confirm-input")
+        field = Input(placeholder="_" * len(self.code), id="confirm-input")
+        # A steady cursor: a blinking one redraws the field twice a second, which is traffic on
+        # a slow serial line and made the summary's snapshot depend on when it was taken.
+        field.cursor_blink = False
+        yield field
         yield Static("", id="confirm-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -71,9 +71,12 @@ def sample_disk(path: str, size: int) -> Sample:
 
 
 def partitions_text(disk: Disk) -> str:
-    """The partitions as fstype/label, shown as they are (a label is any text a device holds)."""
+    """The partitions as fstype/label, shown as they are (a label is any text a device holds).
+    A partition without a filesystem signature says "no fs" (a bare "?" read as an error)."""
     return printable(
-        ", ".join("/".join(x for x in (p.fstype or "?", p.label) if x) for p in disk.partitions),
+        ", ".join(
+            "/".join(x for x in (p.fstype or "no fs", p.label) if x) for p in disk.partitions
+        ),
         300,
     )
 

@@ -135,7 +135,12 @@ def test_screen_at_80x25_on_any_textual(name: str, app: Any) -> None:
 EXPECTED_80x25 = {
     "home": ["What do you want to do?", "This machine", "refused: is the live boot", "F5 Refresh"],
     # A cut cell ends in "..." (issue 13: the console font has no U+2026).
-    "restore_target": ["Restore 2/4: target disk", "REFUSED: is the li...", "Enter Choose"],
+    "restore_target": [
+        "Restore 2/4: target disk",
+        "REFUSED: is the li...",
+        "Enter Choose",
+        "16.0 MB  no fs",  # the MSR partition: no filesystem, which "?" did not say
+    ],
     "restore_summary": ["EVERYTHING on nvme0n1 will be overwritten.", "--confirm 456X"],
     "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GB of 82.0 GB", "Esc Cancel job"],
     "result": ["OK: Restore finished", "Written: 44.0 GB", "Enter Done"],
@@ -255,6 +260,7 @@ def test_plan_and_result_lines_break_between_phrases(app: Any) -> None:
     assert not any(re.match(r"^(TB|GB|MB|Office)\b", ln) for ln in lines), texts["summary"]
     assert "Report saved to /run/bootmedia/reports/wipe-sdb.txt" in texts["report"]
     layouts = texts["layouts"].splitlines()
+    assert "Enter Choose" in layouts[-1]  # a list picker says how to go on, as the others do
     first = next(i for i, ln in enumerate(layouts) if "uefi " in ln)
     # "uefi   GPT: ESP 512 MiB FAT32 + Linux root (...)" goes on under its description.
     assert layouts[first + 1].strip(" │")[:1].isalpha()
@@ -353,3 +359,17 @@ def test_network_share_fields_show_what_is_typed(app: Any, size: tuple[int, int]
     assert server and "fileserver" in server[0], text
     for label in ("Port", "Share / path", "User", "Password"):
         assert any(ln.startswith(f" {label}") for ln in text.splitlines()), text
+
+
+def test_an_option_and_its_value_stay_on_one_line(app: Any) -> None:
+    """At 90 columns the restore's command line broke between "--confirm" and "456X"."""
+    import asyncio
+
+    async def body() -> str:
+        async with app.run_test(size=(90, 25)) as pilot:
+            await summary(pilot)
+            return screen_text(app)
+
+    text = asyncio.run(body())
+    assert "--confirm 456X" in text, text
+    assert not any(ln.rstrip().endswith("--confirm") for ln in text.splitlines()), text
