@@ -164,7 +164,9 @@ def _claim_many(args: tuple[str, int, int, multiprocessing.synchronize.Barrier])
 def test_counter_under_concurrent_deploys(tmp_path: Path) -> None:
     """Eight processes, started together, claim 25 numbers each: 200 distinct numbers, no gap."""
     workers, each = 8, 25
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: pytest has threads by now (a leaked one holding a lock at the fork left
+    # two workers deadlocked on a futex in a full-suite run, and the test timed out after 600 s)
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(workers)
         with ctx.Pool(workers) as pool:
