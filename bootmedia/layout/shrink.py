@@ -26,7 +26,6 @@ from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
 from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.plan import Change
-from bootmedia.layout.refile import TOOLS as REFILE_TOOLS
 from bootmedia.layout.refile import VIEW_CAPACITY, Refile, prepare_refile, write_refile
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
@@ -112,7 +111,7 @@ def prepare_shrink(
     for a clone); the view stays mounted until the stack closes. A FAT is made anew instead,
     `new_size` long, with the target's `sector` size when that is larger than its own; an XFS
     is restored by files into a new XFS (bootmedia.layout.refile)."""
-    if area.fstype in REFILE_TOOLS:
+    if area.fstype == "xfs":  # no shrinker: by files (ext4 only when its blocks are too small)
         return prepare_refile(stack, source, area, new_size, workdir, sector)
     tools = fs.SHRINK_TOOLS.get(area.fstype)
     if tools is None:
