@@ -139,9 +139,11 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         def base(area: Area) -> int:
             return plan.offset_of(area) if whole else 0
 
-        for i, area in enumerate(data_areas, 1):
+        for area in data_areas:
             label = area.name + (f" ({area.fstype})" if area.fstype else "")
-            with reporter.step(f"Writing {label}, {i} of {len(data_areas)}"):
+            # No "i of n": swap and shrunk partitions are not in this list, and "Writing p5,
+            # 4 of 4" (p4 being swap) reads as a partition missed.
+            with reporter.step(f"Writing {label}"):
                 items = _items(repo, m, area, base(area))
                 _write_area(target, packs, items, base(area), defer_below, deferred, reporter)
         for area, image, ranges in rebuilt:
@@ -160,8 +162,8 @@ def apply_image(plan: ApplyPlan, reporter: Reporter | None = None) -> ApplyResul
         shrinks.close()
         blockdev.flush(fd)
         if plan.verify:
-            for i, area in enumerate(data_areas, 1):
-                with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+            for area in data_areas:
+                with reporter.step(f"Verifying {area.name}"):
                     extents = repo.extents(m, area.name)
                     _verify_area(target, area, base(area), extents, reporter, defer_below)
         for area in plan.areas:
@@ -918,8 +920,8 @@ def verify_written(
     """Read every data area back (a whole disk) and compare it with its map."""
     target = _Target(fd)
     data_areas = [a for a in plan.areas if a.mode in (USED, RAW)]
-    for i, area in enumerate(data_areas, 1):
-        with reporter.step(f"Verifying {area.name}, {i} of {len(data_areas)}"):
+    for area in data_areas:
+        with reporter.step(f"Verifying {area.name}"):
             extents = repo.extents(plan.image, area.name)
             _verify_area(target, area, plan.offset_of(area), extents, reporter, skip_below)
 
