@@ -28,6 +28,7 @@ from typing import NamedTuple
 from bootmedia import blockdev, fs
 from bootmedia.apply.check import check_image, check_plan
 from bootmedia.apply.plan import ApplyPlan, check_target_again
+from bootmedia.directio import AlignedBuffers
 from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.errors import BootmediaError, ImageError, stopped
 from bootmedia.image.view import ImageArea, clean_leftovers, mounted_view
@@ -352,34 +353,8 @@ def _items(repo: Repository, m: Manifest, area: Area, base: int) -> Iterator[_It
         yield _Item(area, base, e, loc)
 
 
-class _Buffers:
-    """Page-aligned buffers for decoded frames, reused (no allocation per frame on the hot
-    path, and aligned so the writer can hand them to O_DIRECT). A buffer goes back once its
-    group is written; how many are out at once is bounded by the pool's bytes in flight."""
-
-    KEEP = 32  # free buffers kept for reuse; more are left to the garbage collector
-
-    def __init__(self) -> None:
-        self._free: dict[int, list[memoryview]] = {}
-        self._kept = 0
-        self._lock = threading.Lock()
-
-    def take(self, n: int) -> memoryview:
-        size = max(MiB, 1 << (max(n, 1) - 1).bit_length())
-        with self._lock:
-            free = self._free.get(size)
-            if free:
-                self._kept -= 1
-                return free.pop()
-        return memoryview(mmap.mmap(-1, size))
-
-    def give(self, buf: memoryview | None) -> None:
-        if buf is None:
-            return
-        with self._lock:
-            if self._kept < self.KEEP:
-                self._free.setdefault(len(buf), []).append(buf)
-                self._kept += 1
+# Decoded frames go into page-aligned buffers, reused, so the writer can hand them to O_DIRECT.
+_Buffers = AlignedBuffers
 
 
 @dataclass

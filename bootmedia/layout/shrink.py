@@ -14,25 +14,29 @@ target, each piece hashed as it is read and checked again after it is read back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 
-from bootmedia import blockdev, fs
+from bootmedia import blockdev, directio, fs
 from bootmedia.errors import BootmediaError, ImageError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
 from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.plan import Change
 from bootmedia.layout.refile import VIEW_CAPACITY, Refile, prepare_refile, write_refile
+from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
 from bootmedia.run import require_tools
 
 MiB = 1 << 20
 PIECE = 4 * MiB
+DEPTH = 4  # pieces read ahead (16 MiB): enough to keep reads, hashing and writes overlapped
 WINDOW = 256  # pieces written before they are read back (1 GiB): the hashes kept are bounded
 RAM_SHARE = 4  # an overlay goes to RAM when it needs at most 1/RAM_SHARE of the free memory
 SHM = Path("/dev/shm")
@@ -193,28 +197,69 @@ def copy_ranges(
     """Copy byte ranges of a device to the target at base; the hash of every piece written and
     not yet read back. With verify, every WINDOW pieces are flushed and read back as the copy
     goes, so at most WINDOW hashes are kept (one per 4 MiB would be 25 MB per TB); the caller
-    reads back the rest (verify_ranges) after its own flush."""
+    reads back the rest (verify_ranges) after its own flush.
+
+    The same shape as capture and apply: a pool of workers reads the pieces (O_DIRECT into
+    reused aligned buffers where the source takes it) and hashes them, several reads in
+    flight, and this thread alone writes them to the target, in order, through O_DIRECT where
+    the piece is aligned to the target's sectors. At most DEPTH pieces are in flight."""
     sums: Sums = []
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    dsrc = directio.reopen(src, write=False)
+    dst = directio.reopen(fd, write=True)
+    src_unit = directio.sector_of(src) - 1
+    dst_unit = directio.sector_of(fd) - 1
+    buffers = directio.AlignedBuffers()
+
+    def pieces() -> Iterator[tuple[int, int]]:
         for offset, length in ranges:
             pos, end = offset, offset + length
             while pos < end:
-                reporter.check_cancel()
                 n = min(PIECE, end - pos)
-                data = os.pread(src, n, pos)
-                if len(data) != n:
-                    raise ImageError(f"{what}: short read from {source} at byte {pos}")
-                _pwrite_all(fd, data, base + pos)
-                sums.append((pos, n, blake3.blake3(data).digest()))
-                reporter.advance(n)
+                yield pos, n
                 pos += n
-                if verify and len(sums) >= WINDOW:
-                    blockdev.flush(fd)
-                    verify_ranges(fd, base, sums, reporter, what)
-                    sums = []
+
+    def read(piece: tuple[int, int]) -> tuple[memoryview, bytes]:
+        pos, n = piece
+        buf = buffers.take(n)
+        view = buf[:n]
+        direct = dsrc >= 0 and not ((pos | n) & src_unit)
+        got = 0
+        while got < n:
+            k = os.preadv(dsrc if direct else src, [view[got:]], pos + got)
+            if k <= 0:
+                raise ImageError(f"{what}: short read from {source} at byte {pos + got}")
+            got += k
+        return buf, blake3.blake3(view).digest()
+
+    try:
+        pool = OrderedPool(read, default_threads(), depth=DEPTH)
+        for (pos, n), (buf, digest) in pool.run(pieces(), reporter.cancel):
+            reporter.check_cancel()
+            view, at = buf[:n], base + pos
+            if dst >= 0 and not ((at | n) & dst_unit):
+                try:
+                    _pwrite_all(dst, view, at)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    os.close(dst)  # the target takes no O_DIRECT after all: buffered
+                    dst = -1
+                    _pwrite_all(fd, view, at)
+            else:
+                _pwrite_all(fd, view, at)
+            buffers.give(buf)
+            sums.append((pos, n, digest))
+            reporter.advance(n)
+            if verify and len(sums) >= WINDOW:
+                blockdev.flush(fd)
+                verify_ranges(fd, base, sums, reporter, what)
+                sums = []
+        reporter.check_cancel()
     finally:
-        os.close(src)
+        for d in (dst, dsrc, src):
+            if d >= 0:
+                os.close(d)
     return sums
 
 
@@ -293,7 +338,7 @@ def _ntfs_backup_boot(device: str, where: tuple[int, ...]) -> None:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, pos: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, pos)
