@@ -160,6 +160,17 @@ def scaling(res: dict) -> str:  # type: ignore[type-arg]
             "because the shared machine's load fell during the run, so this run measures no "
             "serial share and gives no projection to 8 or 16 cores. " + serial_part
         )
+    if p["serial_fraction"] <= 0.0 and one >= alln * res["nproc"]:
+        cores = 8
+        return (
+            f"Scaling: capture takes {p['cpu_s_per_gb']:.1f} CPU-s per GB of used data. The "
+            f"one-core run ({one:.1f} s, one sample) took {one / alln:.2f}x the all-core median "
+            f"({alln:.1f} s), more than the {res['nproc']} cores explain: the shared machine's "
+            "load rose during it, so this run measures no serial share and gives no Amdahl "
+            "projection. From CPU-seconds alone, 1 GB would take "
+            f"{p['cpu_s_per_gb'] / cores:.2f} s of {cores} cores and "
+            f"{p['cpu_s_per_gb'] / 16:.2f} s of 16 if nothing were serial. " + serial_part
+        )
     here = p[f"capture_s_{res['nproc']}_cores"]
     return (
         f"Scaling: capture takes {p['cpu_s_per_gb']:.1f} CPU-s per GB of used data. From the same "
