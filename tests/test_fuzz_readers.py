@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import shutil
 import sqlite3
@@ -390,6 +391,7 @@ def scratch_v2(valid_repo_v2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def _read_every_block(root: Path) -> None:
     """Open the repository and read every block of "img": each one read must be right."""
     dctx = zstandard.ZstdDecompressor()
+    buf = memoryview(mmap.mmap(-1, 1 << 20))
     try:
         with Repository.open(root) as repo:
             m = repo.image("img")
@@ -400,6 +402,11 @@ def _read_every_block(root: Path) -> None:
                     loc = repo.locate(e.hash)
                     if loc is None:
                         continue
+                    # apply's path too: the frame decompressed into an aligned buffer
+                    with contextlib.suppress(BootmediaError):
+                        view = repo.read_frame_into(loc, dctx, buf)
+                        block = view[loc.in_frame : loc.in_frame + loc.raw_len]
+                        assert len(block) <= loc.raw_len
                     try:
                         out = repo.read_block(loc, e.hash, dctx)
                     except BootmediaError:
