@@ -248,18 +248,18 @@ def test_lossy_links_fetch_missing_chunks_from_the_fallback(
     lan: Lan, setup, rig: Rig, tmp_path: Path
 ) -> None:
     sender, nginx, repo, results, want = setup
-    rx = start_receivers(
-        lan,
-        rig,
-        tmp_path,
-        nginx,
-        results,
-        list(range(11, 15)),
-        "--receive-timeout",
-        "3",
-        "--start-timeout",
-        "240",
-    )
+    # Only receiver 13, whose link is cut below, gives up on the stream after 3 s; the others
+    # keep the default (30 s), so a loaded machine's pauses and receiver 12's lost packets never
+    # end their stream early (a suite run on a busy machine lost receiver 12 that way, before
+    # any data, when all four had 3 s).
+    rx = [
+        *start_receivers(lan, rig, tmp_path, nginx, results, [11, 12], "--start-timeout", "240"),
+        *start_receivers(
+            lan, rig, tmp_path, nginx, results, [13], "--receive-timeout", "3",
+            "--start-timeout", "240",
+        ),
+        *start_receivers(lan, rig, tmp_path, nginx, results, [14], "--start-timeout", "240"),
+    ]  # fmt: skip
     lan.lossy(12, 5)  # udpcast retransmits what it loses: slower, still complete
     all_listening(rx)
     sending = rig.start(
