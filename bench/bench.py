@@ -118,7 +118,8 @@ def build_disk(dev: str, size_mib: int, tmp: Path, fill: float = 0.6) -> None:
     sh(f"umount {mnt}")
     # umount of a FUSE filesystem returns before ntfs-3g has written everything and exited:
     # wait for it, then check the NTFS (a half-written one fails ntfsresize's check later).
-    sh(f"while pgrep -f 'ntfs-3g {dev}p3' >/dev/null; do sleep 0.2; done")
+    # ([n]: the pattern must not match the shell running this loop)
+    sh(f"while pgrep -f '[n]tfs-3g {dev}p3' >/dev/null; do sleep 0.2; done")
     sh(f"ntfsresize --info --force --no-action {dev}p3 >/dev/null")
     sh(f"mkswap -L swap {dev}p4 >/dev/null")
 
