@@ -7,6 +7,7 @@ devices attached after every test). Drop this once conftest is fixed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,3 +49,10 @@ def sh(*argv: str, input: str | None = None) -> str:
     proc = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
     return proc.stdout
+
+
+def is_direct(fd: int) -> bool:
+    """Whether this process's fd was opened with O_DIRECT (from /proc/self/fdinfo)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+    return bool(flags & os.O_DIRECT)

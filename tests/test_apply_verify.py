@@ -19,6 +19,7 @@ from bootmedia.apply import job as apply_job
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.errors import BootmediaError
 from bootmedia.lab import SamplePart
+from tests.disktools import is_direct
 
 MiB = 1 << 20
 pytestmark = pytest.mark.real_tools  # sfdisk, mkfs.ext4 and blkid on image files
@@ -106,18 +107,12 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     real = apply_job._pwritev_all
 
     def pwritev_all(fd, bufs, pos):  # type: ignore[no-untyped-def]
-        direct = _is_direct(fd)
+        direct = is_direct(fd)
         writes.append((direct, sum(len(b) for b in bufs)))
         return real(fd, bufs, pos)
 
     monkeypatch.setattr(apply_job, "_pwritev_all", pwritev_all)
     return writes
-
-
-def _is_direct(fd: int) -> bool:
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
-    return bool(flags & os.O_DIRECT)
 
 
 def test_the_data_goes_to_the_target_through_o_direct(
@@ -149,7 +144,7 @@ def test_a_target_refusing_o_direct_writes_is_written_buffered(
     refused: list[int] = []
 
     def refusing(fd, bufs, pos):  # type: ignore[no-untyped-def]
-        if _is_direct(fd):
+        if is_direct(fd):
             refused.append(pos)
             raise OSError(22, "Invalid argument")
         return recording(fd, bufs, pos)

@@ -11,6 +11,7 @@ import pytest
 
 from bootmedia.layout import shrink
 from bootmedia.progress import Reporter
+from tests.disktools import is_direct
 
 KiB = 1 << 10
 
@@ -42,12 +43,6 @@ def test_copy_ranges_reads_back_in_windows(tmp_path: Path, monkeypatch: pytest.M
     assert out[40 << 20 : 48 << 20] == bytes(8 << 20), "nothing outside the ranges is written"
 
 
-def _is_direct(fd: int) -> bool:
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
-    return bool(flags & os.O_DIRECT)
-
-
 def test_copy_ranges_writes_aligned_pieces_with_o_direct(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,7 +55,7 @@ def test_copy_ranges_writes_aligned_pieces_with_o_direct(
     real = shrink._pwrite_all
 
     def recording(fd, view, pos):  # type: ignore[no-untyped-def]
-        writes.append((_is_direct(fd), len(view)))
+        writes.append((is_direct(fd), len(view)))
         return real(fd, view, pos)
 
     monkeypatch.setattr(shrink, "_pwrite_all", recording)

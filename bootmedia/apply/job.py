@@ -353,10 +353,6 @@ def _items(repo: Repository, m: Manifest, area: Area, base: int) -> Iterator[_It
         yield _Item(area, base, e, loc)
 
 
-# Decoded frames go into page-aligned buffers, reused, so the writer can hand them to O_DIRECT.
-_Buffers = AlignedBuffers
-
-
 @dataclass
 class _Decoded:
     datas: list[bytes | None]  # per item: its bytes (a view into buf for a frame), None = zeros
@@ -369,9 +365,9 @@ class _Decoder:
     and decompresses it into a reused page-aligned buffer. Workers never touch the target;
     several pack reads are in flight and overlap with decompression."""
 
-    def __init__(self, packs: PackReader, buffers: _Buffers | None = None) -> None:
+    def __init__(self, packs: PackReader, buffers: AlignedBuffers | None = None) -> None:
         self.packs = packs
-        self.buffers = buffers or _Buffers()
+        self.buffers = buffers or AlignedBuffers()
 
     def __call__(self, group: tuple[_Item, ...]) -> _Decoded:
         first = group[0].location

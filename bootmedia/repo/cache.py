@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bootmedia.errors import ImageError
 from bootmedia.repo.idx import IdxEntry, parse_idx
@@ -242,21 +243,28 @@ class IndexCache:
             return None
         return row[0], IdxEntry(digest, *row[1:])
 
-    def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[str, IdxEntry]]:
-        """Where these hashes are stored, in one query (a restore looks up every block)."""
-        if not digests:
-            return {}
+    def _block_rows(self, columns: str, digests: list[bytes]) -> list[tuple[Any, ...]]:
+        """`SELECT b.hash, p.name, <columns>` for these hashes, in one query; a damaged cache
+        is set aside, rebuilt and asked again."""
         marks = ",".join("?" * len(digests))
         with self._lock:
             try:
-                rows = self._db.execute(
-                    "SELECT b.hash, p.name, b.frame_offset, b.frame_len, b.in_frame, b.length, "
-                    f"b.frame_raw FROM blocks b JOIN packs p ON p.id=b.pack WHERE b.hash IN ({marks})",
+                return self._db.execute(
+                    f"SELECT b.hash, p.name, {columns} FROM blocks b JOIN packs p "
+                    f"ON p.id=b.pack WHERE b.hash IN ({marks})",
                     digests,
                 ).fetchall()
             except sqlite3.DatabaseError as exc:
                 self._recover(exc)
-                return self.locate_many(digests)
+        return self._block_rows(columns, digests)
+
+    def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[str, IdxEntry]]:
+        """Where these hashes are stored, in one query (a restore looks up every block)."""
+        if not digests:
+            return {}
+        rows = self._block_rows(
+            "b.frame_offset, b.frame_len, b.in_frame, b.length, b.frame_raw", digests
+        )
         found: dict[bytes, tuple[str, IdxEntry]] = {}
         for digest, name, *rest in rows:
             found.setdefault(digest, (name, IdxEntry(digest, *rest)))
@@ -268,17 +276,7 @@ class IndexCache:
         in the same pages (three times faster than in random order)."""
         if not digests:
             return set(), {}
-        marks = ",".join("?" * len(digests))
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT b.hash, p.name, b.frame_offset + b.frame_len FROM blocks b "
-                    f"JOIN packs p ON p.id=b.pack WHERE b.hash IN ({marks})",
-                    digests,
-                ).fetchall()
-            except sqlite3.DatabaseError as exc:
-                self._recover(exc)
-                return self.stored_ends(digests)
+        rows = self._block_rows("b.frame_offset + b.frame_len", digests)
         ends: dict[str, int] = {}
         for _, name, end in rows:
             if end > ends.get(name, 0):
