@@ -27,6 +27,12 @@ def test_ruff_format() -> None:
     _run("ruff", "format", "--check", "bootmedia", "app", "tests", "bench")
 
 
+# The tests are typed too, directory by directory as each is made clean: tests/net (and the
+# e2e harness it imports) so far. The rest of tests/ has never been checked (60 errors on
+# 2026-12-02); add a directory here once `mypy tests/<dir>` passes.
+TYPED_TESTS = ("tests/net",)
+
+
 def test_mypy() -> None:
     pytest.importorskip("mypy")
-    _run(sys.executable, "-m", "mypy", "bootmedia", "app")
+    _run(sys.executable, "-m", "mypy", "bootmedia", "app", *TYPED_TESTS)

@@ -317,4 +317,4 @@ def run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[st
     proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return proc  # type: ignore[no-any-return]
+    return proc

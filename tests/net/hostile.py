@@ -110,9 +110,9 @@ def _handler(root: Path, bad: Misbehaviour) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return None
             if mode == "flip" and body:
-                body = bytearray(body)
-                body[len(body) // 2] ^= 0x40
-                body = bytes(body)
+                flipped = bytearray(body)
+                flipped[len(flipped) // 2] ^= 0x40
+                body = bytes(flipped)
             self.wfile.write(body)
             return None
 

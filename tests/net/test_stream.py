@@ -72,7 +72,7 @@ def test_a_cut_stream_gives_what_arrived_and_says_incomplete() -> None:
         lambda b: b[:30],  # cut inside the header
     ],
 )
-def test_damaged_headers_are_refused(damage) -> None:  # type: ignore[no-untyped-def]
+def test_damaged_headers_are_refused(damage) -> None:
     data = damage(_stream([b"x" * 100]))
     with pytest.raises(ImageError):
         read_header(io.BytesIO(data))

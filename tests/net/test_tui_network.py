@@ -45,6 +45,8 @@ async def _until(pilot: Any, cond: Any, what: str, timeout: float = 60) -> None:
 def test_network_share_screen_connects_http_and_lists_its_images(
     netns: Netns, nginx: Nginx, served: Path, loopdev, tmp_path: Path, monkeypatch
 ) -> None:
+    from textual.widgets import Input, Select
+
     from app.app import BootmediaApp
     from app.screens.network import NetworkShareScreen
     from app.screens.pickers import ImagePickScreen
@@ -68,13 +70,13 @@ def test_network_share_screen_connects_http_and_lists_its_images(
             await pilot.press("n")
             await _until(pilot, lambda: isinstance(app.screen, NetworkShareScreen), "the screen")
             screen = app.screen
-            screen.query_one("#protocol").value = "http"
+            screen.query_one("#protocol", Select).value = "http"
             for field, value in (
                 ("server", "127.0.0.1"),
                 ("port", str(nginx.port)),
                 ("path", "repo"),
             ):
-                screen.query_one(f"#{field}").value = value
+                screen.query_one(f"#{field}", Input).value = value
             await pilot.pause(0.1)
             shown = _text(app)
             assert f"bootmedia images {nginx.url('repo')}" in shown, shown
@@ -99,9 +101,14 @@ def test_join_a_multicast_session_from_the_restore_wizard(loopdev, tmp_path: Pat
     import subprocess
     import sys
 
+    from textual.widgets import Input
+
     from app.app import BootmediaApp
     from app.screens.network import JoinCastScreen
+    from app.screens.result import ResultScreen
+    from app.screens.summary import SummaryScreen
     from app.session import Session
+    from app.widgets.tables import DiskTable
     from bootmedia.demo import create_lab
     from tests.net.conftest import WHY_NOT
     from tests.net.netns import Lan
@@ -134,31 +141,31 @@ def test_join_a_multicast_session_from_the_restore_wizard(loopdev, tmp_path: Pat
                 await pilot.press("j")
                 await _until(pilot, lambda: isinstance(app.screen, JoinCastScreen), "join screen")
                 screen = app.screen
-                screen.query_one("#rdv").value = "239.77.0.1"
-                screen.query_one("#interface").value = "eth0"
+                screen.query_one("#rdv", Input).value = "239.77.0.1"
+                screen.query_one("#interface", Input).value = "eth0"
                 await pilot.press("ctrl+o")
                 await _until(pilot, lambda: type(app.screen).__name__ == "DiskPickScreen", "disks")
-                table = app.screen.query_one("DiskTable")
+                table = app.screen.query_one(DiskTable)
                 await _until(pilot, lambda: table.row_count > 0, "disk rows")
                 table.move_cursor(row=list(table.rows_by_key).index(target))
                 await pilot.pause()
                 await pilot.press("enter")
                 await _until(
                     pilot,
-                    lambda: (
-                        type(app.screen).__name__ == "SummaryScreen" and app.screen.job is not None
-                    ),
+                    lambda: isinstance(app.screen, SummaryScreen) and app.screen.job is not None,
                     "summary",
                 )
+                summary = app.screen
+                assert isinstance(summary, SummaryScreen) and summary.job is not None
                 shown = _text(app)
                 assert "bootmedia receive" in shown and "239.77.0.1" in shown, shown
-                for ch in app.screen.job.confirm.confirm_code:
+                assert summary.job.confirm is not None
+                for ch in summary.job.confirm.confirm_code:
                     await pilot.press(ch)
                 await pilot.press("enter")
-                await _until(
-                    pilot, lambda: type(app.screen).__name__ == "ResultScreen", "result", 300
-                )
-                assert app.screen.outcome.ok, app.screen.outcome
+                await _until(pilot, lambda: isinstance(app.screen, ResultScreen), "result", 300)
+                result = app.screen
+                assert isinstance(result, ResultScreen) and result.outcome.ok, result
                 await _until(pilot, lambda: "read back and checked" in _text(app), "its text")
 
         with here.entered():
