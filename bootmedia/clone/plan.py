@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bootmedia import blockdev, fs
-from bootmedia.disks import Disk, check_writable, find_disk
+from bootmedia.disks import Disk, check_writable, find_disk, system
 from bootmedia.errors import UsageError
 from bootmedia.layout import FIT, KEEP, LayoutPlan, PartInfo, plan_layout
 from bootmedia.mounts import mounts_of
@@ -107,6 +107,13 @@ def plan_clone(
         p.name == Path(source).name for p in dst_disk.partitions
     ):
         raise UsageError("the source and the target are the same disk")
+    # A loop device over the other's node (or over one of its partitions) is the same disk
+    # under a second name.
+    if system.block_chain(src_disk.name) & system.block_chain(dst_disk.name):
+        raise UsageError(
+            f"the source and the target are the same disk ({source} and {target} reach the "
+            "same device through a loop device)"
+        )
     if _same_backing(src_disk, dst_disk):  # two loop devices over one file: one disk twice
         raise UsageError(
             f"the source and the target are the same disk ({source} and {target} are both "

@@ -117,6 +117,12 @@ def snapshot_refusal(
                 f"{who}: partition {part.name} is in use by {', '.join(part.holders)} "
                 "(LVM, RAID or encryption); close or deactivate it first"
             )
+    over = system.loops_over({now.name, *(p.name for p in now.partitions)})
+    for loop, node in over:
+        return (
+            f"{who}: is in use by loop device /dev/{loop} (set up over {node}); detach it "
+            f"first (losetup -d /dev/{loop})"
+        )
     if now.size == 0:
         return f"{who}: has no medium"
     return None

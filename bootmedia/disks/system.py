@@ -142,6 +142,41 @@ def backing_file_of(name: str) -> str:
         return ""
 
 
+def loops_over(names: set[str]) -> list[tuple[str, str]]:
+    """Loop devices set up over one of these block devices (their backing file is its node),
+    each with that node. The kernel lists no loop device among a disk's holders, and such a
+    loop device claims nothing exclusively, yet every write to the disk changes its bytes."""
+    found = []
+    for sysdir in sorted(SYS_BLOCK.glob("loop*")):
+        backing = backing_file_of(sysdir.name)
+        if not backing:
+            continue
+        if name_of_path(backing.removesuffix(" (deleted)")) in names:
+            found.append((sysdir.name, backing))
+    return found
+
+
+def block_chain(name: str) -> set[str]:
+    """The block devices whose bytes are name's: itself, the disk a partition is on, and for a
+    loop device set up over a device node, that device and its own chain (not the disk that
+    holds a loop device's backing *file*: other files live there too)."""
+    chain: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in chain:
+            continue
+        chain.add(n)
+        sysdir = SYS_BLOCK / n
+        if (sysdir / "partition").exists():
+            todo.append(sysdir.resolve().parent.name)
+        backing = backing_file_of(n)
+        under = name_of_path(backing.removesuffix(" (deleted)")) if backing else None
+        if under:
+            todo.append(under)
+    return chain
+
+
 def whole_disks_of(name: str, _seen: frozenset[str] = frozenset()) -> set[str]:
     """The whole disks a block device lives on: a partition's parent, the disks under a dm/md
     device (through its slaves), and for a loop device the disk holding its backing file.
