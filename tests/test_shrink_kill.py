@@ -135,6 +135,9 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
             assert not [d for d in loops if _backing(d) in own], f"loop left ({seed=})"
             assert not overlay.exists(), f"the overlay is left ({seed=})"
             assert not list(runtime.glob("*.json")), f"the view's record is left ({seed=})"
+            # Its log and stats beside the overlay (in /dev/shm/bootmedia, or the stick's).
+            left = list(overlay.parent.glob(f"view-{job.pid}-*"))
+            assert not left, f"the view's files are left ({seed=}): {left}"
         else:
             # Nobody was left to clean up: the next restore does, says so, and succeeds.
             again = _apply(repo, dst, env)
@@ -146,6 +149,7 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
             assert mount not in _mounts() and not Path(mount).exists(), said
             assert not overlay.exists(), said
             assert not list(runtime.glob("*.json"))
+            assert not list(overlay.parent.glob(f"view-{job.pid}-*")), said
             assert D.check(f"{dst}p1", "ext4") == ""
             assert D.sums(f"{dst}p1", "ext4") == before
     finally:

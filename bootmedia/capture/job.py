@@ -9,7 +9,6 @@ import mmap
 import os
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from bootmedia.repo.manifest import (
 from bootmedia.repo.maps import ENTRY, ZERO_HASH, MapWriter
 from bootmedia.repo.packs import chunk_hash
 from bootmedia.repo.store import FrameWriter, Repository
+from bootmedia.scratch import new_scratch
 
 log = logging.getLogger("bootmedia.capture")
 
@@ -299,7 +299,7 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
         _prefetch(repo.cache.path if repo.version == 2 else None)
         # The blocks seen in this run (for its statistics): a scratch database on this machine,
         # not on the repository's disk, all in one transaction (one statement per block).
-        scratch = tempfile.TemporaryDirectory(prefix="bootmedia-capture-")
+        scratch = new_scratch("capture", say=reporter.message)  # a kill's: the next job sweeps it
         seen = sqlite3.connect(Path(scratch.name) / "seen.sqlite", isolation_level=None)
         seen.execute("PRAGMA journal_mode=OFF")
         seen.execute("PRAGMA synchronous=OFF")  # scratch: a crash discards it anyway

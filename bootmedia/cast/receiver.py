@@ -17,10 +17,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from bootmedia.repo.packs import FLAG_ZSTD, decode
 from bootmedia.repo.paths import is_plain_name
 from bootmedia.repo.store import Repository
 from bootmedia.run import require_tools, stream, which
+from bootmedia.scratch import new_scratch
 
 log = logging.getLogger("bootmedia.cast")
 
@@ -240,7 +239,8 @@ def receive(
     if image and header.image != image:
         rx.kill()
         raise UsageError(f"the session sends image {header.image!r}, not {image!r}")
-    scratch = Path(tempfile.mkdtemp(prefix="bootmedia-receive-"))
+    work = new_scratch("receive", say=reporter.message)  # a kill leaves it to the next sweep
+    scratch = work.path
     try:
         return _receive_stream(
             target, header, rx, scratch, fallback, fallback_label, reporter, started
@@ -250,7 +250,7 @@ def receive(
         exc.image = header.image  # type: ignore[attr-defined]
         raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        work.cleanup()
 
 
 def _late(

@@ -65,6 +65,7 @@ from bootmedia.repo.maps import ENTRY, MAP_MAGIC, ZERO_HASH, Extent, check_map
 from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_header
 from bootmedia.repo.store import Repository
 from bootmedia.run import run, which
+from bootmedia.scratch import alive, owner_tag, start_time, sweep
 
 log = logging.getLogger("bootmedia.view")
 _SERIAL = itertools.count(1)
@@ -389,15 +390,17 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         mfusepy.FUSE(Ops(), args.mount, foreground=True, nothreads=False, fsname="bootmedia")
     finally:
-        if os.getppid() != args.job:  # the job is gone: nobody else will remove these
-            _forget(Path(args.mount), args)
         stats = {
             "overlay_used": overlay.used,
             "overlay_capacity": overlay.capacity,
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "errors": errors[-5:],
         }
+        # The stats are for the job; once it is gone, they are removed with the rest (written
+        # after that, they were left in the overlay's directory, /dev/shm/bootmedia).
         Path(args.stats).write_text(json.dumps(stats))
+        if os.getppid() != args.job:  # the job is gone: nobody else will remove these
+            _forget(Path(args.mount), args)
         overlay.close()
         if repo is not None:
             repo.close()
@@ -582,20 +585,6 @@ def runtime_dir() -> Path:
     return Path(base) / "bootmedia" / "views"
 
 
-def _start_time(pid: int) -> str:
-    """A process's start time (clock ticks since boot), "" when it is gone or a zombie: a pid
-    and its start time name one process, even after the pid is reused."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return ""
-    return "" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _alive(pid: int, started: str) -> bool:
-    return bool(pid and started) and _start_time(pid) == started
-
-
 def _write_record(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -628,7 +617,7 @@ def clean_leftovers(where: Path | None = None) -> list[str]:
             job = int(data["job"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(job, str(data.get("job_start", ""))):
+        if alive(job, str(data.get("job_start", ""))):
             live_loops.update(str(x) for x in data.get("loops", []))
         else:
             dead.append((rec, data))
@@ -638,7 +627,7 @@ def clean_leftovers(where: Path | None = None) -> list[str]:
         own = {str(mount / FILE_NAME), "/" + FILE_NAME}  # "/area.img": once lazily unmounted
         done = []
         server = int(data.get("server", 0) or 0)
-        if _alive(server, str(data.get("server_start", ""))):
+        if alive(server, str(data.get("server_start", ""))):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server, signal.SIGKILL)
             done.append(f"stopped its view server (pid {server})")
@@ -749,11 +738,15 @@ def mounted_view(
     fusermount = _fusermount()
     for line in clean_leftovers():
         log.warning("%s", line)
+    # What a view's record did not name (its files, when the record was gone already).
+    swept = sweep([workdir])
+    if swept:
+        log.warning("%s", swept)
     workdir.mkdir(parents=True, exist_ok=True)
     area = source.area
     runtime = runtime_dir()
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tag = f"{os.getpid()}-{area}-{next(_SERIAL)}"
+    tag = f"{owner_tag()}-{area}-{next(_SERIAL)}"  # the owner first: bootmedia.scratch.sweep
     mount = runtime / tag
     record = runtime / f"{tag}.json"
     stats = Path(workdir) / f"view-{tag}.json"
@@ -768,7 +761,7 @@ def mounted_view(
     # The record first: whatever moment the job is killed at, the next run knows what to clean.
     facts: dict[str, object] = {
         "job": os.getpid(),
-        "job_start": _start_time(os.getpid()),
+        "job_start": start_time(os.getpid()),
         "mount": str(mount),
         "overlay": str(overlay),
         "files": [str(log_path), str(stats)],
@@ -783,7 +776,7 @@ def mounted_view(
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True
         )
-    _write_record(record, {**facts, "server": proc.pid, "server_start": _start_time(proc.pid)})
+    _write_record(record, {**facts, "server": proc.pid, "server_start": start_time(proc.pid)})
     view = MountedView(mount, size, overlay, capacity, proc, record)
     try:
         deadline = time.monotonic() + START_TIMEOUT

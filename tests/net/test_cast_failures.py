@@ -131,3 +131,48 @@ def test_a_udp_sender_that_dies_while_waiting_is_fatal(
     assert rc != 0, err
     assert "udp-sender --nokbd" in err and "failed (exit -9)" in err, err
     assert "Traceback" not in err
+
+
+def test_a_killed_receivers_scratch_is_swept_by_the_next_job(
+    netns: Netns, repo: Path, loopdev, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the receiver's scratch (its stream's repository) in the temporary
+    directory: the next job's sweep removes it, and says so (bootmedia.scratch)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), BOOTMEDIA_LOG_DIR=str(tmp_path / "log"))
+
+    def bm(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            netns.cmd(sys.executable, "-m", "bootmedia", *args), env=env, cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
+        )  # fmt: skip
+
+    disk = loopdev(40 * MiB)
+    rx = bm("receive", disk, "--confirm", Path(disk).name, "--interface", "lo",
+            "--rdv", "239.77.0.9", "--start-timeout", "60", "-q")  # fmt: skip
+    tx = None
+    try:
+        tx = bm("cast", str(repo), "golden", "--interface", "lo", "--receivers", "1",
+                "--wait", "60", "--rdv", "239.77.0.9", "-q")  # fmt: skip
+        mine: list[Path] = []
+        deadline = time.monotonic() + 120
+        while not mine and time.monotonic() < deadline and rx.poll() is None:
+            mine = list(tmp.glob(f"bootmedia-receive-{rx.pid}-*"))
+            time.sleep(0.002)
+        rx.send_signal(signal.SIGKILL)
+        rx.communicate()
+        assert mine, f"no scratch named after the receiver's pid: {rx.returncode}"
+    finally:
+        if tx is not None:
+            tx.kill()
+            tx.communicate()
+    work = mine[0]
+    assert work.is_dir(), "SIGKILL leaves it (nothing in the job can run)"
+    code = "from bootmedia.scratch import new_scratch; new_scratch('probe', say=print).cleanup()"
+    nxt = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert nxt.stdout.startswith(f"removed {work} left by killed bootmedia jobs, "), nxt
+    assert nxt.stdout.strip().endswith("freed"), nxt
+    assert not work.exists()
