@@ -57,3 +57,21 @@ def setup_logging(verbose: bool = False, log_dir: Path | None = None) -> Path:
         stream.setLevel(logging.INFO)
         root.addHandler(stream)
     return path
+
+
+def log_file() -> str | None:
+    """The file this process logs to (setup_logging's), None when it has none."""
+    for handler in logging.getLogger("bootmedia").handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return None
+
+
+def log_to_file(path: str) -> None:
+    """A helper process of a job (the image view's server): its records go to the job's log
+    file as well (the pid in each line tells them apart)."""
+    root = logging.getLogger("bootmedia")
+    root.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(PrintableFormatter(_FORMAT))
+    root.addHandler(handler)

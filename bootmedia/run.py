@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -60,6 +61,7 @@ def run(
     check: bool = True,
     timeout: float | None = None,
     daemon: bool = False,
+    session: bool = False,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (a list, never a shell string) with LANG=C; raise ToolError on failure.
@@ -70,6 +72,10 @@ def run(
     daemon: the program leaves a child running in the background that keeps its stdout and
     stderr (sshfs, whose ssh session outlives it). They are captured in temporary files instead
     of pipes, so waiting for the program does not wait for the child's end.
+    session: the program (a technician's script) runs in a session of its own, and whatever it
+    left running in the background ('daemon &') is killed when it ends: such a child would hold
+    its output open and keep a restored filesystem busy. Its stdout and stderr go to one file,
+    interleaved as written, returned as stdout; a timeout's ToolError ends with their tail.
     env: variables added to the environment (never secrets themselves: the log names them).
     """
     log.info("+ %s%s", "".join(f"{k}={v} " for k, v in (env or {}).items()), " ".join(argv))
@@ -77,6 +83,8 @@ def run(
     try:
         if daemon:
             proc = _run_daemon(argv, input, timeout, _env(env))
+        elif session:
+            proc = _run_session(argv, input, timeout, _env(env))
         else:
             proc = subprocess.run(
                 argv,
@@ -118,6 +126,57 @@ def _run_daemon(
         return subprocess.CompletedProcess(argv, done.returncode, out.read(), err.read())
 
 
+def _run_session(
+    argv: list[str], input: bytes | None, timeout: float | None, env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        rc: int | None = None
+        try:
+            if input is not None:
+                assert proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(input)
+                proc.stdin.close()
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # its background children too, however we leave (Ctrl-C, SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        output = out.read()
+    if rc is None:
+        raise ToolError(
+            argv, -1, output.decode(errors="replace") + f"\ntimed out after {timeout} s"
+        )
+    return subprocess.CompletedProcess(argv, rc, output, b"")
+
+
+def run_cleanup(argv: list[str], timeout: float | None = 60) -> bool:
+    """One step of a cleanup that must go on when it fails (detaching a loop device, a lazy
+    unmount of what may be gone already): the failure does not stop the cleanup, but it is
+    logged as a warning with the command, its exit status and its stderr, never swallowed.
+    True when it succeeded."""
+    try:
+        run(argv, timeout=timeout)
+    except ToolError as exc:
+        log.warning("cleanup step failed: %s", exc)
+        return False
+    except BootmediaError as exc:  # not installed
+        log.warning("cleanup step not run: %s", exc)
+        return False
+    return True
+
+
 def run_pipe(producer: list[str], consumer: list[str]) -> None:
     """Run `producer | consumer` (lists, never a shell); both must succeed. A consumer that
     exits 0 on an empty stream (xfsrestore does) must not hide a producer that failed, so each
@@ -155,6 +214,27 @@ def run_pipe(producer: list[str], consumer: list[str]) -> None:
             if proc.returncode != 0:
                 err.seek(0)
                 raise ToolError(argv, proc.returncode, err.read().decode(errors="replace"))
+
+
+def spawn(
+    argv: list[str], output: IO[bytes], *, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start argv (a list, with LANG=C) in the background: a server whose life the caller
+    manages (waits for, signals, stops). stdin is /dev/null; stdout and stderr go to `output`.
+    own_session: a Ctrl-C on the job's terminal does not reach it."""
+    log.info("+ %s &", " ".join(argv))
+    _refuse_in_unit_tests(argv)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env=_env(),
+            start_new_session=own_session,
+        )
+    except FileNotFoundError as exc:
+        raise BootmediaError(f"{argv[0]} is not installed") from exc
 
 
 def run_text(argv: list[str], **kwargs: object) -> str:

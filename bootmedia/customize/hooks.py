@@ -13,17 +13,13 @@ Environment each hook gets:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import stat
-import subprocess
-import tempfile
 from pathlib import Path
 
 from bootmedia.errors import ToolError, UsageError
-from bootmedia.run import _env, _refuse_in_unit_tests
+from bootmedia.run import run
 
 log = logging.getLogger("bootmedia.customize")
 HOOK_TIMEOUT = 600.0
@@ -85,33 +81,12 @@ def run_hook(path: str, env: dict[str, str], timeout: float = HOOK_TIMEOUT) -> l
     background ('daemon &') would hold the output pipe open (the job waited the whole timeout,
     then failed a hook that had succeeded) and keep the restored filesystem busy."""
     argv = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), path]
-    log.info("+ %s", " ".join(argv))
-    _refuse_in_unit_tests(argv)
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            start_new_session=True,
-        )
-        try:
-            rc: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            rc = None
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        out.seek(0)
-        text = out.read().decode(errors="replace")
+    proc = run(argv, check=False, timeout=timeout, session=True)  # a timeout: ToolError
+    text = proc.stdout.decode(errors="replace")
     lines = []
     for line in text.splitlines():
         log.info("hook %s: %s", os.path.basename(path), line)
         lines.append(line)
-    if rc is None:
-        raise ToolError(argv, -1, f"timed out after {timeout} s")
-    if rc != 0:
-        raise ToolError(argv, rc, text)
+    if proc.returncode != 0:
+        raise ToolError(argv, proc.returncode, text)
     return lines

@@ -61,10 +61,11 @@ from pathlib import Path
 import zstandard
 
 from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.log import log_file, log_to_file
 from bootmedia.repo.maps import ENTRY, MAP_MAGIC, ZERO_HASH, Extent, check_map
 from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_header
 from bootmedia.repo.store import Repository
-from bootmedia.run import run, which
+from bootmedia.run import run, run_cleanup, spawn, which
 from bootmedia.scratch import alive, owner_tag, start_time, sweep
 
 log = logging.getLogger("bootmedia.view")
@@ -421,15 +422,16 @@ def _watch_parent(job: int, mount: Path, overlay: Overlay, args: argparse.Namesp
         time.sleep(0.05)
     for dev in loops_backed_by({str(mount / FILE_NAME)}):
         for where in _mounts_of(dev):
-            subprocess.run(["umount", "-l", where], capture_output=True, check=False)
+            run_cleanup(["umount", "-l", where])
         for pid in _holders(dev, group) if group else ():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+        run_cleanup(["losetup", "-d", dev])
+    run_cleanup(["umount", "-l", str(mount)])
     _forget(mount, args)
     time.sleep(GONE_TIMEOUT)  # libfuse's loop ends (and main's finally runs) long before this
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+    if os.path.ismount(mount) or _dead_mount(mount):
+        run_cleanup(["umount", "-l", str(mount)])
     overlay.close()
     _forget(mount, args)
     os._exit(3)
@@ -515,7 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", help="the file our output goes to (removed if the job dies)")
     ap.add_argument("--scratch", help="the job's temporary directory (removed if the job dies)")
     ap.add_argument("--job", type=int, default=0, help="the job's pid (default: our parent)")
+    ap.add_argument("--job-log", help="the job's log file: ours go there too")
     args = ap.parse_args(argv)
+    if args.job_log:
+        log_to_file(args.job_log)
     args.job = args.job or os.getppid()
     return _serve(args)
 
@@ -556,7 +561,7 @@ class MountedView:
         try:
             yield dev
         finally:
-            run(["losetup", "-d", dev], check=False)
+            run_cleanup(["losetup", "-d", dev])
 
     def stats(self) -> ViewStats:
         """While mounted: the overlay's allocated bytes and the server's peak memory (VmHWM);
@@ -633,12 +638,12 @@ def clean_leftovers(where: Path | None = None) -> list[str]:
             done.append(f"stopped its view server (pid {server})")
         loops = [str(x) for x in data.get("loops", [])]
         for dev in loops_backed_by(own):
-            if dev in loops and dev not in live_loops:
-                run(["losetup", "-d", dev], check=False)
+            if dev in loops and dev not in live_loops and run_cleanup(["losetup", "-d", dev]):
                 done.append(f"detached {dev}")
         if mount.is_relative_to(where) and mount.name:
-            if os.path.ismount(mount) or _dead_mount(mount):
-                run(["umount", "-l", str(mount)], check=False)
+            if (os.path.ismount(mount) or _dead_mount(mount)) and run_cleanup(
+                ["umount", "-l", str(mount)]
+            ):
                 done.append(f"unmounted {mount}")
             with contextlib.suppress(OSError):
                 mount.rmdir()
@@ -757,6 +762,7 @@ def mounted_view(
         sys.executable, "-m", "bootmedia.image.view", *source.argv(), "--mount", str(mount), "--overlay", str(overlay), "--capacity", str(capacity),
         "--stats", str(stats), "--record", str(record), "--log", str(log_path), "--job", str(os.getpid()),
         *(["--scratch", str(scratch)] if scratch else []),
+        *(["--job-log", job_log] if (job_log := log_file()) else []),
     ]  # fmt: skip
     # The record first: whatever moment the job is killed at, the next run knows what to clean.
     facts: dict[str, object] = {
@@ -773,9 +779,7 @@ def mounted_view(
     with open(log_path, "wb") as logf:
         # A session of its own: a Ctrl-C on the job's terminal reaches the job, which unwinds
         # and unmounts the view; the server must not leave by itself under the loop device.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True
-        )
+        proc = spawn(argv, logf, own_session=True)
     _write_record(record, {**facts, "server": proc.pid, "server_start": start_time(proc.pid)})
     view = MountedView(mount, size, overlay, capacity, proc, record)
     try:
@@ -809,8 +813,8 @@ def _stop_server(proc: subprocess.Popen[bytes], mount: Path, fusermount: str) ->
     while it started) is told to stop with SIGTERM (libfuse unmounts as it leaves); one that
     does not leave is killed, and a mount it left dead is unmounted lazily."""
     if os.path.ismount(mount):
-        if run([fusermount, "-u", str(mount)], check=False).returncode:
-            run([fusermount, "-u", "-z", str(mount)], check=False)  # busy: let go lazily
+        if not run_cleanup([fusermount, "-u", str(mount)]):
+            run_cleanup([fusermount, "-u", "-z", str(mount)])  # busy: let go lazily
         waits: tuple[tuple[signal.Signals | None, float], ...] = (
             (None, 30),
             (signal.SIGTERM, 5),
@@ -827,7 +831,7 @@ def _stop_server(proc: subprocess.Popen[bytes], mount: Path, fusermount: str) ->
         except subprocess.TimeoutExpired:
             continue
     if os.path.ismount(mount) or _dead_mount(mount):
-        run(["umount", "-l", str(mount)], check=False)
+        run_cleanup(["umount", "-l", str(mount)])
 
 
 def _ready(path: Path, size: int) -> bool:
