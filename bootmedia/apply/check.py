@@ -12,8 +12,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.errors import ImageError
 from bootmedia.repo.manifest import MODES, SKIP, Area, Manifest, Table
+from bootmedia.repo.reader import PackReader
 from bootmedia.repo.store import Repository
 from bootmedia.table import check_names, is_extended
 
@@ -150,3 +152,23 @@ def check_image(repo: Repository, m: Manifest, areas: tuple[Area, ...]) -> None:
         if have < end:
             what = "missing" if have < 0 else f"truncated ({have} of at least {end} bytes)"
             raise ImageError(f"image {m.name}: pack {pack} is {what}")
+    if m.table is not None and any(a.name == "head" for a in areas):
+        _check_boot_code(repo, m)
+
+
+def _check_boot_code(repo: Repository, m: Manifest) -> None:
+    """The boot code a whole-disk restore writes last is not the incomplete marker: an image
+    of a disk whose restore was interrupted would otherwise fail only after every other write
+    (the marker still there at the end)."""
+    for e, loc in repo.located(m, "head"):
+        if e.offset != 0 or loc is None:
+            return  # the first bytes are zeros (or not mapped): no marker
+        with PackReader(repo) as packs:
+            code = packs.chunk(e.hash, loc)
+        if code.startswith(INCOMPLETE_MARKER):
+            raise ImageError(
+                f"image {m.name}: its boot code is the {INCOMPLETE_MARKER.decode()} marker: it "
+                "was captured from a disk whose restore never finished, so it holds no whole "
+                "disk; refusing to restore it"
+            )
+        return

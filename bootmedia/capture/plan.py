@@ -14,6 +14,7 @@ from typing import Any
 
 from bootmedia import blockdev
 from bootmedia.disks.files import attached_loops, extract, is_image_file, probe_at
+from bootmedia.disks.model import unfinished_refusal
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, probe, used_ranges
 from bootmedia.identity import source_identity
@@ -193,6 +194,9 @@ def plan_capture(
     is_file = is_image_file(source)
     if not blockdev.is_block(source) and not is_file:
         raise UsageError(f"{source}: neither a disk nor an image file")
+    unfinished = unfinished_refusal(source)
+    if unfinished:
+        raise UsageError(unfinished)
     repo = Path(repo)
     if (repo / "images" / name).exists():
         raise UsageError(f"an image named {name!r} already exists in {repo}")

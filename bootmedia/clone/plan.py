@@ -10,6 +10,7 @@ from typing import Any
 
 from bootmedia import blockdev, fs
 from bootmedia.disks import Disk, check_writable, find_disk, system
+from bootmedia.disks.model import unfinished_refusal
 from bootmedia.errors import UsageError
 from bootmedia.layout import FIT, KEEP, LayoutPlan, PartInfo, plan_layout
 from bootmedia.mounts import mounts_of
@@ -120,6 +121,9 @@ def plan_clone(
             f"backed by {src_disk.backing_file})"
         )
     check_writable(dst_disk)
+    unfinished = unfinished_refusal(source)
+    if unfinished:
+        raise UsageError(unfinished)
     table = read_table(source)
     if table is None:
         raise UsageError(f"{source}: has no partition table (clone works partition by partition)")

@@ -13,6 +13,22 @@ from bootmedia.text import printable
 INCOMPLETE_MARKER = b"BOOTMEDIA-INCOMPLETE"
 
 
+def unfinished_refusal(path: str) -> str | None:
+    """Why a disk (or image file) cannot be a source: its boot code carries INCOMPLETE_MARKER,
+    so a restore or clone to it was interrupted and it holds no whole disk. None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(INCOMPLETE_MARKER))
+    except OSError:
+        return None  # unreadable: the caller's own open says why
+    if head != INCOMPLETE_MARKER:
+        return None
+    return (
+        f"{path}: its boot code carries {INCOMPLETE_MARKER.decode()}: a restore or clone to it "
+        "started and never finished, so it holds no whole disk; restore or clone it again first"
+    )
+
+
 @dataclass(frozen=True)
 class Partition:
     name: str  # kernel name: "sda1", "nvme0n1p2", "loop3p1"
