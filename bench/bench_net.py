@@ -82,8 +82,8 @@ def nginx_bytes(log: Path) -> int:
     total = 0
     for line in log.read_text().splitlines():
         parts = line.split()
-        if len(parts) >= 7 and parts[-1].isdigit():
-            total += int(parts[-1])
+        if len(parts) >= 7 and parts[6].isdigit():  # $body_bytes_sent (tests/net/servers.py)
+            total += int(parts[6])
     return total
 
 

@@ -4,6 +4,17 @@ udp-sender does the multicast (rendezvous, retransmissions, slow receivers); we 
 stream (bootmedia.cast.stream) on its standard input and read its log to show each receiver's
 state. Receivers that report into a results directory (`receive --report DIR`) show their
 final result here too.
+
+Two kinds of session:
+- acknowledged (the default): receivers connect, udp-sender starts when N joined (or after
+  --wait), retransmits what any of them lost, and drops one that stops answering. It takes no
+  receiver once the transfer runs (udpcast ignores a connection request then).
+- late join (`--late-join`): udp-sender's async streaming mode (--async --streaming). Receivers
+  never answer; the HELLO that tells them the session is repeated inside every slice, so a
+  receiver started at any time picks the stream up at the next slice. Nothing is retransmitted:
+  forward error correction mends some loss, the receiver's fallback repository the rest (and
+  the part sent before it joined). The sender cannot count receivers: it starts --wait seconds
+  after it starts, and --receivers is how many results (--results DIR) it waits for.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from pathlib import Path
 import zstandard
 
 from bootmedia.apply import check_image
-from bootmedia.cast.stream import END_MAGIC, StreamHeader
+from bootmedia.cast.stream import END_MAGIC, image_header
 from bootmedia.errors import BootmediaError, ImageError, ToolError, UsageError
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Manifest
@@ -33,6 +44,10 @@ log = logging.getLogger("bootmedia.cast")
 
 DEFAULT_RDV = "239.255.77.77"  # administratively scoped: stays on the site's network
 DEFAULT_PORTBASE = 9000
+# A late-join session is not paced by acknowledgements: udpcast sends at this rate unless told
+# (it counts headers and FEC too). Lower it for a slow network or slow receivers.
+LATE_JOIN_BITRATE = "500m"
+LATE_JOIN_FEC = "8x8"  # 8 stripes per slice, 8 redundant blocks each (udp-sender --fec)
 
 
 def udpcast_args(interface: str | None, rdv: str, portbase: int) -> list[str]:
@@ -56,21 +71,35 @@ class CastPlan:
     portbase: int
     results: Path | None
     max_bitrate: str | None = None
+    late_join: bool = False
 
     def summary(self) -> list[str]:
         m = self.image
         lines = [
             f"Image '{m.name}' ({m.created}) from {self.repo_label}",
             f"Stream: {self.chunks} chunks, {human_bytes(self.stored_bytes)} (each chunk once)",
-            f"Start when {self.receivers} receiver(s) joined, or after {self.wait} s "
-            "with at least one",
+            (
+                f"Start after {self.wait} s; receivers may join at any time and fetch what "
+                f"they missed from their fallback (late join: no retransmission, FEC "
+                f"{LATE_JOIN_FEC})"
+                if self.late_join
+                else f"Start when {self.receivers} receiver(s) joined, or after {self.wait} s "
+                "with at least one"
+            ),
             f"Multicast rendezvous {self.rdv}, ports {self.portbase}-{self.portbase + 1}"
             + (f", interface {self.interface}" if self.interface else "")
-            + (f", at most {self.max_bitrate}bit/s" if self.max_bitrate else ""),
+            + (f", at most {self.bitrate}bit/s" if self.bitrate else ""),
         ]
         if self.results:
-            lines.append(f"Receivers' results collected in {self.results}")
+            lines.append(
+                f"Receivers' results collected in {self.results}"
+                + (f" (waiting for {self.receivers})" if self.late_join else "")
+            )
         return lines
+
+    @property
+    def bitrate(self) -> str | None:
+        return self.max_bitrate or (LATE_JOIN_BITRATE if self.late_join else None)
 
     def command(self) -> list[str]:
         argv = ["bootmedia", "cast", self.repo_label, self.image.name]
@@ -85,6 +114,8 @@ class CastPlan:
             argv += ["--results", str(self.results)]
         if self.max_bitrate:
             argv += ["--max-bitrate", self.max_bitrate]
+        if self.late_join:
+            argv += ["--late-join"]
         return argv
 
     def receive_command(self) -> str:
@@ -111,6 +142,7 @@ class CastPlan:
             "portbase": self.portbase,
             "results": str(self.results) if self.results else None,
             "max_bitrate": self.max_bitrate,
+            "late_join": self.late_join,
         }
 
 
@@ -174,6 +206,7 @@ def plan_cast(
     results: str | Path | None = None,
     repo_label: str | None = None,
     max_bitrate: str | None = None,
+    late_join: bool = False,
 ) -> CastPlan:
     if max_bitrate is not None and not re.fullmatch(r"[1-9]\d{0,5}[kmg]?", max_bitrate):
         raise UsageError(f"--max-bitrate {max_bitrate}: give e.g. 500m or 1g")
@@ -210,6 +243,7 @@ def plan_cast(
         portbase,
         Path(results) if results else None,
         max_bitrate,
+        late_join,
     )
 
 
@@ -269,11 +303,23 @@ def cast_image(
     argv = [
         which("udp-sender") or "udp-sender",
         *udpcast_args(plan.interface, plan.rdv, plan.portbase),
-        "--min-receivers", str(plan.receivers),
-        "--max-wait", str(plan.wait),
-        "--retries-until-drop", "30",
-        *(["--max-bitrate", plan.max_bitrate] if plan.max_bitrate else []),
-    ]  # fmt: skip
+    ]
+    if plan.late_join:
+        # Async: receivers never answer, so --min-receivers and --max-wait count nothing; the
+        # HELLO goes out every second before the start (--autostart: after `wait` of them) and
+        # once inside every slice after it (--streaming), which is what lets a receiver join.
+        argv += [
+            "--async", "--streaming", "--fec", LATE_JOIN_FEC,
+            "--rexmit-hello-interval", "1000", "--autostart", str(plan.wait),
+        ]  # fmt: skip
+    else:
+        argv += [
+            "--min-receivers", str(plan.receivers),
+            "--max-wait", str(plan.wait),
+            "--retries-until-drop", "30",
+        ]  # fmt: skip
+    if plan.bitrate:
+        argv += ["--max-bitrate", plan.bitrate]
 
     def watch(line: str) -> None:
         log_lines.append(line)
@@ -304,18 +350,9 @@ def cast_image(
         with Repository.open(plan.repo) as repo:
             repo.hold(plan.image.name, "cast")  # a delete of the image refuses while we send
             m = repo.image(plan.image.name)
-            header = StreamHeader(
-                image=m.name,
-                manifest=repo.storage.read_bytes(f"images/{m.name}/manifest.json"),
-                maps={
-                    a.map: repo.storage.read_bytes(f"images/{m.name}/{a.map}")
-                    for a in m.areas
-                    if a.map
-                },
-                chunks=plan.chunks,
-                stored_bytes=plan.stored_bytes,
-            )
-            with reporter.step(f"Waiting for {plan.receivers} receiver(s), then sending"):
+            header = image_header(repo, m, plan.chunks, plan.stored_bytes)
+            waiting = f"{plan.wait} s" if plan.late_join else f"{plan.receivers} receiver(s)"
+            with reporter.step(f"Waiting for {waiting}, then sending"):
                 proc.stdin.write(header.encode())
                 count = 0
                 payloads = _Payloads(repo)
@@ -345,7 +382,7 @@ def cast_image(
     proc.finish(timeout=None)
     if cut:  # it ended with status 0 and did not read the whole stream: not a success
         raise ToolError(argv, 0, proc.stderr() + "\nit stopped reading before the stream's end")
-    if not receivers:
+    if not receivers and not plan.late_join:  # async receivers never answer: only results tell
         raise BootmediaError(f"no receiver joined within {plan.wait} s")
     result = CastResult(
         m.name, sent, round(time.monotonic() - started, 3), [], "\n".join(log_lines[-50:])
@@ -356,7 +393,8 @@ def cast_image(
             _collect(plan.results, m.name, receivers)
             changed()
             done = [r for r in receivers.values() if r.state in ("verified", "FAILED")]
-            if len(done) >= len(receivers) or time.monotonic() >= deadline:
+            expected = plan.receivers if plan.late_join else len(receivers)
+            if len(done) >= max(expected, len(receivers)) or time.monotonic() >= deadline:
                 break
             time.sleep(1)
     result.receivers = sorted(receivers.values(), key=lambda r: r.number)

@@ -8,9 +8,11 @@
     trailer  "BMCEND\\0\\1" | u32 record count
 
 A record is only used after its payload decompresses and hashes to its name. A stream cut short
-(a receiver dropped by the sender, or one that joined late) is still good up to where it stops:
-the receiver fetches the rest from the fallback repository. Garbage inside the stream is skipped
-by resynchronising on the next valid record header.
+(a receiver dropped by the sender) is still good up to where it stops, and one joined in the
+middle (an async session, `cast --late-join`: it starts at some udpcast slice, inside a record)
+is good from its first whole record: the receiver fetches the rest from the fallback
+repository. Garbage inside the stream (a slice udpcast lost and gave up on, with
+--ignore-lost-data) is skipped by resynchronising on the next valid record header.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from typing import IO
 
 from bootmedia.errors import ImageError
+from bootmedia.repo.manifest import Manifest
 from bootmedia.repo.packs import RECORD_MAGIC, RECORD_SIZE, Record, parse_record_header
+from bootmedia.repo.store import Repository
 
 STREAM_MAGIC = b"BMCAST\x00\x01"
 END_MAGIC = b"BMCEND\x00\x01"
@@ -54,6 +58,25 @@ class StreamHeader:
         )
 
 
+def image_header(repo: Repository, m: Manifest, chunks: int, stored_bytes: int) -> StreamHeader:
+    """The header for image m as the repository holds it (manifest and maps byte for byte)."""
+    return StreamHeader(
+        image=m.name,
+        manifest=repo.storage.read_bytes(f"images/{m.name}/manifest.json"),
+        maps={a.map: repo.storage.read_bytes(f"images/{m.name}/{a.map}") for a in m.areas if a.map},
+        chunks=chunks,
+        stored_bytes=stored_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class Midstream:
+    """The stream did not start with a header: udp-receiver joined an async session after its
+    start. `prefix` is what was read looking for the header: the start of the rest."""
+
+    prefix: bytes
+
+
 def _read_exact(f: IO[bytes], n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
@@ -64,13 +87,15 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return bytes(out)
 
 
-def read_header(f: IO[bytes]) -> StreamHeader | None:
-    """The stream's header; None when the stream is empty (no session, or joined too late)."""
+def read_header(f: IO[bytes]) -> StreamHeader | Midstream | None:
+    """The stream's header; None when the stream is empty (no session, or an acknowledged
+    session that had started: udpcast takes no late receiver there); Midstream when it starts
+    elsewhere (joined an async session late). A damaged header is an ImageError."""
     magic = _read_exact(f, len(STREAM_MAGIC))
     if not magic:
         return None
     if magic != STREAM_MAGIC:
-        raise ImageError("the multicast stream does not start with a bootmedia header")
+        return Midstream(magic)
     (length,) = struct.unpack("<I", _read_exact(f, 4).rjust(4, b"\xff"))
     if length > MAX_HEADER:
         raise ImageError("the multicast stream's header is too big")
@@ -91,11 +116,14 @@ def read_header(f: IO[bytes]) -> StreamHeader | None:
         raise ImageError("the multicast stream's header is damaged") from None
 
 
-def records(f: IO[bytes], stats: dict[str, int]) -> Iterator[tuple[Record, bytes]]:
-    """(record, payload) for each intact-looking record until the trailer or the end. Damage
-    is skipped up to the next valid header; stats counts 'skipped' bytes and 'complete' (1 when
-    the trailer arrived with the right count)."""
-    buf = bytearray()
+def records(
+    f: IO[bytes], stats: dict[str, int], prefix: bytes = b""
+) -> Iterator[tuple[Record, bytes]]:
+    """(record, payload) for each intact-looking record until the trailer or the end, the
+    stream starting with prefix (already read from f). Damage is skipped up to the next valid
+    header; stats counts 'skipped' bytes and 'complete' (1 when the trailer arrived with the
+    right count)."""
+    buf = bytearray(prefix)
     eof = False
     seen = 0
 

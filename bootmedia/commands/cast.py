@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="send an image to many machines at once (multicast)",
         description="Send IMAGE from REPO as one multicast stream (udpcast's udp-sender); each "
         "receiver runs 'bootmedia receive DISK --fallback REPO'. Starts when N receivers joined, "
-        "or after --wait seconds with at least one.",
+        "or after --wait seconds with at least one. With --late-join, receivers may join at any "
+        "time (udpcast's async streaming mode, no retransmission): it starts after --wait "
+        "seconds, and a receiver takes the rest of the stream and fetches what it missed from "
+        "its fallback.",
     )
     p.add_argument("repo", help="the repository (directory or URL)")
     p.add_argument("image", help="image name or number")
@@ -42,7 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--results-wait", type=int, default=600, metavar="SECONDS",
         help="how long to wait for the receivers' results after sending",
     )  # fmt: skip
-    p.add_argument("--max-bitrate", metavar="RATE", help="cap the stream, e.g. 500m (bits/s)")
+    p.add_argument(
+        "--max-bitrate", metavar="RATE",
+        help="cap the stream, e.g. 500m (bits/s; --late-join's default: 500m)",
+    )  # fmt: skip
+    p.add_argument(
+        "--late-join", action="store_true",
+        help="let receivers join after the start (no retransmission: what a receiver misses "
+        "comes from its fallback); --receivers N is then how many results to wait for",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="show the plan, send nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -68,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         results=args.results,
         repo_label=getattr(args, "repo_label", None),
         max_bitrate=args.max_bitrate,
+        late_join=args.late_join,
     )
     print("\n".join(plan.summary()))
     print(f"On each receiver: {plan.receive_command()}")
@@ -99,4 +111,7 @@ def run(args: argparse.Namespace) -> int:
     waiting = [r for r in result.receivers if r.state not in ("verified", "FAILED")]
     if plan.results and waiting:
         print(f"{len(waiting)} receiver(s) sent no result to {plan.results}")
-    return 1 if bad or (plan.results and waiting) else 0
+    short = plan.late_join and bool(plan.results) and len(result.receivers) < plan.receivers
+    if short:
+        print(f"{len(result.receivers)} of {plan.receivers} receiver(s) sent a result")
+    return 1 if bad or (plan.results and waiting) or short else 0

@@ -193,7 +193,7 @@ error_log {error} info;
 events {{ worker_connections 256; }}
 http {{
     log_format bm '$connection $connection_requests $request_method $uri $status '
-                  '"$http_range" $body_bytes_sent';
+                  '"$http_range" $body_bytes_sent $remote_addr';
     access_log {access} bm;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;

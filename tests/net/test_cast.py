@@ -1,6 +1,8 @@
 """Multicast with udpcast between namespaces joined by a bridge: 1 sender, 8 receivers each
 writing its own loop disk, all verified; lossy links whose receivers fetch what they missed from
-the fallback (a real nginx); and a receiver that joins after the start.
+the fallback (a real nginx); a receiver that joins an acknowledged session after its start
+(everything from the fallback), and one that joins a --late-join (async) session after its start
+(the rest of the stream, and only the missed chunks from the fallback).
 
 Built for a busy 2-core CI machine: the sender starts only once every receiver's udp-receiver
 runs (not after a fixed sleep), every wait is bounded and says what it waited for, and nothing
@@ -325,6 +327,57 @@ def test_a_receiver_that_joins_late_restores_from_the_fallback(
     assert got["10.77.0.11"]["joined"] and got["10.77.0.11"]["ok"], got
     assert "joined late" in done[19][1], done[19]
     assert "10.77.0.11" in out, out + err
+
+
+def test_a_late_joiner_takes_the_rest_of_the_stream_and_fetches_only_what_it_missed(
+    lan: Lan, setup, rig: Rig, tmp_path: Path
+) -> None:
+    """cast --late-join (udpcast's async streaming mode): receiver 19 starts once receiver 11
+    is well into the stream; it picks the stream up at the next udpcast slice, writes what
+    comes, and fetches from nginx only the chunks sent before it joined (and any lost)."""
+    sender, nginx, repo, results, want = setup
+    rx = start_receivers(lan, rig, tmp_path, nginx, results, [11], "--image", "golden")
+    all_listening(rx)
+    # 8 Mbit/s: the stream lasts long enough (many seconds) for a receiver to start inside it.
+    send = rig.start(
+        bm(sender, "cast", str(repo), "golden", "--late-join", "--wait", "2", "--receivers", "2",
+           "--max-bitrate", "8m", "--interface", "eth0", "--rdv", RDV, "--results", str(results),
+           "--results-wait", "240"),
+        tmp_path,
+    )  # fmt: skip
+    disk11 = rx[0].disk
+    wait_for(
+        "receiver 11's header (its disk marked incomplete)",
+        lambda: sample.read(disk11, 0, len(INCOMPLETE_MARKER)) == INCOMPLETE_MARKER,
+    )
+    time.sleep(3)  # well into the stream
+    late = start_receivers(lan, rig, tmp_path, nginx, results, [19], "--image", "golden")
+    done = finish(rx + late)
+    try:
+        out, err = send.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sender still runs after 300 s")
+    assert send.returncode == 0, out + err
+    check_disks(done, want)
+    got = reports(results)
+    first, joiner = got["10.77.0.11"], got["10.77.0.19"]
+    assert first["ok"] and not first["midstream"], got
+    assert joiner["ok"] and joiner["midstream"], got
+    total = joiner["from_stream"] + joiner["from_fallback"]
+    # It took the rest of the stream, and fetched from the fallback only what it missed.
+    assert joiner["from_stream"] > 0 and 0 < joiner["from_fallback"] < total, joiner
+    assert "note: joined the session after its start" in done[19][1], done[19]
+    # nginx's side: receiver 19 asked for fewer pack bytes than the image's packs hold.
+    lines = [ln.split() for ln in nginx.access_log.read_text().splitlines()]
+    fetched = sum(int(ln[6]) for ln in lines if ln[7] == "10.77.0.19" and "/packs/" in ln[3])
+    packs = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*"))
+    assert 0 < fetched < packs, (fetched, packs)
+    print(
+        f"late joiner: {joiner['from_stream']} chunks from the stream, {joiner['from_fallback']}"
+        f" of {total} from the fallback; {fetched} of {packs} pack bytes fetched from nginx"
+    )
+    # The sender saw both results (async receivers never answer it: only their reports).
+    assert "10.77.0.11" in out and "10.77.0.19" in out and out.count("verified") >= 2, out
 
 
 def test_an_unattended_receive_job_joins_the_session(

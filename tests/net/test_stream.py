@@ -9,7 +9,7 @@ import os
 import pytest
 import zstandard
 
-from bootmedia.cast.stream import END_MAGIC, StreamHeader, read_header, records
+from bootmedia.cast.stream import END_MAGIC, Midstream, StreamHeader, read_header, records
 from bootmedia.errors import ImageError
 from bootmedia.repo.packs import FLAG_ZSTD, chunk_hash, decode, pack_record_header
 
@@ -66,7 +66,6 @@ def test_a_cut_stream_gives_what_arrived_and_says_incomplete() -> None:
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda b: b"NOTCAST\x00" + b[8:],
         lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:],  # inside the JSON: CRC mismatch
         lambda b: b[:8] + (2**31).to_bytes(4, "little") + b[12:],  # absurd length
         lambda b: b[:30],  # cut inside the header
@@ -80,3 +79,23 @@ def test_damaged_headers_are_refused(damage) -> None:
 
 def test_an_empty_stream_is_no_session() -> None:
     assert read_header(io.BytesIO(b"")) is None
+
+
+@pytest.mark.parametrize("join_at", [0, 3, 40, 1000])  # bytes into the second record
+def test_a_stream_joined_in_the_middle_gives_every_whole_record_after_the_join(join_at) -> None:  # type: ignore[no-untyped-def]
+    """An async session joined late (cast --late-join): udp-receiver's output starts at some
+    udpcast slice, anywhere inside a record. The header is missing (Midstream, with the bytes
+    read looking for it), and every record after the join point arrives whole."""
+    chunks = [os.urandom(3000) for _ in range(5)]
+    whole = _stream(chunks)
+    header = StreamHeader("golden", b'{"name": "golden"}', {"p1.map": b"MAP\x00" * 10}, 5, 0)
+    second = len(header.encode()) + len(_record(chunks[0])[1])
+    f = io.BytesIO(whole[second + join_at :])
+    joined = read_header(f)
+    assert isinstance(joined, Midstream) and len(joined.prefix) == 8
+    stats: dict[str, int] = {}
+    got = [rec.hash for rec, _ in records(f, stats, joined.prefix)]
+    want = chunks[1:] if join_at == 0 else chunks[2:]
+    assert got == [chunk_hash(c) for c in want]
+    assert stats.get("skipped", 0) == (0 if join_at == 0 else len(_record(chunks[1])[1]) - join_at)
+    assert not stats.get("complete")  # the trailer's count names records it never saw
