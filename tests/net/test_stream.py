@@ -37,7 +37,11 @@ def test_header_round_trip_and_every_record() -> None:
     chunks = [os.urandom(1000) * (i + 1) for i in range(5)]
     f = io.BytesIO(_stream(chunks))
     h = read_header(f)
-    assert h is not None and h.image == "golden" and h.maps == {"p1.map": b"MAP\x00" * 10}
+    assert (
+        isinstance(h, StreamHeader)
+        and h.image == "golden"
+        and h.maps == {"p1.map": b"MAP\x00" * 10}
+    )
     stats: dict[str, int] = {}
     got = [decode(rec, payload, zstandard.ZstdDecompressor()) for rec, payload in records(f, stats)]
     assert got == chunks and stats.get("complete") == 1 and not stats.get("skipped")
@@ -82,7 +86,9 @@ def test_an_empty_stream_is_no_session() -> None:
 
 
 @pytest.mark.parametrize("join_at", [0, 3, 40, 1000])  # bytes into the second record
-def test_a_stream_joined_in_the_middle_gives_every_whole_record_after_the_join(join_at) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_joined_in_the_middle_gives_every_whole_record_after_the_join(
+    join_at: int,
+) -> None:
     """An async session joined late (cast --late-join): udp-receiver's output starts at some
     udpcast slice, anywhere inside a record. The header is missing (Midstream, with the bytes
     read looking for it), and every record after the join point arrives whole."""
