@@ -20,16 +20,18 @@ from the image's mount into it: XFS's own pair, which keeps ownership, modes, ti
 attributes (and so ACLs and SELinux labels), hard links, holes and device nodes. Then the new
 filesystem is unmounted and mounted again (the loop device uses direct I/O, so what is read
 comes from the target), every file is compared with the image's (kind, mode, owner, size, mtime,
-symlink target, device number, xattrs, hard links, bytes, holes kept), and `xfs_repair -n`
-must find nothing.
+symlink target, device number, xattrs, chattr flags, hard links, bytes, holes kept), and
+`xfs_repair -n` must find nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import stat
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -290,21 +292,99 @@ def _copy_files(fstype: str, src: Path, dst: Path, what: str) -> None:
         ["tar", "-C", str(src), "--format=posix", "--sparse", *keep, "-cf", "-", "."],
         ["tar", "-C", str(dst), *keep, "--preserve-permissions", "-xf", "-"],
     )  # fmt: skip
+    _copy_sockets(src, dst)
+
+
+def _copy_sockets(src: Path, dst: Path) -> None:
+    """tar leaves sockets out ("socket ignored", exit 0): each is made again by mknod, with
+    its mode, owner and xattrs (its times come with everyone's, in restore_times)."""
+    for dirpath, dirs, files in os.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        for name in [*dirs, *files]:
+            x = os.path.join(dirpath, name)
+            st = os.lstat(x)
+            if not stat.S_ISSOCK(st.st_mode):
+                continue
+            y = os.path.normpath(os.path.join(dst, rel, name))
+            os.mknod(y, stat.S_IFSOCK | stat.S_IMODE(st.st_mode))
+            os.chown(y, st.st_uid, st.st_gid, follow_symlinks=False)
+            os.chmod(y, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid bits
+            for key, value in _xattrs(x).items():
+                os.setxattr(y, key, value, follow_symlinks=False)
+
+
+# chattr's flags that a copy must keep (lsattr's i, a, d, A, S); the others (extents, inline
+# data, ...) are the filesystem's own business and differ between XFS and ext4.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20
+KEPT_FLAGS = 0x08 | FS_IMMUTABLE_FL | FS_APPEND_FL | 0x40 | 0x80  # sync, i, a, nodump, noatime
+
+
+def _flags_fd(path: str) -> int:
+    """path opened for the flags ioctls (regular files and directories only), or -1."""
+    try:
+        st = os.lstat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            return -1
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def get_flags(path: str) -> int:
+    """The entry's chattr flags among KEPT_FLAGS (0 for what has none: symlinks, devices)."""
+    fd = _flags_fd(path)
+    if fd < 0:
+        return 0
+    try:
+        got = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0))
+        return int(struct.unpack("i", got)[0]) & KEPT_FLAGS
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _set_flags(path: str, keep: int) -> None:
+    """Set the KEPT_FLAGS of path to keep (the others as they are)."""
+    fd = _flags_fd(path)
+    if fd < 0:
+        return
+    try:
+        got = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0))
+        now = int(struct.unpack("i", got)[0])
+        want = (now & ~KEPT_FLAGS) | keep
+        if want != now:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", want))
+    finally:
+        os.close(fd)
 
 
 def restore_times(a: Path, b: Path) -> None:
     """Give every entry of b the access and modification times, to the nanosecond, of its
-    namesake in a: xfsdump's format keeps whole seconds only. (Setting an entry's times does
-    not change its directory's.)"""
+    namesake in a (xfsdump's format keeps whole seconds only), then a's chattr flags (tar
+    keeps none; an immutable or append-only entry refuses even root new times, so those come
+    first). Setting an entry's times or flags does not change its directory's."""
     for dirpath, dirs, files in os.walk(a):
         rel = os.path.relpath(dirpath, a)
         for name in [".", *dirs, *files] if rel == "." else [*dirs, *files]:
-            st = os.lstat(os.path.join(dirpath, name))
-            os.utime(
-                os.path.join(b, rel, name),
-                ns=(st.st_atime_ns, st.st_mtime_ns),
-                follow_symlinks=False,
-            )
+            src = os.path.join(dirpath, name)
+            dst = os.path.join(b, rel, name)
+            st = os.lstat(src)
+            flags = get_flags(src)
+            try:
+                if get_flags(dst) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+                    _set_flags(dst, 0)
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                if flags:
+                    _set_flags(dst, flags)
+            except OSError as exc:
+                where = os.path.normpath(os.path.join(rel, name))
+                raise ImageError(
+                    f"{where!r} was not copied whole into the new filesystem: its times or "
+                    f"flags cannot be set there ({exc.strerror})"
+                ) from None
 
 
 def compare_trees(a: Path, b: Path, check_cancel: object = None) -> str:
@@ -352,6 +432,8 @@ def _compare_one(x: str, y: str, links: dict[int, int]) -> str:
         return "is another device"
     if _xattrs(x) != _xattrs(y):
         return "has other extended attributes"
+    if get_flags(x) != get_flags(y):
+        return f"has chattr flags {get_flags(y):#x}, not {get_flags(x):#x}"
     if stat.S_ISREG(sx.st_mode):
         if sx.st_size != sy.st_size:
             return f"has {sy.st_size} bytes, not {sx.st_size}"
