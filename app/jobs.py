@@ -18,6 +18,7 @@ from typing import Any
 from app.engine import DiskRow, ImageRow
 from bootmedia.errors import BootmediaError, Cancelled
 from bootmedia.progress import Reporter, human_bytes, human_duration
+from bootmedia.text import plural
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def plan_verify(repo_path: Path, image: ImageRow | None) -> Job:
         ]
         if result.ok:
             return Outcome(True, f"Intact: {what}", (checked, *about, *result.notes))
-        lines = [f"{result.damaged_count} damaged place(s); {checked}:"]
+        lines = [f"{plural(result.damaged_count, 'damaged place')}; {checked}:"]
         lines += [f"  {d}" for d in result.damaged]
         if result.damaged_count > len(result.damaged):
             lines.append(

@@ -40,3 +40,9 @@ def printable(text: object, limit: int | None = None) -> str:
     if limit is not None and len(s) > limit:
         s = s[: max(0, limit - len(CUT))] + CUT if limit >= len(CUT) else s[:limit]
     return s
+
+
+def plural(n: int, one: str, many: str = "") -> str:
+    """`n` and the noun that goes with it: "1 image", "3 images", "0 images"; `many` where the
+    plural is not one + "s" ("1 copy", "2 copies")."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

@@ -172,3 +172,37 @@ def test_tui_details_and_cells_show_no_control_characters(hostile_repo: Path) ->
     assert clean(disk_details(row))
     assert all(clean(v) for v in DiskTable.cells(row).values())
     assert clean(row.confirm_prompt) and "[b]" in row.confirm_prompt
+
+
+def test_plural_says_one_and_many() -> None:
+    from bootmedia.text import plural
+
+    assert [plural(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert plural(1, "copy", "copies") == "1 copy" and plural(3, "copy", "copies") == "3 copies"
+
+
+# "(s)" plurals left in shown text. bootmedia/cast/sender.py is the network engineer's this
+# session ("receiver(s)" in the cast's plan and progress step): folded once they are free.
+_PLURAL_S_LEFT = {"bootmedia/cast/sender.py"}
+
+
+def test_no_shown_text_says_s_in_brackets() -> None:
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted([*root.glob("bootmedia/**/*.py"), *root.glob("app/**/*.py")]):
+        rel = str(path.relative_to(root))
+        if rel in _PLURAL_S_LEFT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            # http(s) is a scheme, not a plural
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.search(r"[a-z]\(s\)", node.value.replace("http(s)", ""))
+            ):
+                found.append(f"{rel}:{node.lineno}: {node.value.strip()[:60]!r}")
+    assert not found, "\n".join(found)

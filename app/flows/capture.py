@@ -31,7 +31,7 @@ async def capture_flow(app: BootmediaApp) -> None:
             ("repo", lambda a: RepoPickScreen("Capture 2/4: repository")),
             (
                 "form",
-                lambda a: CaptureFormScreen("Capture 3/4: name", a["source"].disk.name, a["repo"]),
+                lambda a: CaptureFormScreen("Capture 3/4: name", a["source"].disk, a["repo"]),
             ),
             (
                 "job",

@@ -17,6 +17,7 @@ from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.screens.pickers import DETAILS_CSS, details_room, disk_details
 from app.widgets.tables import DiskTable
+from bootmedia.text import plural
 
 FRESH_SECONDS = 6.0
 
@@ -92,7 +93,7 @@ class DisksScreen(BaseScreen[None]):
                 self.news[f"Disk removed: {event.name}."] = now
 
     def say_count(self) -> None:
-        count = f"{len(self.rows)} disk(s). Watching for disks being plugged in."
+        count = f"{plural(len(self.rows), 'disk')}. Watching for disks being plugged in."
         self.status(" ".join([*self.news, count]))
 
     def expire_fresh(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,10 @@ from app import engine
 from app.messages import Loaded, LoadFailed
 from app.screens.base import BaseScreen
 from app.widgets.toggles import Choice, Toggle
+from bootmedia.capture.plan import suggest_name
+from bootmedia.disks.model import Disk
+from bootmedia.errors import BootmediaError
+from bootmedia.repo.manifest import check_image_name
 
 
 class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
@@ -78,7 +81,6 @@ class RestoreOptionsScreen(BaseScreen[dict[str, Any]]):
 
 
 AFTERWARDS = [("stay", "Stay in bootmedia"), ("reboot", "Reboot"), ("poweroff", "Power off")]
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class CaptureFormScreen(BaseScreen[dict[str, Any]]):
@@ -92,16 +94,17 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
     CaptureFormScreen Input { width: 60; }
     """
 
-    def __init__(self, title: str, source_name: str, repo: Path | None = None) -> None:
+    def __init__(self, title: str, source: Disk, repo: Path | None = None) -> None:
         super().__init__(title)
-        self.source_name = source_name
+        self.source = source
+        self.suggested = suggest_name(source, date.today())
         self.repo = repo
         self.taken: set[str] = set()  # names already in the repository (loaded in a thread)
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane", id="form"):
-            yield Static("Image name (letters, digits, . _ -):")
-            yield Input(f"{self.source_name}-{date.today():%Y%m%d}", id="name")
+            yield Static("Image name (letters, digits, . _ + -):")
+            yield Input(self.suggested, id="name")
             yield Static("Description (what is on it, for whom):")
             yield Input("", id="description")
             # The engine's default, so the command line shown has no --level unless changed.
@@ -121,6 +124,10 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "names":
             self.taken = set(message.value)
+            field = self.query_one("#name", Input)
+            if field.value == self.suggested and self.suggested in self.taken:
+                # Captured already today: the next free one (-2, -3 ...), not a refusal later.
+                self.suggested = field.value = suggest_name(self.source, date.today(), self.taken)
 
     def on_load_failed(self, message: LoadFailed) -> None:
         pass  # a repository that cannot be listed yet: the plan says why, one step on
@@ -135,8 +142,10 @@ class CaptureFormScreen(BaseScreen[dict[str, Any]]):
     def action_next(self) -> None:
         name = self.query_one("#name", Input).value.strip()
         level_text = self.query_one("#level", Input).value.strip()
-        if not NAME_RE.match(name):
-            self.status("The name must be 1-64 letters, digits, '.', '_' or '-'.", error=True)
+        try:
+            check_image_name(name)  # the repository's own rule
+        except BootmediaError as exc:
+            self.status(str(exc), error=True)
             self.query_one("#name", Input).focus()
             return
         if name in self.taken:

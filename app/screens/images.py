@@ -19,7 +19,7 @@ from app.screens.dialogs import AskText
 from app.screens.pickers import DETAILS_CSS, details_room, image_details
 from app.widgets.tables import ImageTable
 from bootmedia.net.mount import label as repo_label
-from bootmedia.text import printable
+from bootmedia.text import plural, printable
 
 if TYPE_CHECKING:
     from app.app import BootmediaApp
@@ -68,7 +68,7 @@ class ImagesScreen(BaseScreen[None]):
         table.show(message.value)
         table.focus()
         self.show_details(table.current_row())
-        self.status(f"{len(message.value)} image(s). {self.note}")
+        self.status(f"{plural(len(message.value), 'image')}. {self.note}")
         self.note = ""
 
     def show_details(self, row: ImageRow | None) -> None:

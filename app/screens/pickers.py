@@ -24,7 +24,7 @@ from app.wrap import fit_lines
 from bootmedia.disks.model import Disk
 from bootmedia.net.mount import label as repo_label
 from bootmedia.progress import human_bytes, human_size
-from bootmedia.text import printable
+from bootmedia.text import plural, printable
 
 Choice = tuple[str, str, str | None]  # value, description, why it is unavailable
 
@@ -57,7 +57,10 @@ def fit_details(head: list[Text], parts: list[str], room: int, width: int) -> Te
         if len(pairs) > left:
             shown = max(0, left - 1)
             more = len(parts) - 2 * shown
-            pairs = [*pairs[:shown], f"  and {more} more partition(s)"]
+            pairs = [
+                *pairs[:shown],
+                f"  and {more} more {'partition' if more == 1 else 'partitions'}",
+            ]
         lines += pairs
     else:
         lines += parts
@@ -139,7 +142,9 @@ class DiskPickScreen(BaseScreen[DiskRow]):
         table.show(rows)
         table.focus()
         usable = sum(1 for r in rows if not r.refusal)
-        self.status(f"{len(rows)} disk(s), {usable} can be chosen." if rows else "No disks found.")
+        self.status(
+            f"{plural(len(rows), 'disk')}, {usable} can be chosen." if rows else "No disks found."
+        )
         self.show_details(table.current_row())
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -236,7 +241,9 @@ class ImagePickScreen(BaseScreen[ImageRow]):
         table.show(rows)
         table.focus()
         self.status(
-            f"{len(rows)} image(s)." if rows else "No images found. Press o to open a repository."
+            f"{plural(len(rows), 'image')}."
+            if rows
+            else "No images found. Press o to open a repository."
         )
         self.show_details(table.current_row())
 
@@ -421,7 +428,7 @@ class IsoPickScreen(BaseScreen[Path]):
         if menu.option_count:
             menu.highlighted = 0
         menu.focus()
-        found = f"{menu.option_count} ISO file(s)" if menu.option_count else "No ISO file found"
+        found = plural(menu.option_count, "ISO file") if menu.option_count else "No ISO file found"
         self.status(f"{found}. Press n to type a path.")
 
     def on_load_failed(self, message: LoadFailed) -> None:

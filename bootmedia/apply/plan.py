@@ -12,6 +12,7 @@ from bootmedia import blockdev, fs
 from bootmedia.apply.check import check_plan
 from bootmedia.apply.target import check_not_repository
 from bootmedia.disks import Disk, check_confirm, check_writable, find_disk, live_system_disks
+from bootmedia.disks.contents import overwritten_lines
 from bootmedia.disks.files import file_disk, file_refusal
 from bootmedia.disks.model import Partition
 from bootmedia.disks.system import read_swaps
@@ -111,11 +112,12 @@ class ApplyPlan:
                 lines.append(f"  on {self.confirm_disk.label()}")
         else:
             lines.append(f"Target: {self.target_label()}")
-            lines.append("EVERYTHING on the target is overwritten:")
-            if self.disk or self.file_partitions:
-                for p in self.disk.partitions if self.disk else self.file_partitions:
-                    desc = " ".join(x for x in (p.fstype, p.label and f"'{p.label}'") if x)
-                    lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
+            d = self.disk
+            lines += (
+                overwritten_lines(d.partitions, d.fstype, d.partition_table)
+                if d
+                else overwritten_lines(self.file_partitions)
+            )
             lines.append(
                 f"New layout ({self.table.label if self.table else 'no table'}, "
                 f"{self.sector_size}-byte sectors):"

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
+import unicodedata
 from array import array
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from bootmedia import blockdev
 from bootmedia.disks.files import attached_loops, extract, is_image_file, probe_at
-from bootmedia.disks.model import unfinished_refusal
+from bootmedia.disks.model import Disk, unfinished_refusal
 from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, probe, used_ranges
 from bootmedia.identity import source_identity
@@ -34,6 +38,7 @@ from bootmedia.repo.manifest import (
     check_image_name,
 )
 from bootmedia.table import BIOS_GRUB, SWAP_TYPES, is_extended, read_table
+from bootmedia.text import printable
 
 log = logging.getLogger("bootmedia.capture")
 
@@ -171,6 +176,31 @@ class CapturePlan:
             ],
             "total_bytes": self.total_bytes,
         }
+
+
+def suggest_name(disk: Disk, day: date, taken: Collection[str] = ()) -> str:
+    """A name a technician recognises for a capture of `disk` (never its kernel name, which
+    moves between boots), valid under the repository's rule: the disk's model, else a loop
+    device's backing file, else its vendor, else "disk"; then the day. "Samsung-SSD-970-EVO-
+    Plus-1TB-20261202"; the same disk on the same day gives the same name, followed by -2, -3
+    ... when that is taken."""
+    words = ""
+    for what in (
+        disk.model,
+        Path(disk.backing_file).stem if disk.backing_file else "",
+        disk.vendor,
+    ):
+        # Shown text first (no escapes, no bidi), then letters with their accents taken off.
+        plain = unicodedata.normalize("NFKD", printable(what)).encode("ascii", "ignore").decode()
+        words = re.sub(r"[^A-Za-z0-9._+]+", "-", plain).strip("-._+")[:40].rstrip("-._+")
+        if words:
+            break
+    name = f"{words or 'disk'}-{day:%Y%m%d}"
+    n = 1
+    while (candidate := name if n == 1 else f"{name}-{n}") in taken:
+        n += 1
+    check_image_name(candidate)  # the rule every image name must meet, here for the form
+    return candidate
 
 
 def plan_capture(

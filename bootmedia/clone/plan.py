@@ -10,6 +10,7 @@ from typing import Any
 
 from bootmedia import blockdev, fs
 from bootmedia.disks import Disk, check_writable, find_disk, system
+from bootmedia.disks.contents import overwritten_lines
 from bootmedia.disks.model import unfinished_refusal
 from bootmedia.errors import UsageError
 from bootmedia.layout import FIT, KEEP, LayoutPlan, PartInfo, plan_layout
@@ -52,11 +53,9 @@ class ClonePlan:
         lines = [
             f"Clone {self.source_disk.label()}",
             f"   to {self.target_disk.label()}",
-            "EVERYTHING on the target is overwritten:",
         ]
-        for p in self.target_disk.partitions:
-            desc = " ".join(x for x in (p.fstype, p.label and f"'{p.label}'") if x)
-            lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
+        t = self.target_disk
+        lines += overwritten_lines(t.partitions, t.fstype, t.partition_table)
         lines += self.layout.summary()
         lines.append(f"Data to copy: {human_bytes(self.write_bytes)} (plus shrunk filesystems)")
         lines.append(

@@ -13,6 +13,7 @@ from bootmedia.cast.sender import (
 )
 from bootmedia.commands._common import reporter
 from bootmedia.progress import human_bytes, human_duration
+from bootmedia.text import plural
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -104,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
         printer.done()
     print(
         f"sent {result.image}: {human_bytes(result.sent_bytes)} once to "
-        f"{len(result.receivers)} receiver(s) in {human_duration(result.seconds)}"
+        f"{plural(len(result.receivers), 'receiver')} in {human_duration(result.seconds)}"
     )
     print("\n".join(_table(result.receivers)))
     bad = [r for r in result.receivers if r.state in ("FAILED", "dropped")]
     waiting = [r for r in result.receivers if r.state not in ("verified", "FAILED")]
     if plan.results and waiting:
-        print(f"{len(waiting)} receiver(s) sent no result to {plan.results}")
+        print(f"{plural(len(waiting), 'receiver')} sent no result to {plan.results}")
     short = plan.late_join and bool(plan.results) and len(result.receivers) < plan.receivers
     if short:
-        print(f"{len(result.receivers)} of {plan.receivers} receiver(s) sent a result")
+        print(f"{len(result.receivers)} of {plural(plan.receivers, 'receiver')} sent a result")
     return 1 if bad or (plan.results and waiting) or short else 0

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
         help="check an image (or every image) in a repository",
-        description="Decompress and hash every chunk the image(s) use. Exit 0 means intact; "
-        "otherwise each damaged image, partition and offset is listed.",
+        description="Decompress and hash every chunk the image uses (every image's, when none is "
+        "named). Exit 0 means intact; otherwise each damaged image, partition and offset is "
+        "listed.",
     )
     p.add_argument("repo")
     p.add_argument("image", nargs="?", help="one image (default: all)")

@@ -66,7 +66,8 @@ class CustomizeSpec:
             raise UsageError(f"{source}: [job.customize] must be a table")
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
-            raise UsageError(f"{source}: unknown customize setting(s) {', '.join(unknown)}")
+            word = "setting" if len(unknown) == 1 else "settings"
+            raise UsageError(f"{source}: unknown customize {word} {', '.join(unknown)}")
         values: dict[str, Any] = {}
         for key in _STR_KEYS:
             if key in data:

@@ -2,6 +2,7 @@
 
     from bootmedia.disks.contents import contents_summary
     contents_summary(disk)   # "vfat/EFI, ext4/root", "INCOMPLETE RESTORE: ...", "empty", ...
+    overwritten_lines(disk.partitions, disk.fstype, disk.partition_table)   # for a plan
 
 "empty" is said only when the disk reads as zeros at every sampled place: a disk with no
 partition table and no filesystem signature can still hold a whole disk's worth of data (a raw
@@ -12,9 +13,11 @@ data gets lost. The samples are a few small reads spread over the disk, so listi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bootmedia.disks.model import Disk
+from bootmedia.disks.model import Disk, Partition
+from bootmedia.progress import human_bytes
 from bootmedia.text import printable
 
 EMPTY = "empty"
@@ -101,3 +104,21 @@ def contents_summary(disk: Disk, sample: Sample | None = None) -> str:
         # shows, it holds a half-written image that will not boot.
         return INCOMPLETE if what in (EMPTY, DATA_NO_TABLE) else f"{INCOMPLETE}: {what}"
     return what
+
+
+def overwritten_lines(parts: Sequence[Partition], fstype: str = "", table: str = "") -> list[str]:
+    """What a restore or clone overwrites on its target, for the plan's summary: each partition,
+    or in words what the target shows when it has none. It reads nothing: a target that shows
+    no table and no filesystem may still hold data, and the line says that it goes too."""
+    head = "EVERYTHING on the target is overwritten"
+    if parts:
+        lines = [f"{head}:"]
+        for p in parts:
+            desc = " ".join(x for x in (p.fstype, p.label and f"'{p.label}'") if x)
+            lines.append(f"  - {p.name} {human_bytes(p.size)} {desc}".rstrip())
+        return lines
+    if fstype:
+        return [f"{head}: the {printable(fstype, 16)} filesystem on the whole disk"]
+    if table:
+        return [f"{head}: its {printable(table, 8)} partition table (it holds no partitions)"]
+    return [f"{head}: it shows no partition table and no filesystem (any data on it goes too)"]

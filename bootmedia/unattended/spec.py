@@ -65,7 +65,8 @@ class JobSpec:
         }
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UnattendedError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+            word = "setting" if len(unknown) == 1 else "settings"
+            raise UnattendedError(f"{source}: unknown {word} {', '.join(unknown)}")
         action = str(data.get("action", "")).strip().lower()
         if action not in ACTIONS:
             raise UnattendedError(

@@ -77,6 +77,33 @@ async def test_capture_adds_an_image(demo_lab: Any, make_app: Any) -> None:
 
 
 @async_test
+async def test_the_capture_form_suggests_a_name_from_the_disk_not_its_kernel_name(
+    demo_lab: Any, make_app: Any
+) -> None:
+    """The lab's reference disk is a loop device over reference.img: the suggestion is that
+    file's name and the day (it was "loopN-..."), and the next free one when that is taken."""
+    from datetime import date
+
+    from bootmedia.capture import capture_image, plan_capture
+
+    day = f"{date.today():%Y%m%d}"
+    disk = demo_lab.loops["reference.img"]
+    capture_image(plan_capture(disk, demo_lab.repo_path, f"reference-{day}"))
+    app = make_app(demo_lab)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("c")
+        await choose_disk(pilot, disk)
+        repos = await wait_for_screen(pilot, "RepoPickScreen")
+        await wait_for(pilot, lambda: repos.query_one("OptionList").option_count > 0, what="repos")
+        await pilot.press("enter")
+        form = await wait_for_screen(pilot, "CaptureFormScreen")
+        field = form.query_one("#name")
+        await wait_for(pilot, lambda: field.value != f"reference-{day}", what="the taken name")
+        assert field.value == f"reference-{day}-2"
+        assert Path(disk).name not in field.value
+
+
+@async_test
 async def test_cancelled_capture_lists_no_image(
     demo_lab: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

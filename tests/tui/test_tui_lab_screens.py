@@ -29,7 +29,7 @@ async def test_disks_screen_highlights_a_plugged_in_disk(demo_lab: Any, make_app
         assert not app.query("Toast") and not app._notifications
         status = [ln for ln in text.splitlines() if "New disk:" in ln]
         assert status and status[0].startswith(" New disk: loop device"), text
-        assert text.splitlines()[-2].startswith(" ") and "disk(s)" in text.splitlines()[-2]
+        assert text.splitlines()[-2].startswith(" ") and " disks. Watching" in text.splitlines()[-2]
         await wait_for(pilot, lambda: new not in screen.fresh, timeout=15, what="highlight ends")
 
 

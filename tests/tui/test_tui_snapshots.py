@@ -49,7 +49,7 @@ async def home(pilot: Any) -> None:
 async def target_picker(pilot: Any) -> None:
     await home(pilot)
     await pilot.press("r")
-    await settle(pilot, "1 image(s)")
+    await settle(pilot, "1 image.")
     await pilot.press("enter")
     await settle(pilot, "2 can be chosen")
 
@@ -87,7 +87,7 @@ async def result(pilot: Any) -> None:
 async def disks(pilot: Any) -> None:
     await home(pilot)
     await pilot.press("d")
-    await settle(pilot, "3 disk(s)")
+    await settle(pilot, "3 disks.")
 
 
 SCREENS = {
@@ -144,7 +144,7 @@ EXPECTED_80x25 = {
     "restore_summary": ["EVERYTHING on nvme0n1 will be overwritten.", "--confirm 456X"],
     "progress": ["> Writing p3 (ntfs), 3 of 3", "Done 23.0 GB of 82.0 GB", "Esc Cancel job"],
     "result": ["OK: Restore finished", "Written: 44.0 GB", "Enter Done"],
-    "disks": ["Plug a disk in", "3 disk(s). Watching", "by-id/nvme-Samsung"],
+    "disks": ["Plug a disk in", "3 disks. Watching", "by-id/nvme-Samsung"],
 }
 
 
@@ -346,7 +346,7 @@ def test_network_share_fields_show_what_is_typed(app: Any, size: tuple[int, int]
         async with app.run_test(size=size) as pilot:
             await home(pilot)
             await pilot.press("r")
-            await settle(pilot, "1 image(s)")
+            await settle(pilot, "1 image.")
             await pilot.press("n")
             await settle(pilot, "Connect a repository on the network")
             await pilot.press("down")
