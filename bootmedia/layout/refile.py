@@ -43,7 +43,7 @@ from bootmedia.errors import BootmediaError, ImageError, ToolError
 from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
-from bootmedia.run import require_tools, run, run_pipe, run_text
+from bootmedia.run import require_tools, run, run_cleanup, run_pipe, run_text
 
 MiB = 1 << 20
 TOOLS = {
@@ -156,6 +156,21 @@ def files_need(root: Path, inode_size: int, block: int) -> tuple[int, int]:
     return total, len(seen)
 
 
+def open_view(
+    stack: contextlib.ExitStack,
+    source: ImageArea | DeviceArea,
+    workdir: Path,
+    capacity: int,
+    overlay_dir: Path | None = None,
+) -> MountedView:
+    """The area's view for a shrink, a FAT rebuild or a restore by files, mounted until the
+    stack closes: its overlay in overlay_dir (RAM or the stick; default: the work directory),
+    and the job's work directory removed with it if the job is killed."""
+    return stack.enter_context(
+        mounted_view(source, overlay_dir or workdir, capacity, scratch=workdir)
+    )
+
+
 def prepare_refile(
     stack: contextlib.ExitStack,
     source: ImageArea | DeviceArea,
@@ -171,7 +186,7 @@ def prepare_refile(
         raise BootmediaError(f"{area.name}: cannot restore a {area.fstype} by files")
     require_tools(*TOOLS[area.fstype])
     started = time.monotonic()
-    view = stack.enter_context(mounted_view(source, workdir, VIEW_CAPACITY, scratch=workdir))
+    view = open_view(stack, source, workdir, VIEW_CAPACITY)
     device = stack.enter_context(view.loop())
     mnt = workdir / f"image-{area.name}"
     uuid = area.uuid or run_text(["blkid", "-p", "-s", "UUID", "-o", "value", device]).strip()
@@ -229,7 +244,7 @@ def _room(argv: list[str], size: int, sector: int, workdir: Path, fstype: str) -
                 # f_bfree: ext4's blocks reserved for root are free to a copy made as root
                 return st.f_bfree * st.f_frsize
         finally:
-            run(["losetup", "-d", loop.strip()], check=False)
+            run_cleanup(["losetup", "-d", loop.strip()])
     finally:
         trial.unlink(missing_ok=True)
 
@@ -273,7 +288,7 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
         else:
             run(["e2fsck", "-f", "-n", loop])
     finally:
-        run(["losetup", "-d", loop], check=False)
+        run_cleanup(["losetup", "-d", loop])
     return used
 
 

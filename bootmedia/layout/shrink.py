@@ -25,10 +25,16 @@ import blake3
 
 from bootmedia import blockdev, directio, fs
 from bootmedia.errors import BootmediaError, ImageError
-from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_view
+from bootmedia.image.view import DeviceArea, ImageArea, MountedView
 from bootmedia.layout.fat import rebuild_fat
 from bootmedia.layout.plan import Change
-from bootmedia.layout.refile import VIEW_CAPACITY, Refile, prepare_refile, write_refile
+from bootmedia.layout.refile import (
+    VIEW_CAPACITY,
+    Refile,
+    open_view,
+    prepare_refile,
+    write_refile,
+)
 from bootmedia.pipeline import OrderedPool, default_threads
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
@@ -126,7 +132,7 @@ def prepare_shrink(
         return _rebuild_fat(stack, source, area, new_size, workdir, sector, started)
     capacity = overlay_capacity(area, new_size)
     where = overlay_dir(capacity, workdir)
-    view = stack.enter_context(mounted_view(source, where, capacity, scratch=workdir))
+    view = open_view(stack, source, workdir, capacity, where)
     device = stack.enter_context(view.loop())
     try:
         fs.shrink(device, area.fstype, new_size)
@@ -164,7 +170,7 @@ def _rebuild_fat(
     it fits, logical sector size unless the target's is larger) with the image's files, which
     are read back and compared (bootmedia.layout.fat)."""
     capacity = 16 << 20  # nothing writes to this view; mtools only reads it
-    view = stack.enter_context(mounted_view(source, workdir, capacity, scratch=workdir))
+    view = open_view(stack, source, workdir, capacity)
     with open(view.path, "rb") as f:
         own = int.from_bytes(f.read(512)[11:13], "little") or 512
     work = workdir / f"fat-{area.name}"

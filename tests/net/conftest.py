@@ -32,12 +32,23 @@ Golden = tuple[Path, tuple[lab.SamplePart, ...], dict[int, dict[str, str]]]
 needs_netns = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "network namespaces missing")
 
 
+def bootmedia_cmd(ns: Netns, *args: str) -> list[str]:
+    """The real CLI's argv, run inside the namespace."""
+    return ns.cmd(sys.executable, "-m", "bootmedia", *args)
+
+
+def cli_env(tmp: Path, **more: str) -> dict[str, str]:
+    """The CLI's environment in a test: its network mounts and its log in tmp."""
+    return dict(
+        os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"), **more
+    )
+
+
 def cli(ns: Netns, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI, inside the namespace, as a technician runs it (mounts and logs in tmp)."""
-    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
     return subprocess.run(
-        ns.cmd(sys.executable, "-m", "bootmedia", *args),
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+        bootmedia_cmd(ns, *args), capture_output=True, text=True, env=cli_env(tmp), cwd=ROOT,
+        check=False,
     )  # fmt: skip
 
 

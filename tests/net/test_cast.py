@@ -30,7 +30,7 @@ from bootmedia import lab
 from bootmedia.disks.model import INCOMPLETE_MARKER
 from bootmedia.lab import SamplePart
 from tests import sample
-from tests.net.conftest import WHY_NOT
+from tests.net.conftest import WHY_NOT, bootmedia_cmd, cli_env
 from tests.net.netns import Lan, Netns, die_with_parent
 from tests.net.servers import Nginx, start_nginx
 
@@ -115,12 +115,8 @@ def rig(lan: Lan, tmp_path: Path) -> Iterator[Rig]:
         r.close()
 
 
-def env(tmp: Path) -> dict[str, str]:
-    return dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
-
-
-def bm(ns: Netns, *args: str) -> list[str]:
-    return ns.cmd(sys.executable, "-m", "bootmedia", *args)
+env = cli_env
+bm = bootmedia_cmd
 
 
 def wait_for(what: str, ready: Callable[[], bool], seconds: float = READY_SECONDS) -> None:

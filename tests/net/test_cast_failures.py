@@ -21,7 +21,9 @@ import pytest
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.lab import SamplePart
 from tests import sample
+from tests.net.conftest import bootmedia_cmd, cli_env
 from tests.net.netns import Netns, die_with_parent
+from tests.scratchwait import scratch_of
 
 pytestmark = [pytest.mark.root, pytest.mark.real_tools]
 MiB = 1 << 20
@@ -37,10 +39,9 @@ def repo(loopdev, tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
-def start(ns: Netns, tmp: Path, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
+def start(ns: Netns, tmp: Path, *args: str, **more_env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ns.cmd(sys.executable, "-m", "bootmedia", *args), env=env, cwd=ROOT, text=True,
+        bootmedia_cmd(ns, *args), env=cli_env(tmp, **more_env), cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
     )  # fmt: skip
 
@@ -72,10 +73,13 @@ def kill_when_running(ns: Netns, program: str, seconds: float = 120) -> None:
     pytest.fail(f"{program} never ran in {seconds} s")
 
 
-def receive(ns: Netns, tmp: Path, disk: str, repo: Path, *extra: str) -> subprocess.Popen[str]:
+def receive(
+    ns: Netns, tmp: Path, disk: str, repo: Path, *extra: str, **more_env: str
+) -> subprocess.Popen[str]:
     return start(
         ns, tmp, "receive", disk, "--confirm", Path(disk).name, "--fallback", str(repo),
         "--image", "golden", "--rdv", "239.77.0.9", "--start-timeout", "60", "-q", *extra,
+        **more_env,
     )  # fmt: skip
 
 
@@ -140,36 +144,22 @@ def test_a_killed_receivers_scratch_is_swept_by_the_next_job(
     directory: the next job's sweep removes it, and says so (bootmedia.scratch)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = dict(os.environ, TMPDIR=str(tmp), BOOTMEDIA_LOG_DIR=str(tmp_path / "log"))
-
-    def bm(*args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            netns.cmd(sys.executable, "-m", "bootmedia", *args), env=env, cwd=ROOT, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
-        )  # fmt: skip
-
     disk = loopdev(40 * MiB)
-    rx = bm("receive", disk, "--confirm", Path(disk).name, "--interface", "lo",
-            "--rdv", "239.77.0.9", "--start-timeout", "60", "-q")  # fmt: skip
+    rx = receive(netns, tmp_path, disk, repo, "--interface", "lo", TMPDIR=str(tmp))
     tx = None
     try:
-        tx = bm("cast", str(repo), "golden", "--interface", "lo", "--receivers", "1",
-                "--wait", "60", "--rdv", "239.77.0.9", "-q")  # fmt: skip
-        mine: list[Path] = []
-        deadline = time.monotonic() + 120
-        while not mine and time.monotonic() < deadline and rx.poll() is None:
-            mine = list(tmp.glob(f"bootmedia-receive-{rx.pid}-*"))
-            time.sleep(0.002)
-        rx.send_signal(signal.SIGKILL)
+        tx = start(netns, tmp_path, "cast", str(repo), "golden", "--interface", "lo",
+                   "--receivers", "1", "--wait", "60", "--rdv", "239.77.0.9", "-q")  # fmt: skip
+        work = scratch_of(rx, "receive", tmp, signal.SIGKILL)
         rx.communicate()
-        assert mine, f"no scratch named after the receiver's pid: {rx.returncode}"
+        assert work, f"no scratch named after the receiver's pid: {rx.returncode}"
     finally:
         if tx is not None:
             tx.kill()
             tx.communicate()
-    work = mine[0]
     assert work.is_dir(), "SIGKILL leaves it (nothing in the job can run)"
     code = "from bootmedia.scratch import new_scratch; new_scratch('probe', say=print).cleanup()"
+    env = dict(os.environ, TMPDIR=str(tmp))
     nxt = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
