@@ -192,3 +192,37 @@ def test_ext4_of_1k_blocks_onto_a_4kn_disk_keeps_every_kind_of_entry(
     got = _tree(f"{target}p1", tmp_path)
     # lost+found is made by mkfs in both; its size differs with the block size
     assert [r for r in got if "lost+found" not in r] == [r for r in want if "lost+found" not in r]
+
+
+def test_an_xfs_target_below_what_mkfs_xfs_makes_is_refused_by_the_plan(
+    loopdev: Callable[..., str], tmp_path: Path
+) -> None:
+    """mkfs.xfs (xfsprogs 5.19 on) makes no XFS under 300 MiB. A small XFS image planned onto a
+    270 MiB disk passed the planner and failed at mkfs.xfs's trial with its usage text as the
+    message; the plan now says the size, and the exact minimum restores."""
+    src = loopdev(800 * MiB)
+    node = _part(src)
+    sh("mkfs.xfs", "-q", "-f", "-L", "xsmall", node)
+    mnt = tmp_path / "fill"
+    mnt.mkdir()
+    sh("mount", node, str(mnt))
+    try:
+        (mnt / "f").write_bytes(os.urandom(4 * MiB))
+    finally:
+        sh("umount", str(mnt))
+    proc = bootmedia("capture", "--name", "img", src, str(tmp_path / "repo"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    target = loopdev(270 * MiB)
+    before = hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    proc = bootmedia(
+        "apply", str(tmp_path / "repo"), "img", target, "--confirm", Path(target).name, "-q"
+    )
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "target too small" in lines[0] and "(xfs) needs 314.6 MB" in lines[0], lines[0]
+    assert hashlib.sha256(Path(target).read_bytes()).hexdigest() == before
+    # Exactly the minimum: 1 MiB before the partition, 300 MiB of XFS, the GPT's backup.
+    exact = loopdev(MiB + 300 * MiB + 33 * 512)
+    proc = bootmedia("apply", str(tmp_path / "repo"), "img", exact, "--confirm", Path(exact).name)
+    assert proc.returncode == 0 and "verified" in proc.stdout, proc.stderr

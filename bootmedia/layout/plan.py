@@ -50,6 +50,7 @@ BTRFS_OVERHEAD = 320 * MiB  # btrfs keeps whole metadata/system chunks; capture 
 # a log of its own beside what the files use; the restore measures it exactly before writing.
 XFS_SHARE = 16
 XFS_OVERHEAD = 64 * MiB
+XFS_MIN = 300 * MiB  # mkfs.xfs (xfsprogs 5.19 on) makes none smaller: "must be larger than 300MB"
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,8 @@ def minimum(info: PartInfo, size: int) -> int:
     else:
         return size
     need = max(int(need * (1 + SLACK)), need + SLACK_MIN)
+    if info.fstype == "xfs":  # restored by files into a new XFS, which mkfs.xfs must make
+        need = max(need, XFS_MIN)
     return min(size, _up(need, MiB))
 
 
