@@ -2,12 +2,14 @@
 network reaches the namespace's loopback as 10.0.2.2, where the test starts nginx, smbd and
 nfs-ganesha. Nothing leaves the namespace.
 
-- The live system is netbooted through iPXE as a PXE site does it (docs/LIVE.md): iPXE asks
-  DHCP (qemu's user network stands in for dnsmasq) and gets the URL of the site's boot.ipxe,
-  the wrapper of docs/LIVE.md, which chains build_iso.sh's bootmedia.ipxe as built; that loads
-  kernel and initrd over HTTP from nginx, and live-boot fetches the squashfs from there. iPXE
-  starts as qemu's -kernel (Debian's ipxe.lkrn): this qemu's SeaBIOS never runs the NIC's iPXE
-  ROM (docs/LIVE.md), so that one step of a real site, firmware PXE -> iPXE, is not booted here.
+- The live system is netbooted as a PXE site does it (docs/LIVE.md), with no kernel given to
+  qemu: the firmware (SeaBIOS) boots the NIC first, whose option ROM is iPXE (Debian's
+  ipxe-qemu, efi-virtio.rom); iPXE asks DHCP (qemu's user network stands in for dnsmasq) and
+  gets the URL of the site's boot.ipxe, the wrapper of docs/LIVE.md, which chains
+  build_iso.sh's bootmedia.ipxe as built; that loads kernel and initrd over HTTP from nginx,
+  and live-boot fetches the squashfs from there. SeaBIOS's debug port (a log file) shows the
+  NIC's ROM was the boot device. (SeaBIOS and the ROM's iPXE print to the VGA screen only,
+  never to the serial console: an earlier session took that silence for a ROM that never ran.)
 - Shares: SMB (mount.cifs, vers=3.0) and NFS (mount.nfs, vers=4.2) mounted by the live system's
   kernel (the host has no cifs or nfs module): restore from SMB, capture onto NFS and SMB,
   verify, delete.
@@ -48,24 +50,32 @@ HTTP_PORT = 8080
 NETBOOT_FILES = ("bootmedia.ipxe", "vmlinuz", "initrd.img", "filesystem.squashfs")
 
 
-# Debian's ipxe package has it in both places, depending on the release.
-IPXE_LKRN = next(
-    (p for p in (Path("/usr/lib/ipxe/ipxe.lkrn"), Path("/boot/ipxe.lkrn")) if p.is_file()),
-    Path("/usr/lib/ipxe/ipxe.lkrn"),
-)
-
-
 class NsVM(VM):
-    """A VM whose qemu runs inside a network namespace, its DHCP naming a boot file."""
+    """A VM whose qemu runs inside a network namespace and boots from its NIC: DHCP (qemu's
+    user network) names a boot file, and the NIC is the first boot device, so the firmware
+    runs the NIC's option ROM (iPXE). SeaBIOS's debug output goes to a file."""
 
     ns_name: str = ""
     bootfile: str = ""
 
+    @property
+    def firmware_log(self) -> Path:
+        return self.workdir / f"{self.name}-seabios.log"
+
     def argv(self) -> list[str]:
         argv = super().argv()
-        nic = argv.index("-nic") + 1
-        assert argv[nic].startswith("user,"), argv[nic]
-        argv[nic] += f",bootfile={self.bootfile}"  # DHCP's filename, as dnsmasq's dhcp-boot=
+        nic = argv.index("-nic")
+        assert argv[nic + 1] == "user,model=virtio-net-pci", argv[nic + 1]
+        # DHCP's filename, as dnsmasq's dhcp-boot=; the NIC at bootindex 0, before the disks
+        # (1, 2...). Its ROM is qemu's default for the NIC, Debian's ipxe-qemu efi-virtio.rom
+        # (the test checks it): naming that same file with romfile= makes SeaBIOS skip the
+        # ROM's boot entry on this qemu (7.2), which is what "the ROM never runs" was.
+        argv[nic : nic + 2] = [
+            "-netdev", f"user,id=net0,bootfile={self.bootfile}",
+            "-device", "virtio-net-pci,netdev=net0,bootindex=0",
+            "-chardev", f"file,id=seabios,path={self.firmware_log}",
+            "-device", "isa-debugcon,iobase=0x402,chardev=seabios",
+        ]  # fmt: skip
         return ["ip", "netns", "exec", self.ns_name, *argv]
 
 
@@ -168,12 +178,13 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         ],
         name="shares",
         network=True,
-        extra=["-kernel", str(IPXE_LKRN)],  # iPXE, not the live kernel: iPXE fetches that
     )
     vm.ns_name = ns.name
     vm.bootfile = f"http://10.0.2.2:{HTTP_PORT}/boot.ipxe"
     screen = vm.start()
     try:
+        # The NIC's option ROM is Debian's iPXE build for qemu (ipxe-qemu).
+        assert 'romfile = "efi-virtio.rom"' in vm.monitor("info qtree")
         screen.wait_for(r"What do you want to do\?", BOOT_TIMEOUT)
         screen.press("\x11")  # Ctrl+Q, then yes to "Quit bootmedia?": the root shell
         screen.wait_for(r"Quit bootmedia\?", 60)
@@ -194,7 +205,13 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
         out = _read_from_ext4(f"{dev}p1", "net-e2e.log", work)
     (work / "net-e2e.log").write_text(out)
     assert "NET-E2E-DONE" in out, out
-    # The boot went DHCP -> boot.ipxe -> bootmedia.ipxe -> kernel and initrd over HTTP, then
+    # The firmware booted the NIC's ROM first (SeaBIOS says "Booting from ROM" for a NIC's
+    # boot entry), and no kernel was handed to qemu: the NIC's iPXE fetched everything.
+    assert "-kernel" not in vm.argv()
+    firmware = vm.firmware_log.read_text(errors="replace")
+    booting = [ln for ln in firmware.splitlines() if ln.startswith("Booting from")]
+    assert booting[:1] == ["Booting from ROM..."], firmware[-3000:]
+    # The boot went firmware PXE -> iPXE -> DHCP -> boot.ipxe -> bootmedia.ipxe -> kernel and initrd over HTTP, then
     # live-boot's fetch of the squashfs, every file whole (nginx's log: uri, status, bytes sent).
     got = [ln.split() for ln in nginx.access_log.read_text().splitlines()]
     boot = [(ln[3], int(ln[6])) for ln in got if ln[4] == "200" and not ln[3].startswith("/repo/")]
