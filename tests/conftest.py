@@ -81,7 +81,7 @@ def _tool_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         return
     test = request.node.nodeid
 
-    class GuardedPopen(_REAL_POPEN):  # type: ignore[misc, valid-type]
+    class GuardedPopen(_REAL_POPEN):
         def __init__(self, args: Any, *a: Any, **kw: Any) -> None:
             caller = _started_by_our_code()
             if caller is not None:

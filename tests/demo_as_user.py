@@ -32,20 +32,21 @@ async def app_disk_names(the_lab: Any, log: Path) -> list[str]:
     """Start the real app on the lab, open the restore wizard's target picker, read the rows."""
     from app.app import BootmediaApp
     from app.session import Session
+    from app.widgets.tables import DiskTable, ImageTable
 
     app = BootmediaApp(Session(log_path=log, lab=the_lab))
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.press("r")
         for _ in range(400):
-            table = app.screen.query("ImageTable")
+            table = app.screen.query(ImageTable)
             if table and table.first().row_count:
                 break
             await pilot.pause(0.05)
         await pilot.press("enter")
         for _ in range(400):
-            table = app.screen.query("DiskTable")
-            if table and table.first().row_count:
-                return [row.disk.name for row in table.first().rows_by_key.values()]
+            disks = app.screen.query(DiskTable)
+            if disks and disks.first().row_count:
+                return [row.disk.name for row in disks.first().rows_by_key.values()]
             await pilot.pause(0.05)
     return []
 

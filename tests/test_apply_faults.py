@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ def rewrite(repo: Path, change: object) -> None:
     path.write_bytes(dump_manifest(change(m)))  # type: ignore[operator]
 
 
-def with_area(m: Manifest, name: str, **fields: object) -> Manifest:
+def with_area(m: Manifest, name: str, **fields: Any) -> Manifest:
     areas = tuple(dataclasses.replace(a, **fields) if a.name == name else a for a in m.areas)
     return dataclasses.replace(m, areas=areas)
 

@@ -41,7 +41,7 @@ def _lying_writes(monkeypatch: pytest.MonkeyPatch, nth: int) -> list[int]:
     seen: list[int] = []
     flipped: list[int] = []
 
-    def write_group(self, group, datas):  # type: ignore[no-untyped-def]
+    def write_group(self, group, datas):
         real(self, group, datas)
         data = [(i, d) for i, d in zip(group, datas, strict=True) if d is not None]
         if not data:
@@ -63,7 +63,7 @@ def _record_direct_opens(monkeypatch: pytest.MonkeyPatch, allow: bool) -> list[b
     opened: list[bool] = []
     real_open = apply_job._DirectReader.open
 
-    def open_reader(path: str, size: int):  # type: ignore[no-untyped-def]
+    def open_reader(path: str, size: int):
         reader = real_open(path, size) if allow else None
         opened.append(reader is not None)
         return reader
@@ -106,7 +106,7 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     writes: list[tuple[bool, int]] = []
     real = apply_job._pwritev_all
 
-    def pwritev_all(fd, bufs, pos):  # type: ignore[no-untyped-def]
+    def pwritev_all(fd, bufs, pos):
         direct = is_direct(fd)
         writes.append((direct, sum(len(b) for b in bufs)))
         return real(fd, bufs, pos)
@@ -143,7 +143,7 @@ def test_a_target_refusing_o_direct_writes_is_written_buffered(
     recording = apply_job._pwritev_all
     refused: list[int] = []
 
-    def refusing(fd, bufs, pos):  # type: ignore[no-untyped-def]
+    def refusing(fd, bufs, pos):
         if is_direct(fd):
             refused.append(pos)
             raise OSError(22, "Invalid argument")

@@ -4,13 +4,16 @@ deploys, and the efibootmgr parser on recorded real outputs. No root needed."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bootmedia.customize import efi
 from bootmedia.customize.names import (
     Machine,
+    NameRule,
     claim_counter,
     lookup_csv,
     make_rule,
@@ -58,10 +61,16 @@ def test_name_rules(name: str, kind: str, problem: str | None) -> None:
         assert got is not None and problem in got
 
 
+def rule_of(pattern: str | None = None, **kw: Any) -> NameRule:
+    rule = make_rule(pattern, **kw)
+    assert rule is not None  # None only for no pattern at all
+    return rule
+
+
 def test_patterns(tmp_path: Path) -> None:
-    assert render(make_rule("pc-{serial}"), M, None) == "pc-CZC1234XYZ"
-    assert render(make_rule("pc-{mac}"), M, None) == "pc-525400abcdef"
-    assert render(make_rule("{prefix}-{asset}", prefix="ops"), M, None) == "ops-A-77"
+    assert render(rule_of("pc-{serial}"), M, None) == "pc-CZC1234XYZ"
+    assert render(rule_of("pc-{mac}"), M, None) == "pc-525400abcdef"
+    assert render(rule_of("{prefix}-{asset}", prefix="ops"), M, None) == "ops-A-77"
     rule = make_rule("lab-{n:03}", counter_dir=tmp_path)
     assert rule is not None and rule.uses_counter
     assert render(rule, M, 7) == "lab-007"
@@ -84,7 +93,7 @@ def test_bad_patterns(pattern: str, error: str) -> None:
 
 def test_pattern_needs_a_field_the_machine_has() -> None:
     with pytest.raises(UsageError, match=r"needs \{serial\}, which this machine does not have"):
-        render(make_rule("pc-{serial}"), Machine(macs=("52:54:00:00:00:01",)), None)
+        render(rule_of("pc-{serial}"), Machine(macs=("52:54:00:00:00:01",)), None)
 
 
 def test_csv(tmp_path: Path) -> None:
@@ -95,7 +104,7 @@ def test_csv(tmp_path: Path) -> None:
     )
     assert lookup_csv(csv, M) == "lab-alpha"
     assert lookup_csv(csv, Machine(macs=("52:54:00:00:00:09",))) == "lab-beta"
-    assert render(make_rule(names_csv=str(csv)), Machine(serial="sn-2"), None) == "lab-gamma"
+    assert render(rule_of(names_csv=str(csv)), Machine(serial="sn-2"), None) == "lab-gamma"
     with pytest.raises(UsageError, match=r"no row for this machine \(serial NOPE"):
         lookup_csv(csv, Machine(serial="NOPE", macs=("52:54:00:00:00:01",)))
     dup = tmp_path / "dup.csv"
@@ -152,7 +161,7 @@ def test_counter_reuses_a_machines_claim(tmp_path: Path) -> None:
     assert "machine=B\n" in (tmp_path / "c" / "000002.claim").read_text()
 
 
-def _claim_many(args: tuple[str, int, int, multiprocessing.synchronize.Barrier]) -> list[int]:
+def _claim_many(args: tuple[str, int, int, threading.Barrier]) -> list[int]:
     directory, worker, count, barrier = args
     barrier.wait()
     return [

@@ -11,7 +11,7 @@ import pytest
 
 from bootmedia.errors import ImageError, UsageError
 from bootmedia.pipeline import OrderedPool
-from bootmedia.progress import Reporter
+from bootmedia.progress import Progress, Reporter
 from bootmedia.repo.manifest import (
     RAW,
     Area,
@@ -145,7 +145,7 @@ def test_ordered_pool_keeps_order_and_raises_errors() -> None:
     with pytest.raises(ValueError, match="boom"):
         list(OrderedPool(slow_square, threads=4).run(range(100)))
 
-    def bad_items():  # type: ignore[no-untyped-def]
+    def bad_items():
         yield 1
         raise OSError("read error on the source disk")
 
@@ -189,8 +189,9 @@ def test_ordered_pool_bounds_the_bytes_in_flight() -> None:
 
 def test_ordered_pool_stops_on_cancel() -> None:
     cancel = threading.Event()
-    seen = []
-    for item, _ in OrderedPool(lambda x: x, threads=2, depth=2).run(range(10**9), cancel):
+    seen: list[int] = []
+    pool: OrderedPool[int, int] = OrderedPool(lambda x: x, threads=2, depth=2)
+    for item, _ in pool.run(range(10**9), cancel):
         seen.append(item)
         if item == 10:
             cancel.set()
@@ -220,7 +221,7 @@ def test_sfdisk_script_keeps_identity_and_grows() -> None:
 
 
 def test_reporter_eta_and_cancel() -> None:
-    events = []
+    events: list[Progress] = []
     r = Reporter(callback=events.append, total=100, interval=0)
     with r.step("Writing"), r.step("p1"):
         r.advance(50)

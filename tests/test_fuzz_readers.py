@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def mutated_manifest(draw: st.DrawFn, m: Manifest) -> bytes:
         return b"{}"
 
 
-def _flip(data: bytes, draw: st.DrawFn) -> bytes:
+def _flip(data: bytes, draw: Callable[[st.SearchStrategy[Any]], Any]) -> bytes:
     """Flip, overwrite, cut or extend a valid file's bytes."""
     buf = bytearray(data)
     for _ in range(draw(st.integers(1, 4))):

@@ -28,10 +28,10 @@ def test_ruff_format() -> None:
     _run("ruff", "format", "--check", "bootmedia", "app", "tests", "bench")
 
 
-# The tests are typed too, directory by directory as each is made clean. They never were (the
-# mypy call named only bootmedia and app since the first commit, no reason recorded): tests/net
-# had 15 errors, tests/tui and tests/e2e none, the rest of tests/ 45 (2026-12-02).
-TYPED_TESTS = ("tests/net", "tests/tui", "tests/e2e")
+# The tests are typed too. They never were: the mypy call named only bootmedia and app since
+# the first commit (no reason recorded), and tests/ had 60 errors (15 in tests/net) on
+# 2026-12-02. bench/ is not checked yet (9 errors).
+TYPED_TESTS = ("tests",)
 
 
 def test_mypy() -> None:

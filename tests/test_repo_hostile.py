@@ -136,7 +136,7 @@ def _forge_huge(d: Path) -> None:
     rewrite(d, lambda m: m.update(description="x" * (100 * MiB)))
 
 
-HOSTILE: dict[str, Callable[[Path], None]] = {
+HOSTILE: dict[str, Callable[[Path], object]] = {
     "body-is-a-list": lambda d: rewrite(d, lambda m: [m]),
     "envelope-is-a-list": lambda d: (d / "manifest.json").write_text("[1, 2, 3]"),
     "deep": _forge_deep,

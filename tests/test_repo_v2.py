@@ -3,6 +3,7 @@ repair that resynchronises, collection on a full disk, and format 1 still readab
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -38,6 +39,12 @@ from bootmedia.verify import verify_repo
 from tests import sample
 
 MiB = 1 << 20
+
+
+def _slice(blob: bytes, offset: int, length: int) -> bytes:
+    return blob[offset : offset + length]
+
+
 FIXTURE = Path(__file__).parent / "fixtures" / "v1-repo"
 
 
@@ -136,7 +143,7 @@ def test_frame_and_idx_readers_raise_image_errors_only(tmp_path: Path) -> None:
             buf[rng.randrange(len(buf))] = rng.randrange(256)
         parse_frame(bytes(buf), 0)  # None or a frame, never an exception
         blob = bytes(rng.randbytes(rng.randint(0, 300))) + FRAME_MAGIC + rng.randbytes(40)
-        list(scan_frames(lambda o, n, b=blob: b[o : o + n], len(blob)))
+        list(scan_frames(functools.partial(_slice, blob), len(blob)))
     entries = [IdxEntry(chunk_hash(bytes([i])), 40, 100, 0, 10, 10) for i in range(20)]
     import uuid
 

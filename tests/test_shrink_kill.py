@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
     delay = random.Random(seed).uniform(0.0, 1.5)
 
     job = _apply(repo, dst, env)
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
     loops: set[str] = set()
     deadline = time.monotonic() + 60
     while "server" not in seen and time.monotonic() < deadline and job.poll() is None:
@@ -92,9 +93,9 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
                 seen = json.loads(rec.read_text())
             except (OSError, ValueError):
                 continue
-            loops.update(str(x) for x in seen.get("loops", []))  # type: ignore[union-attr]
+            loops.update(str(x) for x in seen.get("loops", []))
         time.sleep(0.01)
-    server = int(seen.get("server", 0) or 0)  # type: ignore[call-overload]
+    server = int(seen.get("server", 0) or 0)
     mount = str(seen["mount"])
     overlay = Path(str(seen["overlay"]))
     own = (mount + "/area.img", "/area.img")

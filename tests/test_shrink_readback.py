@@ -54,7 +54,7 @@ def test_copy_ranges_writes_aligned_pieces_with_o_direct(
     writes: list[tuple[bool, int]] = []
     real = shrink._pwrite_all
 
-    def recording(fd, view, pos):  # type: ignore[no-untyped-def]
+    def recording(fd, view, pos):
         writes.append((is_direct(fd), len(view)))
         return real(fd, view, pos)
 

@@ -12,7 +12,7 @@ import pytest
 from bootmedia import lab
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.image.view import BLOCK, ImageArea, Overlay, mounted_view
-from bootmedia.layout.shrink import copy_prepared, prepare_shrink
+from bootmedia.layout.shrink import Shrunk, copy_prepared, prepare_shrink
 from bootmedia.progress import Reporter
 from bootmedia.repo.store import Repository
 from tests import disklayouts as D
@@ -96,7 +96,7 @@ def test_shrink_through_the_view(
             prepared = prepare_shrink(
                 stack, ImageArea(repo, "img", name), area, new_mib * MiB, tmp_path / "w"
             )
-            assert prepared.fs_size <= new_mib * MiB
+            assert isinstance(prepared, Shrunk) and prepared.fs_size <= new_mib * MiB
             stats = copy_prepared(prepared, fd, 0, Reporter())
     finally:
         os.close(fd)

@@ -210,7 +210,7 @@ def test_rule_round_trips_to_text() -> None:
 # ---------------------------------------------------------------- resolving and results
 
 
-def _has(images: dict[Path, set[str]]):  # type: ignore[no-untyped-def]
+def _has(images: dict[Path, set[str]]):
     return lambda path, name: name in images.get(path, set())
 
 

@@ -128,9 +128,9 @@ def loopdev(tmp_path: Path) -> Iterator[Callable[[int], str]]:
         lab.detach(dev)
 
 
-def _sfdisk(dev: str) -> dict:  # type: ignore[type-arg]
+def _sfdisk(dev: str) -> dict:
     out = subprocess.run(["sfdisk", "--json", dev], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)["partitiontable"]  # type: ignore[no-any-return]
+    return json.loads(out.stdout)["partitiontable"]
 
 
 def _blkid(dev: str, tag: str) -> str:
@@ -218,6 +218,6 @@ def test_make_usb_command_confirm_and_refusal(
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def _sfdisk_or_none(dev: str) -> dict | None:  # type: ignore[type-arg]
+def _sfdisk_or_none(dev: str) -> dict | None:
     proc = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True, check=False)
     return json.loads(proc.stdout)["partitiontable"] if proc.stdout.strip() else None

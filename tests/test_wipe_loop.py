@@ -19,7 +19,7 @@ import pytest
 
 from bootmedia import lab
 from bootmedia.cli import main
-from bootmedia.disks import find_disk
+from bootmedia.disks import Disk, find_disk
 from bootmedia.errors import Refused, ToolError
 from bootmedia.progress import Reporter
 from bootmedia.wipe import plan_wipe, wipe_disk
@@ -222,7 +222,7 @@ def test_nvme_sanitize_failure_is_reported(loopdev: Callable[..., str]) -> None:
     assert report.status == FAILED and "FAILED" in report.error
 
 
-def ata_disk(dev: str) -> tuple[object, dict]:
+def ata_disk(dev: str) -> tuple[Disk, dict]:
     disk = dataclasses.replace(find_disk(dev), transport="sata")
     return disk, {("hdparm", "-I", dev): fixture("hdparm/samsung-860-not-frozen.txt")}
 
@@ -235,7 +235,7 @@ def test_ata_secure_erase(loopdev: Callable[..., str]) -> None:
     runner = FakeRunner({**answers, setpass: b"", erase: zero_device(dev)})
     report = wipe_disk(
         plan_wipe(disk, "ata-secure-erase", runner=runner), Reporter(), runner=runner
-    )  # type: ignore[arg-type]
+    )
     assert report.ok, report.verification
     assert report.commands[:2] == [" ".join(setpass), " ".join(erase)]
 
@@ -249,7 +249,7 @@ def test_ata_erase_failure_says_how_to_unlock(loopdev: Callable[..., str]) -> No
     runner = FakeRunner({**answers, setpass: b"", erase: failure})
     report = wipe_disk(
         plan_wipe(disk, "ata-secure-erase", runner=runner), Reporter(), runner=runner
-    )  # type: ignore[arg-type]
+    )
     assert report.status == FAILED and "bad/missing sense data" in report.error
     assert any("--security-disable bootmedia" in n for n in report.notes)
 
