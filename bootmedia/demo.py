@@ -33,7 +33,7 @@ from bootmedia.disks.discover import LAB_SERIALS
 from bootmedia.disks.files import file_disk
 from bootmedia.disks.model import Disk
 from bootmedia.errors import BootmediaError
-from bootmedia.run import run
+from bootmedia.run import run, run_cleanup
 
 log = logging.getLogger("bootmedia.demo")
 
@@ -267,8 +267,8 @@ class DemoLab:
             # A plain umount first: it writes the filesystem back before it returns. A lazy
             # one returns at once and writes later, so a copy of stick.img made right after
             # (the TUI tests copy a template lab) held a repository with a live write lease.
-            if run(["umount", where], check=False).returncode != 0:
-                run(["umount", "-l", where], check=False)
+            if not run_cleanup(["umount", where]):
+                run_cleanup(["umount", "-l", where])
             self.mounted = False
         for name, entry in self.attached.items():
             # Only a device still serving the lab's own file (by inode, which the open fd
@@ -463,7 +463,7 @@ def _detach_stale(disk_dir: Path) -> None:
         return
     stick_dir = disk_dir.parent / "stick"
     if os.path.ismount(stick_dir):
-        run(["umount", "-l", str(stick_dir)], check=False)
+        run_cleanup(["umount", "-l", str(stick_dir)])
     for image in disk_dir.glob("*.img"):
         out = run(["losetup", "-j", str(image)], check=False).stdout.decode()
         for line in out.splitlines():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootmedia.blockdev import rescan
-from bootmedia.run import run, run_text
+from bootmedia.run import run, run_cleanup, run_text
 
 __all__ = ["attach", "detach", "loop_disk", "make_file", "rescan", "run"]
 
@@ -39,7 +39,7 @@ def attach(image: str | Path, sector_size: int = 512, read_only: bool = False) -
 
 
 def detach(dev: str) -> None:
-    run(["losetup", "--detach", dev], check=False)
+    run_cleanup(["losetup", "--detach", dev])
 
 
 @contextlib.contextmanager

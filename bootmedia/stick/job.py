@@ -25,7 +25,7 @@ from typing import Any
 from bootmedia import blockdev
 from bootmedia.errors import BootmediaError
 from bootmedia.progress import Reporter, human_bytes, human_size
-from bootmedia.run import require_tools, run
+from bootmedia.run import require_tools, run, run_cleanup
 from bootmedia.stick.data import DATA_LABEL
 from bootmedia.stick.plan import ISO_PART_ATTRS, StickPlan
 from bootmedia.tools import blkid, partx, sfdisk
@@ -175,7 +175,7 @@ def populate(part: str) -> bool:
             (root / "README.txt").write_text(STICK_README)
             (root / "bootmedia.toml.example").write_text(TOML_EXAMPLE)
         finally:
-            run(["umount", mnt], check=False)
+            run_cleanup(["umount", mnt])
     return True
 
 
