@@ -13,6 +13,7 @@ from bootmedia.disks import system
 from bootmedia.disks.discover import find_disk
 from bootmedia.disks.model import Disk
 from bootmedia.errors import Refused, UsageError
+from bootmedia.targetloops import dead_target_loops
 
 
 def live_system_disks(mountinfo: str | Path | None = None) -> dict[str, str]:
@@ -117,7 +118,10 @@ def snapshot_refusal(
                 f"{who}: partition {part.name} is in use by {', '.join(part.holders)} "
                 "(LVM, RAID or encryption); close or deactivate it first"
             )
+    # A killed job's own loop device over its target is no user's: the job cleans it first.
+    leftover = {Path(loop).name for _, loop in dead_target_loops()}
     over = system.loops_over({now.name, *(p.name for p in now.partitions)})
+    over = [(loop, node) for loop, node in over if loop not in leftover]
     for loop, node in over:
         return (
             f"{who}: is in use by loop device /dev/{loop} (set up over {node}); detach it "

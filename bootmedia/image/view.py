@@ -67,6 +67,7 @@ from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_h
 from bootmedia.repo.store import Repository
 from bootmedia.run import run, run_cleanup, spawn, which
 from bootmedia.scratch import alive, owner_tag, start_time, sweep
+from bootmedia.targetloops import clean_target_loops
 
 log = logging.getLogger("bootmedia.view")
 _SERIAL = itertools.count(1)
@@ -668,7 +669,7 @@ def clean_leftovers(where: Path | None = None) -> list[str]:
                 f"a killed bootmedia job (pid {data['job']}) left an image view behind: "
                 + ", ".join(done)
             )
-    return lines
+    return lines + clean_target_loops()  # and a restore by files' loop device over its target
 
 
 def _dead_mount(path: Path) -> bool:

@@ -44,6 +44,7 @@ from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_vie
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
 from bootmedia.run import require_tools, run, run_cleanup, run_pipe, run_text
+from bootmedia.targetloops import record_target_loop
 
 MiB = 1 << 20
 TOOLS = {
@@ -261,6 +262,7 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
         "losetup", "--find", "--show", "--offset", str(base), "--sizelimit", str(r.new_size),
         "--sector-size", str(sector), "--direct-io=on", target,
     ]).strip()  # fmt: skip
+    record = record_target_loop(loop, target, base)  # a SIGKILL leaves it: the next job cleans
     try:
         run([*r.mkfs, loop])
         with tempfile.TemporaryDirectory(prefix="bootmedia-new-") as tmp:
@@ -288,7 +290,8 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
         else:
             run(["e2fsck", "-f", "-n", loop])
     finally:
-        run_cleanup(["losetup", "-d", loop])
+        if run_cleanup(["losetup", "-d", loop]):
+            record.unlink(missing_ok=True)
     return used
 
 

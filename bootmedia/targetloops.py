@@ -1,0 +1,127 @@
+"""Loop devices a job sets up over a range of its own target (a restore by files makes and
+mounts the new filesystem there), recorded so that what a SIGKILL leaves is cleaned.
+
+    record = record_target_loop("/dev/loop7", "/dev/sdb", 1048576)   # right after losetup
+    ...
+    record.unlink()                                                   # after losetup -d
+
+A disk with a loop device over it is refused (bootmedia.disks.safety): whatever uses that
+loop device would be overwritten. A killed job's own loop device is the one exception: the
+next restore or clone unmounts it and detaches it (clean_target_loops, run with the image
+views' cleanup before the first write), saying so in one line. A record names the loop
+device, what it was set up over and where, and the job (pid and start time), so a record is
+acted on only while its job is dead and the loop device is still the one it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+from bootmedia.run import run_cleanup
+from bootmedia.scratch import alive, owner_tag, start_time
+
+
+def records_dir() -> Path:
+    env = os.environ.get("BOOTMEDIA_RUNTIME_DIR")
+    if env:
+        return Path(env) / "target-loops"
+    if os.geteuid() == 0 and os.access("/run", os.W_OK):
+        return Path("/run/bootmedia/target-loops")
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/bootmedia-{os.geteuid()}"
+    return Path(base) / "bootmedia" / "target-loops"
+
+
+def record_target_loop(loop: str, backing: str, offset: int) -> Path:
+    where = records_dir()
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{owner_tag()}-{Path(loop).name}.json"
+    facts = {
+        "job": os.getpid(),
+        "job_start": start_time(os.getpid()),
+        "loop": loop,
+        "backing": backing,
+        "offset": offset,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(facts))
+    os.replace(tmp, path)
+    return path
+
+
+def _still_there(facts: dict[str, object]) -> bool:
+    """The loop device is still the one the record names (set up over the same thing, at the
+    same offset): a number reused since by someone else is never touched."""
+    name = Path(str(facts.get("loop", ""))).name
+    if not name.startswith("loop"):
+        return False
+    sysdir = Path("/sys/block") / name / "loop"
+    try:
+        backing = (sysdir / "backing_file").read_text().strip()
+        offset = int((sysdir / "offset").read_text())
+    except (OSError, ValueError):
+        return False
+    return backing == facts.get("backing") and offset == facts.get("offset")
+
+
+def dead_target_loops() -> list[tuple[Path, str]]:
+    """(record, loop device) of killed jobs whose loop device is still there."""
+    out = []
+    try:
+        records = sorted(records_dir().glob("*.json"))
+    except OSError:
+        return []
+    for rec in records:
+        try:
+            facts = json.loads(rec.read_text())
+            job = int(facts["job"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if alive(job, str(facts.get("job_start", ""))):
+            continue
+        if _still_there(facts):
+            out.append((rec, str(facts["loop"])))
+        else:
+            with contextlib.suppress(OSError):
+                rec.unlink()  # the loop device went away: nothing left to clean
+    return out
+
+
+def _mounts_of(name: str) -> list[str]:
+    """Where the block device `name` is mounted (mountinfo's device number; its mount points
+    octal-escaped there). Read here, not through bootmedia.disks, which imports this module."""
+    try:
+        devnum = (Path("/sys/block") / name / "dev").read_text().strip()
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[2] == devnum:
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
+
+
+def clean_target_loops() -> list[str]:
+    """Unmount (lazily) and detach each killed job's loop device; one line per device."""
+    lines = []
+    for rec, loop in dead_target_loops():
+        name = Path(loop).name
+        done = []
+        for where in _mounts_of(name):
+            if run_cleanup(["umount", "-l", where]):
+                done.append(f"unmounted {where}")
+        if run_cleanup(["losetup", "-d", loop]):
+            done.append(f"detached {loop}")
+            with contextlib.suppress(OSError):
+                rec.unlink()
+        lines.append(
+            f"a killed bootmedia job left a loop device over its target: {', '.join(done)}"
+            if done
+            else f"a killed bootmedia job left {loop} over its target; it could not be detached"
+        )
+    return lines
