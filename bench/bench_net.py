@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -55,22 +56,47 @@ def env(tmp: Path) -> dict[str, str]:
     return dict(os.environ, BOOTMEDIA_NET_DIR=str(tmp / "mnt"), BOOTMEDIA_LOG_DIR=str(tmp / "log"))
 
 
-def run_all(argvs: list[list[str]], tmp: Path) -> tuple[float, float]:
-    """Run commands at once; wall seconds and CPU-seconds of all of them."""
+def run_all(
+    argvs: list[list[str]], tmp: Path, outs: list[str] | None = None
+) -> tuple[float, float]:
+    """Run commands at once; wall seconds and CPU-seconds of all of them (their standard
+    outputs into outs, if given)."""
     cold()
     c0, t0 = cpu(), time.perf_counter()
     procs = [
-        subprocess.Popen(
-            a, cwd=ROOT, env=env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        subprocess.Popen(a, cwd=ROOT, env=env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for a in argvs
     ]
-    errs = [(p, p.communicate()[1]) for p in procs]
+    done = [(p, *p.communicate()) for p in procs]
     wall, used = time.perf_counter() - t0, cpu() - c0
-    for p, err in errs:
+    for p, _, err in done:
         if p.returncode:
-            raise SystemExit(f"{' '.join(p.args)} failed: {err.decode()[-800:]}")
+            raise SystemExit(f"{p.args!r} failed: {err.decode()[-800:]}")
+    if outs is not None:
+        outs.extend(out.decode() for _, out, _ in done)
     return round(wall, 2), round(used, 2)
+
+
+def receiver_phases(reports: Path) -> dict[str, object]:
+    """The receivers' own accounts (receive --report): per phase, the sum of their CPU-seconds
+    and the longest wall time."""
+    docs = [json.loads(f.read_text()) for f in sorted(reports.glob("*.json"))]
+    cpu_sum: dict[str, float] = {}
+    wall_max: dict[str, float] = {}
+    for d in docs:
+        for name, ph in d["phases"].items():
+            cpu_sum[name] = round(cpu_sum.get(name, 0.0) + ph["cpu"], 2)
+            wall_max[name] = max(wall_max.get(name, 0.0), ph["wall"])
+    # stream-decode and stream-write are parts of stream
+    own = ("stream", "fallback", "flush", "verify", "finish")
+    total = sum(cpu_sum.get(k, 0.0) for k in (*own, "programs"))
+    return {
+        "reports": len(docs),
+        "cpu_sum": cpu_sum,
+        "wall_max": wall_max,
+        "cpu_total": round(total, 2),
+        "cpu_each": round(total / max(len(docs), 1), 2),
+    }
 
 
 def bm(ns: Netns | None, *args: str) -> list[str]:
@@ -228,15 +254,21 @@ def _cast(
             ng = start_nginx(sender, tmp / f"cng{n}", cwww, host="10.77.0.1")
             hosts = [net.add(10 + i) for i in range(n)]
             targets.extend(disk(args.cast_mib) for _ in range(n))
+            reports = tmp / f"reports{n}"
+            reports.mkdir()
             rx = [
                 bm(h, "receive", t, "--confirm", Path(t).name, "--fallback", ng.url("repo"),
-                   "--interface", "eth0", "--rdv", RDV, "-q")
+                   "--interface", "eth0", "--rdv", RDV, "--report", str(reports), "-q")
                 for h, t in zip(hosts, targets, strict=True)
             ]  # fmt: skip
             tx = bm(sender, "cast", str(cwww / "repo"), "golden", "--receivers", str(n),
                     "--wait", "120", "--interface", "eth0", "--rdv", RDV, "-q")  # fmt: skip
-            m_wall, m_cpu = run_all([*rx, tx], tmp)
+            outs: list[str] = []
+            m_wall, m_cpu = run_all([*rx, tx], tmp, outs)
             m_bytes = nginx_bytes(ng.access_log)
+            # The sender's line: "... (stream 4.1 s, sender CPU 2.3 s)".
+            sent = re.search(r"\(stream ([\d.]+) s, sender CPU ([\d.]+) s\)", outs[-1])
+            assert sent is not None, outs[-1]
             uni = [
                 bm(h, "apply", ng.url("repo"), "golden", t, "--confirm", Path(t).name, "-q")
                 for h, t in zip(hosts, targets, strict=True)
@@ -250,7 +282,9 @@ def _cast(
                 "multicast": {"wall": m_wall, "cpu": m_cpu, "fallback_bytes": m_bytes,
                               "stream_bytes": stream,
                           # the wall time this machine's cores need for that CPU at least
-                          "cpu_floor": round(m_cpu / (os.cpu_count() or 1), 2)},
+                          "cpu_floor": round(m_cpu / (os.cpu_count() or 1), 2),
+                          "sender": {"stream_s": float(sent[1]), "cpu": float(sent[2])},
+                          "receivers": receiver_phases(reports)},
                 "unicast": {"wall": u_wall, "cpu": u_cpu, "server_bytes": u_bytes},
             }  # fmt: skip
             curve.append(row)

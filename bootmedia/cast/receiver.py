@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -71,6 +72,12 @@ class ReceiveResult:
     seconds: float = 0.0
     joined: bool = True
     midstream: bool = False  # joined an async session after its start (cast --late-join)
+    # Where the time went: wall and CPU seconds of each phase (CPU of this process, all its
+    # threads; "programs" is the CPU of the programs it ran until the stream's end: udp-receiver,
+    # and a few short ones before; stream-decode and stream-write are the parts of the stream
+    # phase's CPU spent decompressing and hashing records, and writing them). bench_net adds
+    # them up.
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -397,19 +404,30 @@ def _receive_stream(
                 writer.put(digest, raw_len, payload)
             got.add(digest)
 
+        clock = _Phases()
+        decoding = writing = 0.0  # this thread's CPU in decode() and in put()
         with reporter.step(f"Receiving {m.name} ({len(set(places) | keep)} chunks)"):
             for rec, payload in records(rx.stdout, stats, prefix):
                 reporter.check_cancel()
                 if rec.hash in got or (rec.hash not in places and rec.hash not in keep):
                     continue
+                t0 = time.thread_time()
                 try:
                     data = decode(rec, payload, dctx)
                 except ImageError:
                     stats["damaged"] = stats.get("damaged", 0) + 1
                     continue  # fetched from the fallback below
+                finally:
+                    t1 = time.thread_time()
+                    decoding += t1 - t0
                 put(rec.hash, rec.raw_len, data, payload, rec.flags)
+                writing += time.thread_time() - t1
                 from_stream += 1
         rc = rx.finish()
+        clock.lap("stream")
+        clock.phases["stream-decode"] = {"wall": 0.0, "cpu": round(decoding, 3)}
+        clock.phases["stream-write"] = {"wall": 0.0, "cpu": round(writing, 3)}
+        clock.phases["programs"] = {"wall": 0.0, "cpu": _children_cpu()}
         missing = [h for h in (set(places) | keep) if h not in got]
         notes = []
         if prefix:
@@ -463,12 +481,16 @@ def _receive_stream(
                         data = decode(loc.record(digest), payload, dctx)
                         put(digest, loc.raw_len, data, payload, loc.flags)
                     from_fallback += 1
+        clock.lap("fallback")
         writer.close()
         blockdev.flush(fd)
+        clock.lap("flush")
         verify_written(fd, repo, plan, reporter, skip_below=DEFER_BELOW)
+        clock.lap("verify")
         recreate_swap(fd, plan, reporter)
         write_partition_table(fd, plan, reporter)
         finish_restore(fd, repo, plan, deferred, reporter)
+        clock.lap("finish")
     except OSError as exc:
         raise BootmediaError(f"writing {target} failed: {exc.strerror or exc}") from None
     finally:
@@ -492,8 +514,27 @@ def _receive_stream(
         written=plan.write_bytes,
         seconds=round(time.monotonic() - started, 3),
         midstream=bool(prefix),
+        phases=clock.phases,
         notes=notes + list(plan.notes),
     )
+
+
+class _Phases:
+    """Wall and CPU seconds between laps (CPU: this process, every thread)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, dict[str, float]] = {}
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        self.phases[name] = {"wall": round(wall - self.wall, 3), "cpu": round(cpu - self.cpu, 3)}
+        self.wall, self.cpu = wall, cpu
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(r.ru_utime + r.ru_stime, 3)
 
 
 def _pwrite_all(fd: int, data: bytes, pos: int) -> None:

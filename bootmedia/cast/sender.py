@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import resource
 import shlex
 import threading
 import time
@@ -262,6 +263,8 @@ class CastResult:
     seconds: float
     receivers: list[ReceiverState] = field(default_factory=list)
     sender_log: str = ""
+    stream_seconds: float = 0.0  # udp-sender's "Starting transfer" to its end
+    cpu_seconds: float = 0.0  # this process (every thread) and udp-sender
 
     @property
     def ok(self) -> bool:
@@ -286,7 +289,8 @@ def cast_image(
     receivers' reports, when a results directory was given)."""
     reporter = reporter or Reporter()
     require_tools("udp-sender")
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), _cpu()
+    transfer: list[float] = []  # when udp-sender said "Starting transfer"
     receivers: dict[int, ReceiverState] = {}
     lock = threading.Lock()
     log_lines: list[str] = []
@@ -313,10 +317,15 @@ def cast_image(
             "--rexmit-hello-interval", "1000", "--autostart", str(plan.wait),
         ]  # fmt: skip
     else:
+        # --rexmit-hello-interval: udp-sender checks --min-receivers only when its wait for a
+        # message times out, 2 s by default, so every session started up to 2 s after its
+        # last receiver joined; with a HELLO every 0.2 s it checks every 0.2 s (and a receiver
+        # started before the sender hears of the session within 0.2 s).
         argv += [
             "--min-receivers", str(plan.receivers),
             "--max-wait", str(plan.wait),
             "--retries-until-drop", "30",
+            "--rexmit-hello-interval", "200",
         ]  # fmt: skip
     if plan.bitrate:
         argv += ["--max-bitrate", plan.bitrate]
@@ -327,6 +336,7 @@ def cast_image(
             if m := _NEW.search(line):
                 receivers[int(m[2])] = ReceiverState(int(m[2]), m[1])
             elif line.startswith("Starting transfer"):
+                transfer.append(time.monotonic())
                 for r in receivers.values():
                     r.state = "receiving"
             elif m := _GONE.search(line):
@@ -380,12 +390,20 @@ def cast_image(
     # No timeout: a session lasts as long as its slowest receiver (udp-sender drops the ones
     # that stop answering, --retries-until-drop).
     proc.finish(timeout=None)
+    streamed = round(time.monotonic() - transfer[0], 3) if transfer else 0.0
+    cpu = round(_cpu() - cpu0, 3)
     if cut:  # it ended with status 0 and did not read the whole stream: not a success
         raise ToolError(argv, 0, proc.stderr() + "\nit stopped reading before the stream's end")
     if not receivers and not plan.late_join:  # async receivers never answer: only results tell
         raise BootmediaError(f"no receiver joined within {plan.wait} s")
     result = CastResult(
-        m.name, sent, round(time.monotonic() - started, 3), [], "\n".join(log_lines[-50:])
+        m.name,
+        sent,
+        round(time.monotonic() - started, 3),
+        [],
+        "\n".join(log_lines[-50:]),
+        streamed,
+        cpu,
     )
     if plan.results:
         deadline = time.monotonic() + results_wait
@@ -399,6 +417,12 @@ def cast_image(
             time.sleep(1)
     result.receivers = sorted(receivers.values(), key=lambda r: r.number)
     return result
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its children that ended."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + r.ru_utime + r.ru_stime
 
 
 def _collect(results: Path, image: str, receivers: dict[int, ReceiverState]) -> None:

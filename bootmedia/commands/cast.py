@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         printer.done()
     print(
         f"sent {result.image}: {human_bytes(result.sent_bytes)} once to "
-        f"{plural(len(result.receivers), 'receiver')} in {human_duration(result.seconds)}"
+        f"{plural(len(result.receivers), 'receiver')} in {human_duration(result.seconds)} "
+        f"(stream {result.stream_seconds:.1f} s, sender CPU {result.cpu_seconds:.1f} s)"
     )
     print("\n".join(_table(result.receivers)))
     bad = [r for r in result.receivers if r.state in ("FAILED", "dropped")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -238,6 +239,13 @@ def test_one_sender_eight_receivers_all_verified(lan: Lan, setup, rig: Rig, tmp_
     assert sorted(got) == [f"10.77.0.{n}" for n in range(11, 19)]
     assert all(d["ok"] and d["from_fallback"] == 0 for d in got.values()), got
     assert not any("stopped early" in n for d in got.values() for n in d["notes"]), got
+    # Where the time went, as each receiver and the sender account for it (bench_net adds up).
+    for d in got.values():
+        assert {"stream", "stream-decode", "stream-write", "programs", "verify"} <= set(d["phases"])
+        assert d["phases"]["stream"]["wall"] > 0 and d["phases"]["verify"]["cpu"] > 0, d
+        assert d["phases"]["stream-decode"]["cpu"] <= d["phases"]["stream"]["cpu"], d
+    line = re.search(r"\(stream ([\d.]+) s, sender CPU ([\d.]+) s\)", table)
+    assert line and float(line[1]) > 0 and float(line[2]) > 0, table
     # Each chunk went once on the wire: nginx served no chunk (no fallback was needed).
     assert "/packs/" not in nginx.access_log.read_text()
 
