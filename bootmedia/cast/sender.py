@@ -40,6 +40,7 @@ from bootmedia.repo.manifest import Manifest
 from bootmedia.repo.packs import FLAG_ZSTD, chunk_hash, pack_record_header
 from bootmedia.repo.store import Location, Repository
 from bootmedia.run import require_tools, stream, which
+from bootmedia.text import plural
 
 log = logging.getLogger("bootmedia.cast")
 
@@ -84,7 +85,7 @@ class CastPlan:
                 f"they missed from their fallback (late join: no retransmission, FEC "
                 f"{LATE_JOIN_FEC})"
                 if self.late_join
-                else f"Start when {self.receivers} receiver(s) joined, or after {self.wait} s "
+                else f"Start when {plural(self.receivers, 'receiver')} joined, or after {self.wait} s "
                 "with at least one"
             ),
             f"Multicast rendezvous {self.rdv}, ports {self.portbase}-{self.portbase + 1}"
@@ -361,7 +362,7 @@ def cast_image(
             repo.hold(plan.image.name, "cast")  # a delete of the image refuses while we send
             m = repo.image(plan.image.name)
             header = image_header(repo, m, plan.chunks, plan.stored_bytes)
-            waiting = f"{plan.wait} s" if plan.late_join else f"{plan.receivers} receiver(s)"
+            waiting = f"{plan.wait} s" if plan.late_join else plural(plan.receivers, "receiver")
             with reporter.step(f"Waiting for {waiting}, then sending"):
                 proc.stdin.write(header.encode())
                 count = 0
