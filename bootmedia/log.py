@@ -67,11 +67,16 @@ def log_file() -> str | None:
     return None
 
 
-def log_to_file(path: str) -> None:
+def log_to_file(path: str) -> bool:
     """A helper process of a job (the image view's server): its records go to the job's log
-    file as well (the pid in each line tells them apart)."""
+    file as well (the pid in each line tells them apart). A file that cannot be opened (its
+    directory gone) is no reason to stop the helper: False, and its stderr is all it has."""
+    try:
+        handler = logging.FileHandler(path)
+    except OSError:
+        return False
+    handler.setFormatter(PrintableFormatter(_FORMAT))
     root = logging.getLogger("bootmedia")
     root.setLevel(logging.DEBUG)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(PrintableFormatter(_FORMAT))
     root.addHandler(handler)
+    return True

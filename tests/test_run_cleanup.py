@@ -78,3 +78,22 @@ def test_a_busy_view_is_let_go_lazily_and_the_refusal_is_logged(
     while (tmp_path / "w").exists() and list((tmp_path / "w").glob("overlay-*")):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_a_helpers_log_file_that_cannot_be_opened_is_no_failure(tmp_path: Path) -> None:
+    """The view server logs into its job's file; a job whose log directory is gone (a test's
+    tmp_path, an unplugged stick) still gets its view (the server died at start before)."""
+    from bootmedia.log import log_to_file
+
+    root = logging.getLogger("bootmedia")
+    before = list(root.handlers)
+    assert log_to_file(str(tmp_path / "gone" / "bootmedia.log")) is False
+    assert root.handlers == before
+    assert log_to_file(str(tmp_path / "bootmedia.log")) is True
+    try:
+        logging.getLogger("bootmedia.view").warning("cleanup step failed: x")
+        assert "cleanup step failed: x" in (tmp_path / "bootmedia.log").read_text()
+    finally:
+        for handler in set(root.handlers) - set(before):
+            root.removeHandler(handler)
+            handler.close()

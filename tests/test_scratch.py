@@ -195,3 +195,26 @@ def test_a_scratch_is_named_after_its_owner_and_locked(tmp_path: Path, monkeypat
     finally:
         work.cleanup()
     assert not work.path.exists()
+
+
+@pytest.mark.root
+def test_a_killed_clones_scratch_goes_at_the_next_job(loopdev, tmp_path: Path) -> None:
+    src, dst = loopdev(200 * MiB), loopdev(200 * MiB)
+    D.build(src, "gpt", (D.Part(1, "ext4", D.LINUX, 0, fill_mib=120),))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    argv = [sys.executable, "-m", "bootmedia", "clone", src, dst, "--confirm", Path(dst).name]
+    for _ in range(5):  # as above: a loaded machine may miss the scratch's lifetime
+        job = subprocess.Popen(
+            argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        work = scratch_of(job, "clone", tmp, signal.SIGKILL)
+        _, err = job.communicate()
+        if work is not None:
+            break
+        assert job.returncode == 0, err
+    assert work is not None and job.returncode == -signal.SIGKILL, err
+    assert work.is_dir(), "SIGKILL leaves it (nothing in the job can run)"
+    line = _sweep_in_child(tmp)
+    assert line.startswith(f"removed {work} left by killed bootmedia jobs, "), line
+    assert not work.exists()

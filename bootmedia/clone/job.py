@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bootmedia import blockdev, fs
 from bootmedia.clone.plan import ClonePlan
@@ -39,6 +37,7 @@ from bootmedia.layout.shrink import (
 from bootmedia.progress import Reporter
 from bootmedia.repo.manifest import SWAP
 from bootmedia.run import require_tools
+from bootmedia.scratch import new_scratch
 from bootmedia.table import read_table, same_layout, write_table
 
 MiB = 1 << 20
@@ -63,8 +62,9 @@ def clone_disk(plan: ClonePlan, reporter: Reporter | None = None) -> CloneResult
     require_tools("sfdisk", "partx", "mkswap")
     reporter.add_total(plan.write_bytes * (2 if plan.verify else 1))
     stack = contextlib.ExitStack()
-    work = Path(tempfile.mkdtemp(prefix="bootmedia-clone-"))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    scratch = new_scratch("clone", say=reporter.message)  # a kill's: the next job sweeps it
+    stack.callback(scratch.cleanup)
+    work = scratch.path
     fd = -1
     shrunk: list[ShrinkStats] = []
     written = plan.write_bytes
