@@ -8,7 +8,9 @@ mounts the new filesystem there), recorded so that what a SIGKILL leaves is clea
 A disk with a loop device over it is refused (bootmedia.disks.safety): whatever uses that
 loop device would be overwritten. A killed job's own loop device is the one exception: the
 next restore or clone unmounts it and detaches it (clean_target_loops, run with the image
-views' cleanup before the first write), saying so in one line. A record names the loop
+views' cleanup before the first write; it waits up to a minute for a lazily unmounted
+filesystem to let go), saying so in one line. One it cannot get rid of (held still, by a mount
+in another mount namespace) keeps its target refused. A record names the loop
 device, what it was set up over and where, and the job (pid and start time), so a record is
 acted on only while its job is dead and the loop device is still the one it names.
 """
@@ -19,10 +21,13 @@ import contextlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from bootmedia.run import run_cleanup
 from bootmedia.scratch import alive, owner_tag, start_time
+
+GONE_WAIT = 60.0  # seconds a detached loop device may take to go (its filesystem's log)
 
 
 def records_dir() -> Path:
@@ -67,8 +72,9 @@ def _still_there(facts: dict[str, object]) -> bool:
     return backing == facts.get("backing") and offset == facts.get("offset")
 
 
-def dead_target_loops() -> list[tuple[Path, str]]:
-    """(record, loop device) of killed jobs whose loop device is still there."""
+def dead_target_loops(cleaned: bool = True) -> list[tuple[Path, str]]:
+    """(record, loop device) of killed jobs whose loop device is still there; without
+    `cleaned`, not those a cleanup already unmounted and detached in vain (still held)."""
     out = []
     try:
         records = sorted(records_dir().glob("*.json"))
@@ -83,7 +89,8 @@ def dead_target_loops() -> list[tuple[Path, str]]:
         if alive(job, str(facts.get("job_start", ""))):
             continue
         if _still_there(facts):
-            out.append((rec, str(facts["loop"])))
+            if cleaned or not facts.get("cleaned"):
+                out.append((rec, str(facts["loop"])))
         else:
             with contextlib.suppress(OSError):
                 rec.unlink()  # the loop device went away: nothing left to clean
@@ -115,13 +122,36 @@ def clean_target_loops() -> list[str]:
         for where in _mounts_of(name):
             if run_cleanup(["umount", "-l", where]):
                 done.append(f"unmounted {where}")
-        if run_cleanup(["losetup", "-d", loop]):
+        run_cleanup(["losetup", "-d", loop])  # held still: detached when let go (autoclear)
+        if _gone(rec):
             done.append(f"detached {loop}")
+            lines.append(
+                f"a killed bootmedia job left a loop device over its target: {', '.join(done)}"
+            )
             with contextlib.suppress(OSError):
                 rec.unlink()
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            rec.write_text(json.dumps({**json.loads(rec.read_text()), "cleaned": True}))
         lines.append(
-            f"a killed bootmedia job left a loop device over its target: {', '.join(done)}"
-            if done
-            else f"a killed bootmedia job left {loop} over its target; it could not be detached"
+            f"a killed bootmedia job left {loop} over its target; unmounted and detached, it is "
+            "still held (a mount of it in another mount namespace?): its target stays refused "
+            "until it is gone"
         )
     return lines
+
+
+def _gone(rec: Path, wait: float = GONE_WAIT) -> bool:
+    """Whether the record's loop device is gone, waiting for it: a lazily unmounted filesystem
+    lets go of its device only once it has written its log, which can take seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            facts = json.loads(rec.read_text())
+        except (OSError, ValueError):
+            return True
+        if not _still_there(facts):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)

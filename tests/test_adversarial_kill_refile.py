@@ -4,8 +4,8 @@ The job had set up a loop device over the target's partition range and mounted t
 there; a SIGKILL left both behind (docs/LAYOUT.md said so). Since a disk with a loop device
 over it is refused, the rerun then stopped at "is in use by loop device ...": the technician
 had to find and detach it by hand. Now the job records that loop device where the next job
-looks for a killed job's leftovers, and the rerun unmounts and detaches it, says so, and
-restores.
+looks for a killed job's leftovers, and the rerun unmounts and detaches it (waiting for it to
+go while it is still held), says so, and restores.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +48,13 @@ def _mounted_from(devs: list[str]) -> bool:
     return any(line.split()[0] in devs for line in Path("/proc/mounts").read_text().splitlines())
 
 
+@pytest.mark.parametrize("held", [False, True])
 def test_a_restore_by_files_killed_mid_copy_is_cleaned_by_the_rerun(
-    loopdev: Callable[..., str], tmp_path: Path
+    loopdev: Callable[..., str], tmp_path: Path, held: bool
 ) -> None:
+    """held: something keeps the leftover loop device open for 2 s more (as a lazily
+    unmounted filesystem does while it writes its log): the rerun waits for it to go instead
+    of forgetting it and then refusing the target it is still over."""
     src = loopdev(800 * MiB)
     sh("sfdisk", "-q", src, input="label: gpt\n\nsize=+, type=L\n")
     sh("partx", "-u", src)
@@ -85,6 +90,15 @@ def test_a_restore_by_files_killed_mid_copy_is_cleaned_by_the_rerun(
         assert _loops_over(target)  # what the kill leaves
         listed = json.loads(bootmedia("disks", "--include-loop", "--json", target).stdout)
         assert listed["disks"][0]["incomplete_restore"] is True
+        holders: list[int] = []
+        if held:
+            holders = [os.open(dev, os.O_RDONLY) for dev in _loops_over(target)]
+
+            def let_go() -> None:
+                for fd in holders:
+                    os.close(fd)
+
+            threading.Timer(2.0, let_go).start()
         rerun = bootmedia(*argv)
         assert rerun.returncode == 0 and "verified" in rerun.stdout, rerun.stderr
         said = rerun.stdout + rerun.stderr

@@ -119,7 +119,7 @@ def snapshot_refusal(
                 "(LVM, RAID or encryption); close or deactivate it first"
             )
     # A killed job's own loop device over its target is no user's: the job cleans it first.
-    leftover = {Path(loop).name for _, loop in dead_target_loops()}
+    leftover = {Path(loop).name for _, loop in dead_target_loops(cleaned=False)}
     over = system.loops_over({now.name, *(p.name for p in now.partitions)})
     over = [(loop, node) for loop, node in over if loop not in leftover]
     for loop, node in over:
