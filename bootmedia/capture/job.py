@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,9 +34,9 @@ from bootmedia.repo.manifest import (
     image_digest,
 )
 from bootmedia.repo.maps import ENTRY, ZERO_HASH, MapWriter
-from bootmedia.repo.packs import chunk_hash
+from bootmedia.repo.packs import FLAG_ZSTD, chunk_hash, frame_header
 from bootmedia.repo.store import FrameWriter, Repository
-from bootmedia.scratch import new_scratch
+from bootmedia.scratch import Scratch, new_scratch
 
 log = logging.getLogger("bootmedia.capture")
 
@@ -142,9 +142,12 @@ class _FrameResult:
     mapped: bytes  # the frame's map entries, packed (ENTRY after ENTRY)
     count: int  # how many entries
     data: int  # bytes in non-zero blocks
-    seen: list[tuple[bytes, int | None]]  # each non-zero block's hash and share (None: later)
+    # Blocks the repository had before this capture: hash and share (format 1: every block
+    # this frame does not store, share None: asked at the end)
+    seen: list[tuple[bytes, int | None]]
     new: list[tuple[bytes, int]]  # the blocks to store: hash, length
     payload: bytes | None  # their zstd frame
+    head: bytes | None = None  # its record header (format 2)
 
 
 ALIGN = 4096  # O_DIRECT reads: offsets, lengths and memory aligned to this
@@ -177,6 +180,7 @@ class _Worker:
         self.zeros = bytes(frame)
         self.zero_block = bytes(block)
         self.local = threading.local()
+        self.v2 = writer.version == 2
 
     def _read(self, f: _Frame, view: memoryview) -> None:
         origin = f.base + f.offset
@@ -243,25 +247,100 @@ class _Worker:
         seen: list[tuple[bytes, int | None]] = []
         stored: list[tuple[bytes, int]] = []
         data = pos = 0
+        v2 = self.v2
         for (off, n, digest), claim in zip(hashed, claims, strict=True):
             data += n
-            seen.append((digest, claim if claim > 0 else None))
             if claim < 0:  # new: move it to the front of the buffer, beside the others
                 if pos != off:
                     view[pos : pos + n] = view[off : off + n]
                 stored.append((digest, n))
                 pos += n
+            elif claim > 0:
+                seen.append((digest, claim))
+            elif not v2:  # format 1: known before, or stored by this capture: asked later
+                seen.append((digest, None))
+            # format 2, claim 0: this capture stores it, and counts it where it does
         if not stored:
             return _FrameResult(mapped, len(entries), data, seen, [], None)
         # A bytearray, not a memoryview: zstandard compresses a memoryview without releasing
         # the GIL long enough for two workers to overlap (measured: 337 vs 596 MB/s on 2 cores).
         payload = local.cctx.compress(buf if pos == len(buf) else buf[:pos])
-        return _FrameResult(mapped, len(entries), data, seen, stored, payload)
+        head = frame_header(stored, len(payload), FLAG_ZSTD) if v2 else None
+        return _FrameResult(mapped, len(entries), data, seen, stored, payload, head)
 
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
     return "INSERT OR IGNORE INTO s VALUES" + ",".join(["(?,?)"] * rows)
+
+
+class _Tally:
+    """The image's statistics: how many distinct blocks it has, and their share of the
+    stored bytes, in memory bounded whatever the disk's size.
+
+    A block this capture stores is counted where it is stored: its claim made it this
+    capture's only copy (format 2). The blocks the repository had before can come up many
+    times, so they go through a set of hashes; past LIMIT hashes the set moves to a scratch
+    database on this machine (never the repository's disk), in sorted batches."""
+
+    LIMIT = 1 << 17  # hashes held in memory (about 18 MB)
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.chunks = 0
+        self.stored = 0
+        self.rows: dict[bytes, int | None] = {}
+        self._db: sqlite3.Connection | None = None
+        self._spilled = False
+        if directory is not None:  # made now, so a job's scratch looks the same all along
+            self._db = self._connect(directory / "seen.sqlite")
+
+    def count(self, shares: list[tuple[bytes, int]]) -> None:
+        """Blocks this capture stored, each once."""
+        self.chunks += len(shares)
+        self.stored += sum(s for _, s in shares)
+
+    def add(self, rows: Sequence[tuple[bytes, int | None]]) -> None:
+        """Blocks that may come up again (share None: asked at the end)."""
+        self.rows.update(rows)
+        if len(self.rows) >= self.LIMIT:
+            self._spill()
+
+    @staticmethod
+    def _connect(path: Path | str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")  # scratch: a crash discards it anyway
+        db.execute("CREATE TABLE s(h BLOB PRIMARY KEY, share INTEGER) WITHOUT ROWID")
+        db.execute("BEGIN")
+        return db
+
+    def _spill(self) -> None:
+        if self._db is None:  # no scratch directory given: in memory after all
+            self._db = self._connect(":memory:")
+        self._spilled = True
+        items = sorted(self.rows.items())  # keys are unique: only hashes are compared
+        for i in range(0, len(items), 400):  # under SQLite's parameter limit
+            part = items[i : i + 400]
+            self._db.execute(_insert_sql(len(part)), [v for kv in part for v in kv])
+        self.rows = {}
+
+    def totals(self, share: Callable[[bytes], int]) -> tuple[int, int]:
+        """(distinct blocks, their stored bytes); `share` answers for the ones asked late."""
+        if not self._spilled:
+            rows = self.rows
+            late = sum(share(d) for d, s in rows.items() if s is None)
+            return self.chunks + len(rows), self.stored + late + sum(s for s in rows.values() if s)
+        self._spill()
+        db = self._db
+        assert db is not None
+        late = sum(share(r[0]) for r in db.execute("SELECT h FROM s WHERE share IS NULL"))
+        chunks, stored = db.execute("SELECT count(*), total(share) FROM s").fetchone()
+        return self.chunks + chunks, self.stored + int(stored) + late
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def _prefetch(path: Path | None) -> None:
@@ -293,18 +372,18 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
     tmp: Path | None = None
     writer = None
     fd = dfd = -1
+    tally = _Tally()
+    scratch: Scratch | None = None
     try:
         tmp = repo.new_image_dir(plan.name)
         writer = repo.frame_writer()
         _prefetch(repo.cache.path if repo.version == 2 else None)
-        # The blocks seen in this run (for its statistics): a scratch database on this machine,
-        # not on the repository's disk, all in one transaction (one statement per block).
-        scratch = new_scratch("capture", say=reporter.message)  # a kill's: the next job sweeps it
-        seen = sqlite3.connect(Path(scratch.name) / "seen.sqlite", isolation_level=None)
-        seen.execute("PRAGMA journal_mode=OFF")
-        seen.execute("PRAGMA synchronous=OFF")  # scratch: a crash discards it anyway
-        seen.execute("CREATE TABLE s(h BLOB PRIMARY KEY, share INTEGER) WITHOUT ROWID")
-        seen.execute("BEGIN")
+        # This job's scratch directory on this machine (never the repository's disk): the
+        # statistics' set of known blocks moves there when it outgrows memory. A killed job's
+        # is swept by the next job.
+        scratch = new_scratch("capture", say=reporter.message)
+        tally = _Tally(Path(scratch.name))
+        v2 = writer.version == 2
         fd = blockdev.open_device(plan.source)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         try:
@@ -349,17 +428,16 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
                 area_data = 0
                 for f, r in pool.run(source, reporter.cancel):
                     reporter.check_cancel()
-                    rows = dict(r.seen)
                     if r.payload is not None:
-                        stored_len, raw_len = writer.put_frame(r.new, r.payload)
-                        for d, n in r.new:  # the blocks just stored: their shares
-                            rows[d] = stored_len * n // raw_len
-                    # One statement per frame, not executemany: that steps (and gives the GIL
-                    # up to the workers, then waits to get it back) once per row.
-                    items = list(rows.items())
-                    for i in range(0, len(items), 400):  # under SQLite's parameter limit
-                        part = items[i : i + 400]
-                        seen.execute(_insert_sql(len(part)), [v for kv in part for v in kv])
+                        stored_len, raw_len = writer.put_frame(r.new, r.payload, r.head)
+                        # the blocks just stored: their shares
+                        shares = [(d, stored_len * n // raw_len) for d, n in r.new]
+                        if v2:
+                            tally.count(shares)
+                        else:
+                            tally.add(shares)  # format 1 may store a block twice
+                    if r.seen:
+                        tally.add(r.seen)
                     mapw.add_packed(r.mapped, r.count)
                     area_data += r.data
                     reporter.advance(f.read)
@@ -378,18 +456,15 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
                 replace(a, min_size=min_sizes[a.name].result()) if a.name in min_sizes else a
                 for a in areas
             ]
-            # blocks another frame was storing when theirs was read: their shares now
-            late = [r[0] for r in seen.execute("SELECT h FROM s WHERE share IS NULL")]
-            chunks, stored = seen.execute("SELECT count(*), total(share) FROM s").fetchone()
-            stored = int(stored) + sum(writer.share(d) for d in late)
+            chunks, stored = tally.totals(writer.share)
+            tally.close()
+            scratch.cleanup()
             writer.close()
             os.close(fd)
             fd = -1
             if dfd >= 0:
                 os.close(dfd)
                 dfd = -1
-            seen.close()
-            scratch.cleanup()
             stats = Stats(
                 data_bytes=data,
                 stored_bytes=stored,
@@ -422,6 +497,9 @@ def capture_image(plan: CapturePlan, reporter: Reporter | None = None) -> Captur
             raise BootmediaError(_full_message(plan.repo, writer, tmp)) from None
         raise BootmediaError(f"capture failed: {exc.strerror or exc} ({where})") from None
     finally:
+        tally.close()
+        if scratch is not None:
+            scratch.cleanup()
         if fd >= 0:
             os.close(fd)
         if dfd >= 0:

@@ -208,13 +208,13 @@ class IndexCache:
         if old:
             self._forget(old[0])
         cur = self._db.execute("INSERT INTO packs(name, idx_size) VALUES(?, ?)", (name, idx_size))
-        pid = cur.lastrowid
+        pid = int(cur.lastrowid or 0)
+        # The entries go in as they are (IdxEntry is a tuple in column order), the pack's id
+        # as a literal: no Python work per row. Sorted by hash, they append to the B-tree.
         self._db.executemany(
-            "INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)",
-            (
-                (e.hash, pid, e.frame_offset, e.frame_len, e.in_frame, e.length, e.frame_raw)
-                for e in entries
-            ),
+            "INSERT OR IGNORE INTO blocks(hash, frame_offset, frame_len, in_frame, length, "
+            f"frame_raw, pack) VALUES(?,?,?,?,?,?,{pid})",
+            entries,
         )
 
     def add_sealed(self, name: str, idx_size: int, entries: Iterable[IdxEntry]) -> None:

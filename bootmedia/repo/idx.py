@@ -23,8 +23,9 @@ import os
 import struct
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from itertools import starmap
 from pathlib import Path
+from typing import NamedTuple
 
 import blake3
 
@@ -37,8 +38,10 @@ IDX_TRAILER = 32
 MAX_IDX = 1 << 30
 
 
-@dataclass(frozen=True)
-class IdxEntry:
+class IdxEntry(NamedTuple):
+    """One block's row, in IDX_ENTRY's field order (so a row packs as it is). A tuple, not a
+    dataclass: a capture makes one per new block on its one serial thread."""
+
     hash: bytes
     frame_offset: int
     frame_len: int
@@ -52,10 +55,9 @@ def encode_idx(pack_id: uuid.UUID, entries: Iterable[IdxEntry]) -> bytes:
     best: dict[bytes, IdxEntry] = {}
     for e in entries:
         best.setdefault(e.hash, e)
-    rows = sorted(best.values(), key=lambda e: e.hash)
+    rows = sorted(best.values())  # by hash: each hash is there once, so it decides
     body = IDX_HEAD.pack(IDX_MAGIC, pack_id.bytes, len(rows)) + b"".join(
-        IDX_ENTRY.pack(e.hash, e.frame_offset, e.frame_len, e.in_frame, e.length, e.frame_raw)
-        for e in rows
+        starmap(IDX_ENTRY.pack, rows)
     )
     return body + blake3.blake3(body).digest()
 

@@ -337,12 +337,23 @@ class PackWriter2:
     def fits(self, length: int) -> bool:
         return self.size + length <= self.max_size or self.size <= PACK_HEADER.size
 
-    def append(self, blocks: list[tuple[bytes, int]], payload: bytes, flags: int) -> Frame:
-        head = frame_header(blocks, len(payload), flags)
+    def append(
+        self,
+        blocks: list[tuple[bytes, int]],
+        payload: bytes,
+        flags: int,
+        head: bytes | None = None,
+    ) -> Frame:
+        """One frame record. `head`: its frame_header(), when a worker built it already."""
+        if head is None:
+            head = frame_header(blocks, len(payload), flags)
         frame = Frame(self.size, tuple(blocks), sum(n for _, n in blocks), len(payload), flags)
-        self._write(head + payload if len(payload) < (256 << 10) else head)
-        if len(payload) >= (256 << 10):
-            self._write(payload)
+        n = os.writev(self._fd, [head, payload])  # one call, no copy to join them
+        if n < len(head) + len(payload):  # a short write: the rest, the slow way
+            rest = memoryview(head + payload)[n:]
+            while rest:
+                rest = rest[os.write(self._fd, rest) :]
+        self.size += len(head) + len(payload)
         return frame
 
     def sync(self) -> None:

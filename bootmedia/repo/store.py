@@ -1070,9 +1070,15 @@ class FrameWriter:
         self._pack: PackWriter2 | None = None
         self._entries: dict[bytes, IdxEntry] = {}
         self._claimed: set[bytes] = set()
+        self._sealed: set[str] = set()  # the packs this writer sealed
         self._lock = threading.Lock()
         self.new_bytes = 0
         self.new_chunks = 0
+
+    @property
+    def version(self) -> int:
+        """The repository format this writer stores in."""
+        return 1 if self._v1 is not None else 2
 
     def claim_new(self, digests: list[bytes]) -> list[bool]:
         """For each block, True when the caller must store it: not in the repository and not
@@ -1096,15 +1102,23 @@ class FrameWriter:
     def claim(self, digests: list[bytes]) -> list[int]:
         """claim_new() that also says what each stored block costs, from the same one query
         per call (so a recapture, where every block is found, asks nothing per block): for
-        each block -1 when the caller must store it, else its share of the stored bytes, 0
-        while that is not known yet (another frame of this capture is storing it)."""
+        each block -1 when the caller must store it; 0 when this capture stores or stored it
+        (another frame of it claimed the block first); else its share of the stored bytes
+        (at least 1).
+        So a block that gets -1 is this capture's only copy of it, and a block that gets a
+        share was in the repository before. Format 1: 0 for every known block."""
         if self._v1 is not None:
             return [0 if self._v1.has(d) else -1 for d in digests]
         known: dict[bytes, int] = {}
         uniq = list(dict.fromkeys(digests))
+        sealed = self._sealed
         for i in range(0, len(uniq), 500):
-            for d, (_, e) in self.repo.cache.locate_many(uniq[i : i + 500]).items():
-                known[d] = e.frame_len * e.length // e.frame_raw if e.frame_raw else e.frame_len
+            for d, (name, e) in self.repo.cache.locate_many(uniq[i : i + 500]).items():
+                if name in sealed:
+                    known[d] = 0
+                else:  # at least 1: 0 means "this capture's"
+                    cost = e.frame_len * e.length // e.frame_raw if e.frame_raw else e.frame_len
+                    known[d] = max(1, cost)
         out = []
         with self._lock:
             for d in digests:
@@ -1118,9 +1132,12 @@ class FrameWriter:
                     out.append(-1)
         return out
 
-    def put_frame(self, blocks: list[tuple[bytes, int]], payload: bytes) -> tuple[int, int]:
+    def put_frame(
+        self, blocks: list[tuple[bytes, int]], payload: bytes, head: bytes | None = None
+    ) -> tuple[int, int]:
         """Store a frame; returns its (stored length, raw length): a block's share of the
-        stored bytes is stored * its length // raw."""
+        stored bytes is stored * its length // raw. `head`: the record's frame_header() for
+        FLAG_ZSTD, built by the worker (format 2 only)."""
         if self._v1 is not None:
             ((digest, n),) = blocks
             self._v1.put(digest, n, payload)
@@ -1129,7 +1146,7 @@ class FrameWriter:
         if self._pack is None or not self._pack.fits(len(payload) + 64 + 36 * len(blocks)):
             self._rotate()
         assert self._pack is not None
-        frame = self._pack.append(blocks, payload, FLAG_ZSTD)
+        frame = self._pack.append(blocks, payload, FLAG_ZSTD, head)
         offset, length, raw = frame.offset, frame.length, frame.raw_len  # once, not per block
         entries = self._entries
         for digest, start, n in frame.starts():
@@ -1159,9 +1176,11 @@ class FrameWriter:
             return
         pack.sync()
         pack.close()
-        entries = list(self._entries.values())
+        entries = sorted(self._entries.values())  # by hash: the .idx order, and the cache's
         idx = pack.path.with_suffix(".idx")
         write_idx(idx, pack.id, entries)
+        # Before its blocks are in the cache: claim() finds them there as this capture's (0).
+        self._sealed.add(pack.name)
         self.repo.cache.add_sealed(pack.name, idx.stat().st_size, entries)
         with self._lock:
             self._claimed.difference_update(self._entries)
