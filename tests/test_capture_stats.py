@@ -4,6 +4,8 @@ image, packs sealed mid-capture, and the set of known blocks moved to scratch st
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from bootmedia import lab
 from bootmedia.capture import capture_image, job, plan_capture
+from bootmedia.repo.manifest import USED
 from bootmedia.repo.maps import ZERO_HASH
 from bootmedia.repo.store import Repository
 from tests import sample
@@ -86,3 +89,47 @@ def test_statistics_count_each_distinct_block_once(
     assert first.stored_bytes > 0
     # spilling must have happened in the spilled run (and not in the other)
     assert (limit < 1000) == (second.chunks > limit)
+
+
+def test_stale_bytes_beside_used_data_never_reach_a_block(loopdev, tmp_path: Path) -> None:
+    """Two disks with the same filesystems, one with random bytes in everything the
+    filesystems do not use (in the used blocks too, beside the used pieces: FAT's small
+    clusters, ext4's and NTFS's 4 KiB ones): the same blocks, the second capture stores none."""
+    src = loopdev(256 * MiB)
+    sample.build(src, "gpt")
+    dirty = loopdev(256 * MiB)
+    with open(src, "rb") as a, open(dirty, "r+b") as b:
+        while chunk := a.read(4 * MiB):
+            b.write(chunk)
+    lab.rescan(dirty)
+    rng = random.Random(5)
+    plan = plan_capture(dirty, tmp_path / "unused", "probe")
+    fd = os.open(dirty, os.O_RDWR)
+    scribbled = 0
+    try:
+        for a in plan.areas:
+            if a.area.mode != USED or a.ranges is None:
+                continue
+            pos = 0
+            for i in range(0, len(a.ranges), 2):
+                s, n = a.ranges[i], a.ranges[i + 1]
+                if s > pos:
+                    os.pwrite(fd, rng.randbytes(s - pos), a.area.offset + pos)
+                    scribbled += s - pos
+                pos = s + n
+            if a.area.size > pos:
+                os.pwrite(fd, rng.randbytes(a.area.size - pos), a.area.offset + pos)
+                scribbled += a.area.size - pos
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert scribbled > 64 * MiB
+    repo = tmp_path / "repo"
+    capture_image(plan_capture(src, repo, "clean"))
+    capture_image(plan_capture(dirty, repo, "dirty"))
+    with Repository.open(repo) as r:
+        clean, stale = r.image("clean"), r.image("dirty")
+        assert stale.stats.new_chunks == 0, "stale bytes made new blocks"
+        for area in clean.areas:
+            if area.map:
+                assert list(r.extents(clean, area.name)) == list(r.extents(stale, area.name))
