@@ -98,9 +98,9 @@ def test_stale_bytes_beside_used_data_never_reach_a_block(loopdev, tmp_path: Pat
     src = loopdev(256 * MiB)
     sample.build(src, "gpt")
     dirty = loopdev(256 * MiB)
-    with open(src, "rb") as a, open(dirty, "r+b") as b:
-        while chunk := a.read(4 * MiB):
-            b.write(chunk)
+    with open(src, "rb") as clean_f, open(dirty, "r+b") as dirty_f:
+        while chunk := clean_f.read(4 * MiB):
+            dirty_f.write(chunk)
     lab.rescan(dirty)
     rng = random.Random(5)
     plan = plan_capture(dirty, tmp_path / "unused", "probe")
