@@ -72,7 +72,13 @@ class Scratch:
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove it, unless a filesystem is still mounted on it or inside it (an umount that
+        failed): removing that would delete the mounted filesystem's files. Left then, with a
+        warning, for the sweep to report."""
+        if _size_on_one_fs(self.path) is None:
+            log.warning("left %s: a filesystem is still mounted in it", self.path)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
         if self._lock >= 0:
             os.close(self._lock)
             self._lock = -1
@@ -152,11 +158,30 @@ def _remove_file(path: Path) -> int | None:
     return _usage(st)
 
 
+def _size_on_one_fs(path: Path) -> int | None:
+    """The bytes the files under path take, or None when path is a mount point or has one
+    inside it (the walk never enters another filesystem)."""
+    try:
+        if os.path.ismount(path):
+            return None
+        top = path.lstat().st_dev
+        size = 0
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                if os.lstat(os.path.join(root, name)).st_dev != top:
+                    return None
+            for name in files:
+                with contextlib.suppress(OSError):
+                    size += _usage(os.lstat(os.path.join(root, name)))
+    except FileNotFoundError:
+        return 0
+    return size
+
+
 def _remove_dir(path: Path) -> int | None:
     """Remove a dead job's scratch directory, unless its lock is still held (a live owner in
     another pid namespace) or another filesystem is mounted under it: None then."""
     try:
-        top = path.lstat()
         if not path.is_dir() or path.is_symlink():
             return None
         fd = os.open(path / LOCK, os.O_RDONLY | os.O_CLOEXEC)
@@ -170,15 +195,9 @@ def _remove_dir(path: Path) -> int | None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None
-        size = 0
-        for root, dirs, files in os.walk(path):
-            for name in dirs:
-                d = os.lstat(os.path.join(root, name))
-                if d.st_dev != top.st_dev:
-                    return None
-            for name in files:
-                with contextlib.suppress(OSError):
-                    size += _usage(os.lstat(os.path.join(root, name)))
+        size = _size_on_one_fs(path)
+        if size is None:
+            return None
         shutil.rmtree(path)
     except FileNotFoundError:
         return 0

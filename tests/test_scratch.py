@@ -162,11 +162,12 @@ def test_a_scratch_whose_lock_is_held_stays_though_its_pid_is_gone(
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("where", ["inside", "on"])
 def test_a_mount_inside_a_dead_jobs_scratch_is_never_walked_into(
-    tmp_path: Path, gone_process: tuple[int, str]
+    tmp_path: Path, gone_process: tuple[int, str], where: str
 ) -> None:
     work = tmp_path / f"bootmedia-custom-{gone_process[0]}-{gone_process[1]}-abc"
-    mnt = work / "mnt"
+    mnt = work / "mnt" if where == "inside" else work
     mnt.mkdir(parents=True)
     D.sh("mount", "-t", "tmpfs", "-o", "size=1m", "bootmedia-test", str(mnt))
     try:
@@ -218,3 +219,23 @@ def test_a_killed_clones_scratch_goes_at_the_next_job(loopdev, tmp_path: Path) -
     line = _sweep_in_child(tmp)
     assert line.startswith(f"removed {work} left by killed bootmedia jobs, "), line
     assert not work.exists()
+
+
+@pytest.mark.root
+def test_a_scratch_with_a_mount_left_on_it_is_not_deleted_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job's own cleanup after an umount that failed (the stick's data partition, a restored
+    filesystem): the mount and its files stay; a TemporaryDirectory deleted them."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    work = scratch.new_scratch("usb")
+    D.sh("mount", "-t", "tmpfs", "-o", "size=1m", "bootmedia-test", str(work.path))
+    try:
+        (work.path / "README.txt").write_text("on the stick")
+        work.cleanup()
+        assert (work.path / "README.txt").read_text() == "on the stick"
+        assert f"left {work.path}: a filesystem is still mounted in it" in caplog.text
+    finally:
+        D.sh("umount", str(work.path))
+    shutil.rmtree(work.path)

@@ -32,7 +32,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from bootmedia.image.view import DeviceArea, ImageArea, MountedView, mounted_vie
 from bootmedia.progress import Reporter, human_bytes
 from bootmedia.repo.manifest import Area
 from bootmedia.run import require_tools, run, run_cleanup, run_pipe, run_text
+from bootmedia.scratch import new_scratch
 from bootmedia.targetloops import record_target_loop
 
 MiB = 1 << 20
@@ -265,8 +265,9 @@ def write_refile(r: Refile, fd: int, base: int, reporter: Reporter, verify: bool
     record = record_target_loop(loop, target, base)  # a SIGKILL leaves it: the next job cleans
     try:
         run([*r.mkfs, loop])
-        with tempfile.TemporaryDirectory(prefix="bootmedia-new-") as tmp:
-            dst = Path(tmp)
+        # A scratch: a failed umount leaves the mount point (and the new filesystem's files)
+        # alone, where a TemporaryDirectory's cleanup deleted through the mount.
+        with new_scratch("new") as dst:
             with _mounted(loop, dst, nouuid):
                 reporter.check_cancel()
                 _copy_files(r.area.fstype, r.mount, dst, what)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from bootmedia import blockdev
 from bootmedia.errors import BootmediaError
 from bootmedia.progress import Reporter, human_bytes, human_size
 from bootmedia.run import require_tools, run, run_cleanup
+from bootmedia.scratch import new_scratch
 from bootmedia.stick.data import DATA_LABEL
 from bootmedia.stick.plan import ISO_PART_ATTRS, StickPlan
 from bootmedia.tools import blkid, partx, sfdisk
@@ -164,7 +164,10 @@ verify = true
 def populate(part: str) -> bool:
     """Lay out the data partition's folders and notes. Best effort: this host may lack the exFAT
     driver, and the live system makes the folders on first use anyway."""
-    with tempfile.TemporaryDirectory(prefix="bootmedia-usb-") as mnt:
+    # A scratch, not a TemporaryDirectory: if the umount fails, its cleanup leaves the mount
+    # (and the files on the stick) alone instead of deleting through it.
+    with new_scratch("usb") as where:
+        mnt = str(where)
         if run(["mount", part, mnt], check=False).returncode != 0:
             log.info("%s: not mounted here; the live system will lay it out", part)
             return False
