@@ -67,8 +67,10 @@ def _still_there(facts: dict[str, object]) -> bool:
     try:
         backing = (sysdir / "backing_file").read_text().strip()
         offset = int((sysdir / "offset").read_text())
+    except FileNotFoundError:
+        return False  # detached: sysfs has no loop/ for it any more
     except (OSError, ValueError):
-        return False
+        return True  # in the middle of a change: not known to be gone
     return backing == facts.get("backing") and offset == facts.get("offset")
 
 
@@ -117,13 +119,17 @@ def clean_target_loops() -> list[str]:
     """Unmount (lazily) and detach each killed job's loop device; one line per device."""
     lines = []
     for rec, loop in dead_target_loops():
+        try:  # one already found held is tried again, without waiting: it is no job's wait
+            tried = bool(json.loads(rec.read_text()).get("cleaned"))
+        except (OSError, ValueError):
+            continue
         name = Path(loop).name
         done = []
         for where in _mounts_of(name):
             if run_cleanup(["umount", "-l", where]):
                 done.append(f"unmounted {where}")
         run_cleanup(["losetup", "-d", loop])  # held still: detached when let go (autoclear)
-        if _gone(rec):
+        if _gone(rec, 0.0 if tried else GONE_WAIT):
             done.append(f"detached {loop}")
             lines.append(
                 f"a killed bootmedia job left a loop device over its target: {', '.join(done)}"
