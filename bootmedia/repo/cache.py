@@ -74,6 +74,7 @@ class IndexCache:
                 self.path = d / f"{repo_id}.sqlite"
         except OSError:
             self.path = None
+        self._names: dict[int, str] = {}  # packs.id -> packs.name, read when one is missing
         self._db = self._connect()
 
     # ---- opening, damage ---------------------------------------------------------------
@@ -99,6 +100,9 @@ class IndexCache:
             raise sqlite3.DatabaseError(f"cache version {version}")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={CACHE_VERSION}")
+        # up to 32 MiB of its pages in memory (SQLite's default is 2 MiB): a restore or a
+        # recapture looks up every block, in hash order, which is random across the file
+        db.execute("PRAGMA cache_size=-32768")
         db.execute("SELECT count(*) FROM packs").fetchone()
         return db
 
@@ -129,6 +133,7 @@ class IndexCache:
         if self.path is None:
             raise ImageError(f"in-memory index failed: {exc}") from None
         self._db = self._set_aside(exc)
+        self._names = {}  # a new database: its ids are not the old ones
         self._sync_locked()
 
     def rebuild(self) -> None:
@@ -141,6 +146,7 @@ class IndexCache:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(f"{self.path}{extra}")
             self._db = self._connect()
+            self._names = {}  # a new database: its ids are not the old ones
             self._sync_locked()
 
     # ---- keeping it current ------------------------------------------------------------
@@ -199,6 +205,7 @@ class IndexCache:
         return damaged
 
     def _forget(self, pid: int) -> None:
+        self._names = {}  # an id can be used again: read the names afresh
         self._db.execute("DELETE FROM blocks WHERE pack=?", (pid,))
         self._db.execute("DELETE FROM packs WHERE id=?", (pid,))
 
@@ -249,11 +256,16 @@ class IndexCache:
         marks = ",".join("?" * len(digests))
         with self._lock:
             try:
-                return self._db.execute(
-                    f"SELECT b.hash, p.name, {columns} FROM blocks b JOIN packs p "
-                    f"ON p.id=b.pack WHERE b.hash IN ({marks})",
+                # No join: the packs are few, their names come from a dict (measured on the
+                # bench repository: 0.24-0.39 s against 0.67-0.72 s for 99k hashes)
+                rows = self._db.execute(
+                    f"SELECT b.hash, b.pack, {columns} FROM blocks b WHERE b.hash IN ({marks})",
                     digests,
                 ).fetchall()
+                names = self._names
+                if any(r[1] not in names for r in rows):
+                    names = self._names = dict(self._db.execute("SELECT id, name FROM packs"))
+                return [(r[0], names[r[1]], *r[2:]) for r in rows if r[1] in names]
             except sqlite3.DatabaseError as exc:
                 self._recover(exc)
         return self._block_rows(columns, digests)
