@@ -13,7 +13,8 @@ nfs-ganesha. Nothing leaves the namespace.
 - Shares: SMB (mount.cifs, vers=3.0) and NFS (mount.nfs, vers=4.2) mounted by the live system's
   kernel (the host has no cifs or nfs module): restore from SMB, capture onto NFS and SMB,
   verify, delete.
-- In the same boot (one VM boot fewer for the suite): bootmedia.keymap= on the kernel command
+- Then the disk restored over SMB boots by itself (the target alone, BIOS) to its login prompt.
+- In the same netboot (one VM boot fewer for the suite): bootmedia.keymap= on the kernel command
   line reaches the console's keyboard, the live kernel mounts an exFAT partition (make-usb's
   default data filesystem; this host has no exfat module), and the TUI -> root shell -> TUI
   round trip ends with a power-off from the menu.
@@ -38,6 +39,7 @@ from tests.e2e.test_live import (
     BOOT_TIMEOUT,
     RESTORE_TIMEOUT,
     TARGET_SERIAL,
+    _boot_restored,
     _read_from_ext4,
     _write_to_ext4,
 )
@@ -241,3 +243,5 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
     assert list((export / "repo" / "packs").glob("pack-*"))
     assert not (share / "repo" / "images" / "fromvm-smb").exists()  # deleted over SMB
     assert smbd.password not in out  # never on a command line or in the output
+    # The disk restored over SMB by the netbooted live system boots on its own (BIOS).
+    assert "golden login:" in _boot_restored(work, disks["target"], "bios")
