@@ -22,7 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Everything on DISK is overwritten; written data is read back and checked unless "
         "--no-verify. With --partition N --to PART, restore one partition onto an existing one.",
     )
-    p.add_argument("repo", help="the repository directory")
+    p.add_argument(
+        "repo",
+        help="the repository: a directory, or an smb://, nfs://, ssh://, http:// or https:// URL "
+        "(docs/NETWORK.md)",
+    )
     p.add_argument("image", help="image name or number")
     p.add_argument("disk", nargs="?", help="the target disk (not needed with --to)")
     p.add_argument(

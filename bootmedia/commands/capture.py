@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Only used filesystem blocks are read; data already in the repository is not stored again.",
     )
     p.add_argument("disk", help="the source disk, e.g. /dev/disk/by-id/... or /dev/sda")
-    p.add_argument("repo", help="the repository directory")
+    p.add_argument(
+        "repo",
+        help="the repository: a directory, or an smb://, nfs:// or ssh:// URL (docs/NETWORK.md)",
+    )
     p.add_argument("--name", required=True, help="image name (letters, digits, . _ + -)")
     p.add_argument("--description", default="", help="free text shown in listings")
     p.add_argument(
@@ -27,7 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"zstd level 1-19 (default {DEFAULT_LEVEL}; 3 makes the image about 4%% smaller "
         "for a third more CPU)",
     )
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="how many cores to plan for (default: all); capture runs twice as many worker "
+        "threads, so that one reads while another compresses",
+    )
     p.add_argument(
         "--partitions",
         metavar="N,M",
