@@ -156,10 +156,10 @@ ALIGN = 4096  # O_DIRECT reads: offsets, lengths and memory aligned to this
 class _Worker:
     """Hash each block, ask which are new, compress only those, together.
 
-    Reads bypass the page cache (O_DIRECT) into one page-aligned mmap buffer per worker, reused
-    for every frame; the used pieces are copied from it into the frame buffer (also one per
-    worker). Without O_DIRECT (a filesystem that refuses it, an unaligned end) reads are
-    buffered."""
+    Reads bypass the page cache (O_DIRECT) straight into one page-aligned mmap buffer per
+    worker, reused for every frame, with no copy: whole 4 KiB-aligned spans land in place and
+    only the gaps inside used blocks are zeroed (_zero_gaps). Without O_DIRECT (a filesystem
+    that refuses it, an unaligned end) reads are buffered, into the same buffer."""
 
     def __init__(
         self,
