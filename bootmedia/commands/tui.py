@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tui",
         help="the full-screen terminal UI",
-        description="Restore, capture, wipe, partition and verify from a full-screen menu.",
+        description="Restore, capture, clone, wipe, partition and verify disks, and make a live "
+        "stick, from a full-screen menu.",
     )
     p.add_argument(
         "--demo",
