@@ -30,7 +30,11 @@ def register(sub: Any) -> None:
         help="filesystem of the data partition: exfat (default: Windows and macOS read it), "
         "ext4, or none for no data partition",
     )
-    p.add_argument("--confirm", help="the stick's serial (or its last 4 characters)")
+    p.add_argument(
+        "--confirm",
+        help="the stick's serial, its last 4 characters or a by-id name (the kernel name only "
+        "for a stick without a serial)",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="show what would be written, write nothing"
     )

@@ -31,7 +31,10 @@ def register(sub: Any) -> None:
         "bios: ext4/ntfs; data: exfat/ntfs/ext4)",
     )
     p.add_argument(
-        "--confirm", metavar="ID", help="the disk's serial, its last 4 characters or a by-id name"
+        "--confirm",
+        metavar="ID",
+        help="the disk's serial, its last 4 characters or a by-id name (the kernel name, e.g. "
+        "loop3, only for a disk without a serial; an image file's name)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--repo", help="refuse the disk that holds this image repository")

@@ -32,7 +32,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--secure", action="store_true", help="discard: secure discard (eMMC/SD)")
     p.add_argument(
-        "--confirm", metavar="ID", help="the disk's serial, its last 4 characters or a by-id name"
+        "--confirm",
+        metavar="ID",
+        help="the disk's serial, its last 4 characters or a by-id name (the kernel name, e.g. "
+        "loop3, only for a disk without a serial; an image file's name)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--report-dir", help="where reports go (default: the log directory)")
