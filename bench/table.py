@@ -146,9 +146,10 @@ def scaling(res: dict) -> str:  # type: ignore[type-arg]
     one = s["capture/bootmedia-1thread"]["wall_median"]
     alln = s["capture/bootmedia"]["wall_median"]
     serial_part = (
-        "The serial part is the ordered writer, now a few calls per frame and none per block "
-        "(append the frame to its pack, write its packed map entries, one SQLite statement for "
-        "the run's seen-set), plus the GIL-held Python work per block in the workers (zero "
+        "The serial part is the ordered writer, a few calls per frame (append the record the "
+        "worker built to its pack with one writev, note each new block for the pack's .idx, "
+        "write the packed map entries, count the frame into the image's statistics in memory: "
+        "no SQLite statement), plus the GIL-held Python work per block in the workers (zero "
         "check, BLAKE3 call, map entry; 64 blocks per frame) and the one index lookup per frame, "
         "which the index cache's lock serialises; at 8-16 cores those, not compression, are the "
         "limit."
