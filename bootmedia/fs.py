@@ -6,13 +6,13 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootmedia.errors import BootmediaError
 from bootmedia.run import run, run_text, which
+from bootmedia.scratch import new_scratch
 from bootmedia.tools import blkid
 
 log = logging.getLogger("bootmedia.fs")
@@ -275,7 +275,11 @@ def grow(device: str, fstype: str) -> None:
 
 @contextlib.contextmanager
 def mounted(device: str, read_only: bool = False) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="bootmedia-mnt-") as mnt:
+    """The device mounted on a scratch directory of this job. When the umount fails, the
+    directory is left (with a warning), never removed with the filesystem still on it: that
+    would delete the mounted filesystem's files."""
+    with new_scratch("mnt") as where:
+        mnt = str(where)
         run(["mount", *(["-o", "ro"] if read_only else []), device, mnt])
         try:
             yield mnt
