@@ -8,6 +8,7 @@ from bootmedia.cast.receiver import ReceiveResult, receive, write_report
 from bootmedia.cast.sender import DEFAULT_PORTBASE, DEFAULT_RDV
 from bootmedia.commands._common import reporter
 from bootmedia.disks import check_confirm, find_disk
+from bootmedia.disks.files import file_disk
 from bootmedia.errors import BootmediaError
 from bootmedia.progress import human_bytes, human_duration
 
@@ -20,10 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stream missed (losses, a late start) come from --fallback REPO; everything written is "
         "read back and checked. Everything on DISK is overwritten.",
     )
-    p.add_argument("disk", help="the target disk")
+    p.add_argument("disk", help="the target disk, or an image file")
     p.add_argument("--fallback", metavar="REPO", help="repository for missing chunks (URL or dir)")
     p.add_argument("--image", help="the image expected (needed to restore from the fallback alone)")
-    p.add_argument("--confirm", help="the target's serial, its last 4 characters or by-id name")
+    p.add_argument(
+        "--confirm",
+        help="the target's serial, its last 4 characters or by-id name (an image file: its name)",
+    )
     p.add_argument("--interface", help="network interface (default: udpcast's choice)")
     p.add_argument(
         "--rdv", default=DEFAULT_RDV, help=f"multicast rendezvous (default {DEFAULT_RDV})"
@@ -37,9 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    disk = (
-        find_disk(args.disk) if Path(args.disk).exists() and not Path(args.disk).is_file() else None
-    )
+    # Every write to something that exists is confirmed alike: a disk by its serial, an
+    # image file by its name (as apply does).
+    target = Path(args.disk)
+    disk = None
+    if target.is_file():
+        disk = file_disk(target)
+    elif target.exists():
+        disk = find_disk(args.disk)
     if disk is not None:
         check_confirm(disk, args.confirm, "overwrite")
     rep, printer = reporter(args.quiet)
