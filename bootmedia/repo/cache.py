@@ -270,6 +270,15 @@ class IndexCache:
                 self._recover(exc)
         return self._block_rows(columns, digests)
 
+    def has_blocks(self) -> bool:
+        """Whether any pack's blocks are indexed (a new repository has none)."""
+        with self._lock:
+            try:
+                return self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None
+            except sqlite3.DatabaseError as exc:
+                self._recover(exc)
+        return self.has_blocks()
+
     def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[str, IdxEntry]]:
         """Where these hashes are stored, in one query (a restore looks up every block)."""
         if not digests:

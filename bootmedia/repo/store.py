@@ -1071,6 +1071,9 @@ class FrameWriter:
         self._entries: dict[bytes, IdxEntry] = {}
         self._claimed: set[bytes] = set()
         self._sealed: set[str] = set()  # the packs this writer sealed
+        # A capture into a repository with nothing stored (a first capture) asks the index
+        # nothing until it seals a pack of its own: every block is new or claimed already.
+        self._ask = v1 is None and repo.cache.has_blocks()
         self._lock = threading.Lock()
         self.new_bytes = 0
         self.new_chunks = 0
@@ -1112,7 +1115,7 @@ class FrameWriter:
         known: dict[bytes, int] = {}
         uniq = list(dict.fromkeys(digests))
         sealed = self._sealed
-        for i in range(0, len(uniq), 500):
+        for i in range(0, len(uniq) if self._ask or sealed else 0, 500):
             for d, (name, e) in self.repo.cache.locate_many(uniq[i : i + 500]).items():
                 if name in sealed:
                     known[d] = 0
