@@ -158,6 +158,12 @@ def _remove_file(path: Path) -> int | None:
     return _usage(st)
 
 
+def holds_a_mount(path: Path) -> bool:
+    """Whether path is a mount point or has one inside it: removing it would delete the
+    mounted filesystem's files."""
+    return _size_on_one_fs(path) is None
+
+
 def _size_on_one_fs(path: Path) -> int | None:
     """The bytes the files under path take, or None when path is a mount point or has one
     inside it (the walk never enters another filesystem)."""

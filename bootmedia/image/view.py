@@ -66,7 +66,7 @@ from bootmedia.repo.maps import ENTRY, MAP_MAGIC, ZERO_HASH, Extent, check_map
 from bootmedia.repo.packs import RECORD_SIZE, chunk_hash, decode, parse_record_header
 from bootmedia.repo.store import Repository
 from bootmedia.run import run, run_cleanup, spawn, which
-from bootmedia.scratch import alive, owner_tag, start_time, sweep
+from bootmedia.scratch import alive, holds_a_mount, owner_tag, start_time, sweep
 from bootmedia.targetloops import clean_target_loops
 
 log = logging.getLogger("bootmedia.view")
@@ -456,6 +456,9 @@ def _rmdir_temp(d: Path, whole: bool = False) -> None:
     """A job's temporary directory (bootmedia-... in /tmp): when empty, or `whole`."""
     if d.name.startswith("bootmedia-") and d.parent == Path(tempfile.gettempdir()):
         if whole:
+            if d.exists() and holds_a_mount(d):  # never delete through a mount
+                log.warning("left %s: a filesystem is still mounted in it", d)
+                return
             shutil.rmtree(d, ignore_errors=True)
         with contextlib.suppress(OSError):
             d.rmdir()
