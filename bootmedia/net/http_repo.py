@@ -276,6 +276,17 @@ class HttpRepository2(Repository):
         self._ensure_index()
         return super().chunk_sizes(digests)
 
+    # A restore's lookups (located() goes through locate_many()): without these the cache of a
+    # machine that never saw the repository (a netbooted live system) stayed empty, and every
+    # chunk was "missing from the repository".
+    def locate_many(self, digests: list[bytes]) -> dict[bytes, Location]:
+        self._ensure_index()
+        return super().locate_many(digests)
+
+    def stored_ends(self, m: Manifest, area_name: str, batch: int = 2000) -> dict[str, int]:
+        self._ensure_index()
+        return super().stored_ends(m, area_name, batch)
+
     _pack_names = HttpRepository._pack_names
     stored_bytes = HttpRepository.stored_bytes
     scan_images = HttpRepository.scan_images

@@ -5,6 +5,7 @@ wrong byte on the disk."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import cast
 
@@ -18,7 +19,7 @@ from bootmedia.net.http import HttpStorage
 from bootmedia.repo.storage import MissingFile, StorageError
 from bootmedia.repo.store import Repository
 from tests import sample
-from tests.net.conftest import cli
+from tests.net.conftest import bootmedia_cmd, cli, cli_env
 from tests.net.hostile import Misbehaviour, hostile_server, listing_dirs
 from tests.net.netns import Netns
 from tests.net.servers import Nginx
@@ -62,6 +63,30 @@ def test_images_info_verify_apply_from_nginx(
     assert refused.returncode != 0 and "read-only" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
     assert sorted(p.name for p in (nginx.root / "repo" / "packs").iterdir()) == before
+
+
+def test_apply_from_nginx_on_a_machine_that_never_saw_the_repository(
+    netns: Netns, nginx: Nginx, golden, loopdev, tmp_path: Path
+) -> None:
+    """A netbooted live system has no index cache of the repository: apply, the first and only
+    command, must fill it from the packs' .idx files over HTTP (it used to look the chunks up
+    in the empty cache and call every one missing)."""
+    _, layout, want = golden
+    url = nginx.url("repo")
+    dst = loopdev(128 * MiB)
+    cache = tmp_path / "fresh-cache"
+    proc = subprocess.run(
+        bootmedia_cmd(netns, "apply", url, "golden", dst, "--confirm", Path(dst).name, "-q"),
+        capture_output=True, text=True, env=cli_env(tmp_path, BOOTMEDIA_CACHE_DIR=str(cache)),
+        cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "verified" in proc.stdout
+    lab.run(["partx", "-u", dst], check=False)
+    assert sample.sums(dst, layout) == want
+    got = [ln.split() for ln in nginx.access_log.read_text().splitlines()]
+    assert any(ln[3].endswith(".idx") and ln[2] == "GET" and ln[4] == "200" for ln in got), got
+    assert list(cache.glob("*.sqlite"))
 
 
 def test_a_missing_repository_or_image_over_http_is_one_line(
