@@ -62,6 +62,11 @@ def test_images_info_verify_apply_from_nginx(
     refused = cli(netns, tmp_path, "delete", url, "golden")
     assert refused.returncode != 0 and "read-only" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+    # a capture's plan is refused too, not shown as if the capture could run
+    planned = cli(netns, tmp_path, "capture", dst, url, "--name", "new", "--dry-run")
+    assert planned.returncode != 0 and "read-only" in planned.stderr, (
+        planned.stdout + planned.stderr
+    )
     assert sorted(p.name for p in (nginx.root / "repo" / "packs").iterdir()) == before
 
 
