@@ -18,10 +18,15 @@ nfs-ganesha. Nothing leaves the namespace.
   line reaches the console's keyboard, the live kernel mounts an exFAT partition (make-usb's
   default data filesystem; this host has no exfat module), and the TUI -> root shell -> TUI
   round trip ends with a power-off from the menu.
+- A second netboot (issue 11's PXE bullet), unattended: the site's boot.ipxe passes a restore
+  job from the http:// repository nginx serves in ${bootmedia-args} (docs/LIVE.md's wrapper
+  example). No key is pressed: the machine restores, writes its result to a small BOOTMEDIA
+  data disk and powers off; the restored disk then boots by itself.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -116,20 +121,30 @@ def _exfat_disk(folder: Path) -> Path:
 
 # The site's wrapper of docs/LIVE.md ("A wrapper script sets both and chains it"), with this
 # test's server and one extra kernel parameter.
-BOOT_IPXE = f"""\
+def _boot_ipxe(args: str) -> str:
+    return f"""\
 #!ipxe
 set base http://10.0.2.2:{HTTP_PORT}/netboot
-set bootmedia-args bootmedia.keymap=de
+set bootmedia-args {args}
 chain ${{base}}/bootmedia.ipxe
 """
 
 
-def _www(folder: Path, live_iso: Path, repo: Path) -> Path:
+BOOT_IPXE = _boot_ipxe("bootmedia.keymap=de")
+# The unattended netboot's wrapper: docs/LIVE.md's example, with this test's server.
+REPO_URL = f"http://10.0.2.2:{HTTP_PORT}/repo"
+JOB_ARGS = (
+    "bootmedia.job=restore bootmedia.image=golden bootmedia.target=internal "
+    f"bootmedia.repo={REPO_URL} bootmedia.after=poweroff bootmedia.countdown=5"
+)
+
+
+def _www(folder: Path, live_iso: Path, repo: Path, boot_ipxe: str = BOOT_IPXE) -> Path:
     www = folder / "www"
     www.mkdir()
     (www / "netboot").symlink_to(live_iso.parent / "netboot")
     (www / "repo").symlink_to(repo)
-    (www / "boot.ipxe").write_text(BOOT_IPXE)
+    (www / "boot.ipxe").write_text(boot_ipxe)
     return www
 
 
@@ -244,4 +259,71 @@ def test_smb_and_nfs_shares_mounted_by_the_live_kernel(
     assert not (share / "repo" / "images" / "fromvm-smb").exists()  # deleted over SMB
     assert smbd.password not in out  # never on a command line or in the output
     # The disk restored over SMB by the netbooted live system boots on its own (BIOS).
+    assert "golden login:" in _boot_restored(work, disks["target"], "bios")
+
+
+def _data_disk(folder: Path) -> Path:
+    """A small disk with an empty ext4 partition labelled BOOTMEDIA: where the unattended job
+    writes its result (a netbooted machine has no stick; with no data partition there is no
+    result file, docs/LIVE.md)."""
+    path = lab.make_file(folder / "pxe-data.img", 64 << 20)
+    run(["sfdisk", "--quiet", str(path)], input="label: gpt\ntype=linux, name=BOOTMEDIA\n")
+    with lab.loop_disk(path) as dev:
+        run(["mkfs.ext4", "-q", "-L", "BOOTMEDIA", f"{dev}p1"])
+    return path
+
+
+def test_pxe_unattended_restore_from_an_http_repository_then_the_disk_boots(
+    live_iso: Path, disks: dict[str, Path], golden_repo: Path, ns: Netns
+) -> None:
+    """Issue 11's PXE bullet: the NIC's ROM netboots the live system from nginx, the site's
+    boot.ipxe hands it an unattended restore from the http:// repository nginx serves, and with
+    no key pressed the machine restores, records the result and powers off; then the restored
+    disk boots by itself."""
+    work = disks["dir"]
+    url = REPO_URL
+    www = _www(work, live_iso, golden_repo, _boot_ipxe(JOB_ARGS))
+    nginx = start_nginx(ns, work / "nginx", www, port=HTTP_PORT)
+    data = _data_disk(work)
+    vm = NsVM(
+        work,
+        firmware="bios",
+        drives=[Drive(disks["target"], TARGET_SERIAL), Drive(data, "E2E-DATA-PXE")],
+        name="pxe-unattended",
+        network=True,
+    )
+    vm.ns_name = ns.name
+    vm.bootfile = f"http://10.0.2.2:{HTTP_PORT}/boot.ipxe"
+    vm.start()
+    try:
+        # No key is pressed from here on: the job powers the machine off.
+        assert vm.wait_exit(BOOT_TIMEOUT + RESTORE_TIMEOUT) == 0
+    finally:
+        vm.stop()
+    firmware = vm.firmware_log.read_text(errors="replace")
+    booting = [ln for ln in firmware.splitlines() if ln.startswith("Booting from")]
+    assert booting[:1] == ["Booting from ROM..."], firmware[-3000:]
+    # nginx's log (uri, status, bytes sent): the boot files whole, in order, then the job's
+    # reads of the repository, every one a 200 or a 206 (Range), none before the live system ran.
+    got = [ln.split() for ln in nginx.access_log.read_text().splitlines()]
+    names = ["boot.ipxe", *(f"netboot/{n}" for n in NETBOOT_FILES)]
+    assert [(ln[3], ln[4], int(ln[6])) for ln in got[:5]] == [
+        (f"/{n}", "200", (www / n).stat().st_size) for n in names
+    ], got
+    repo = got[5:]
+    assert repo and all(ln[3].startswith("/repo/") for ln in repo), got
+    assert all(ln[4] in ("200", "206") for ln in repo), repo
+    assert "/repo/images/golden/manifest.json" in [ln[3] for ln in repo], repo
+    # the packs' chunks as Range requests (their .idx files come whole)
+    packs = [ln for ln in repo if ln[3].startswith("/repo/packs/") and ln[3].endswith(".bmp")]
+    assert packs and all(ln[4] == "206" for ln in packs), repo
+    # The result the job left on the data partition.
+    with lab.loop_disk(data) as dev:
+        result = json.loads(_read_from_ext4(f"{dev}p1", "results/last.json", work))
+    assert result["status"] == "success", result
+    assert result["verified"] is True, result
+    assert result["repo"] == url, result
+    assert result["job"]["image"] == "golden", result
+    assert result["target"]["serial"] == TARGET_SERIAL, result
+    # The disk restored from the http:// repository boots on its own (BIOS).
     assert "golden login:" in _boot_restored(work, disks["target"], "bios")

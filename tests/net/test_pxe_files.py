@@ -35,6 +35,14 @@ def test_the_documented_wrapper_is_what_the_netboot_e2e_boots() -> None:
     booted = test_net.BOOT_IPXE.splitlines()
     assert [ln.split()[:2] for ln in documented] == [ln.split()[:2] for ln in booted]
     assert documented[-1] == booted[-1] == "chain ${base}/bootmedia.ipxe"
+    # The documented unattended job is the one the PXE e2e boots: the same parameters, with
+    # the repository on that test's server (and a shorter countdown).
+    args = dict(a.split("=", 1) for a in documented[2].split()[2:])
+    booted_args = dict(a.split("=", 1) for a in test_net.JOB_ARGS.split())
+    assert booted_args.pop("bootmedia.repo").startswith("http://")
+    assert args.pop("bootmedia.repo").startswith("http://")
+    assert booted_args.pop("bootmedia.countdown") == "5"
+    assert args == booted_args
 
 
 @pytest.mark.real_tools
