@@ -317,11 +317,6 @@ def test_pack_mutations_scan_and_read(scratch: Path, data: st.DataObject) -> Non
 # ---------------------------------------------------------------- the chunk index
 
 
-@pytest.mark.xfail(
-    reason="format 1's index.sqlite: one random mutation ended in a non-BootmediaError once, in "
-    "a suite run under heavy load; not reproduced in 400 examples alone (issue 8 item 9, open)",
-    strict=False,
-)
 @settings(FUZZ, phases=[Phase.explicit, Phase.generate])  # no shrinking while it fails
 @given(st.data())
 def test_index_mutations(scratch: Path, data: st.DataObject) -> None:

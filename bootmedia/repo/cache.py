@@ -39,7 +39,7 @@ CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks(pack);
 """
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+def _is_damage(exc: sqlite3.DatabaseError | UnicodeDecodeError) -> bool:
     """A damaged file (not a database, malformed, tables missing or of the wrong shape), as
     opposed to contention (locked, busy, read-only) or a constraint."""
     if isinstance(exc, sqlite3.IntegrityError):
@@ -50,6 +50,24 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
             w in text for w in ("locked", "busy", "readonly", "read-only", "disk is full")
         )
     return True
+
+
+def _strict_text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:  # a flipped byte in a name: the file is damaged
+        raise sqlite3.DatabaseError(f"text that is not UTF-8 ({exc.reason})") from None
+
+
+def connect(target: str | Path, **kw: Any) -> sqlite3.Connection:
+    """sqlite3.connect for the repository's indexes: text that does not decode is damage
+    (sqlite3.DatabaseError, which the callers set aside and rebuild). SQLite's own error
+    message can hold a damaged file's bytes too, and Python then raises UnicodeDecodeError
+    instead: the callers take that as damage as well (found by the index fuzz: 4 of 4 runs of
+    5000 examples)."""
+    db = sqlite3.connect(target, **kw)
+    db.text_factory = _strict_text
+    return db
 
 
 def cache_dir() -> Path:
@@ -83,7 +101,7 @@ class IndexCache:
         target = str(self.path) if self.path else ":memory:"
         try:
             db = self._open(target)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             if self.path is None:
                 raise
             if not _is_damage(exc):
@@ -93,7 +111,7 @@ class IndexCache:
 
     @staticmethod
     def _open(target: str) -> sqlite3.Connection:
-        db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=60)
+        db = connect(target, check_same_thread=False, isolation_level=None, timeout=60)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, CACHE_VERSION):
             db.close()
@@ -123,7 +141,7 @@ class IndexCache:
         PENDING.append(line)
         return self._open(str(self.path))
 
-    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+    def _recover(self, exc: sqlite3.DatabaseError | UnicodeDecodeError) -> None:
         """Damage found while in use: set the file aside, rebuild, carry on. A busy or
         read-only cache, or a constraint, is not damage: said in one line, nothing set aside."""
         if not _is_damage(exc):
@@ -168,7 +186,7 @@ class IndexCache:
         with self._lock:
             try:
                 return self._sync_locked()
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
                 return self._sync_locked()
 
@@ -230,7 +248,7 @@ class IndexCache:
             try:
                 with self._tx():
                     self._insert(name, idx_size, entries)
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
 
     # ---- lookups -----------------------------------------------------------------------
@@ -243,7 +261,7 @@ class IndexCache:
                     "FROM blocks b JOIN packs p ON p.id=b.pack WHERE b.hash=? LIMIT 1",
                     (digest,),
                 ).fetchone()
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
                 return self.locate(digest)
         if row is None:
@@ -266,7 +284,7 @@ class IndexCache:
                 if any(r[1] not in names for r in rows):
                     names = self._names = dict(self._db.execute("SELECT id, name FROM packs"))
                 return [(r[0], names[r[1]], *r[2:]) for r in rows if r[1] in names]
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
         return self._block_rows(columns, digests)
 
@@ -275,7 +293,7 @@ class IndexCache:
         with self._lock:
             try:
                 return self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
         return self.has_blocks()
 
@@ -313,7 +331,7 @@ class IndexCache:
                     ).fetchone()
                     is not None
                 )
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
         return self.has(digest)
 
@@ -330,7 +348,7 @@ class IndexCache:
                         f"SELECT DISTINCT hash FROM blocks WHERE hash IN ({marks})", digests
                     )
                 }
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 self._recover(exc)
         return self.has_many(digests)
 

@@ -33,6 +33,7 @@ import zstandard
 from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.repo import leases
 from bootmedia.repo.cache import IndexCache
+from bootmedia.repo.cache import connect as index_connect
 from bootmedia.repo.idx import IdxEntry, write_idx
 from bootmedia.repo.manifest import (
     MAX_MANIFEST,
@@ -236,7 +237,7 @@ class Repository:
                 try:
                     self._db = self._open_index()
                     self.sync_index()
-                except sqlite3.DatabaseError as exc:
+                except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                     self._index_damaged(exc)
             else:
                 if write:
@@ -411,13 +412,13 @@ class Repository:
         db_path = self.path / "index.sqlite"
         self._memory_index = False
         if self.write or (os.access(self.path, os.W_OK) and not db_path.exists()):
-            db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+            db = index_connect(db_path, check_same_thread=False, isolation_level=None)
             self._memory_index = not self.write  # a reader building the index: treat as fresh
         elif db_path.exists():
-            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+            db = index_connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
             return db
         else:  # read-only medium without an index: build one in memory
-            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            db = index_connect(":memory:", check_same_thread=False, isolation_level=None)
             self._memory_index = True
         db.executescript(_SCHEMA)
         return db
@@ -439,14 +440,14 @@ class Repository:
             line = (
                 f"{db_path} was damaged ({exc}): set aside as {aside.name}, rebuilt from the packs"
             )
-            self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+            self._db = index_connect(db_path, check_same_thread=False, isolation_level=None)
             self._memory_index = False
         else:
             line = (
                 f"{db_path} is damaged ({exc}): using an index rebuilt in memory from the "
                 "packs; 'bootmedia repair' rebuilds the file"
             )
-            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._db = index_connect(":memory:", check_same_thread=False, isolation_level=None)
             self._memory_index = True
         log.warning("%s", line)
         self.notices.append(line)
@@ -463,7 +464,7 @@ class Repository:
                 with self._db_lock:
                     row = self._db.execute(sql, args).fetchone()
                 return tuple(row) if row is not None else None
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 if attempt:
                     raise ImageError(f"{self.path}/index.sqlite: unusable ({exc})") from None
                 self._index_damaged(exc)
