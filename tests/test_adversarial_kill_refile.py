@@ -22,16 +22,11 @@ from pathlib import Path
 import pytest
 
 from bootmedia.targetloops import records_dir
+from tests.disktools import sh
 from tests.sample import bootmedia
 
 MiB = 1 << 20
 pytestmark = pytest.mark.root
-
-
-def sh(*argv: str, input: str | None = None) -> str:
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
-    return proc.stdout
 
 
 def _loops_over(target: str) -> list[str]:

@@ -26,16 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.disktools import sh
 from tests.sample import bootmedia
 
 MiB = 1 << 20
 pytestmark = pytest.mark.root
-
-
-def sh(*argv: str, input: str | None = None) -> str:
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
-    return proc.stdout
 
 
 # setfacl -d -m u:4321:rwx: user::rwx, user:4321:rwx, group::r-x, mask::rwx, other::r-x
