@@ -41,7 +41,30 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+_VALUED = ("--log-dir", "--credentials")  # the global options that take a value
+
+
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command module argv names, if any, found the way argparse will: the first word
+    that is not a global option or its value."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--":
+            return None
+        elif word.startswith("-"):  # argparse takes a prefix of a long option too
+            skip = len(word) > 2 and "=" not in word and any(v.startswith(word) for v in _VALUED)
+        else:
+            module = word.replace("-", "_")
+            return module if module in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. With argv naming a command, only that command's module is imported (a
+    command's start-up does not pay for every other command's imports); else all of them,
+    for --help and for argparse's own message about a command that does not exist."""
     parser = argparse.ArgumentParser(
         prog="bootmedia",
         description="Capture, restore, verify and wipe disks. Images live in a deduplicating "
@@ -58,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    named = _named_command(argv) if argv is not None else None
+    for name in (named,) if named else COMMANDS:
         try:
             module = importlib.import_module(f"bootmedia.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -70,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     from pathlib import Path
 
     log_path = setup_logging(args.verbose, Path(args.log_dir) if args.log_dir else None)

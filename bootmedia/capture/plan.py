@@ -23,7 +23,6 @@ from bootmedia.errors import BootmediaError, UsageError
 from bootmedia.fs import block_size, can_map, probe, used_ranges
 from bootmedia.identity import source_identity
 from bootmedia.mounts import mounts_of
-from bootmedia.net.http_repo import REMOTE_FILE, open_http
 from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
 from bootmedia.pipeline import default_threads
 from bootmedia.progress import human_bytes
@@ -229,6 +228,9 @@ def plan_capture(
     if unfinished:
         raise UsageError(unfinished)
     repo = Path(repo)
+    # imported here: the http client's imports are a tenth of a second of every capture's start
+    from bootmedia.net.http_repo import REMOTE_FILE, open_http
+
     if (repo / REMOTE_FILE).is_file():  # an http(s) repository: refused now, not after a plan
         open_http(repo, write=True)
     if (repo / "images" / name).exists():
