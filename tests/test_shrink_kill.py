@@ -3,10 +3,12 @@ a random moment while its image view is up (the view started, the shrinker runni
 being copied), with SIGTERM, with SIGKILL, and with a SIGKILL of the job and its view server
 both. Afterwards no loop device is left over the view, no mount, no overlay, no record; the
 target is either untouched or marked incomplete, as the job said; and after the double SIGKILL
-the next restore cleans the leftovers, says so in one line, and succeeds."""
+the next restore cleans what the view left (if it was still up), says so in one line, and
+succeeds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -100,12 +102,23 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
     overlay = Path(str(seen["overlay"]))
     own = (mount + "/area.img", "/area.img")
     finished = job.poll() is not None  # the whole restore was quicker than the delay
+    view_up = False  # whether anything of the view was still there when both were stopped
     if not finished and how == "SIGKILL-both":
         # Both stopped first: neither may see the other die and clean up.
-        os.kill(server, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGSTOP)
         job.send_signal(signal.SIGSTOP)
+        # Frozen now. The delay may have run past the shrink: its view closed, and the job was
+        # writing the shrunk blocks or the partition table; then there is no view to clean up.
+        view_up = (
+            _running(server)
+            or mount in _mounts()
+            or overlay.exists()
+            or any(_backing(d) in own for d in loops)
+        )
         job.send_signal(signal.SIGKILL)
-        os.kill(server, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGKILL)
     elif not finished:
         job.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
     _, err = job.communicate(timeout=60)
@@ -144,8 +157,11 @@ def test_a_kill_during_shrink_leaves_nothing_behind(loopdev, tmp_path: Path, how
             again = _apply(repo, dst, env)
             out2, err2 = again.communicate(timeout=120)
             assert again.returncode == 0, err2
-            said = [line for line in (out2 + err2).splitlines() if "a killed bootmedia job" in line]
-            assert len(said) == 1 and f"(pid {job.pid})" in said[0], out2 + err2
+            said = [line for line in (out2 + err2).splitlines() if "left an image view" in line]
+            if view_up:
+                assert len(said) == 1 and f"(pid {job.pid})" in said[0], out2 + err2
+            else:
+                assert not said, f"nothing of the view was left, yet ({seed=}): {said}"
             assert not [d for d in loops if _backing(d) in own], f"loop left ({seed=}): {said}"
             assert mount not in _mounts() and not Path(mount).exists(), said
             assert not overlay.exists(), said
