@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from bootmedia import lab
 from bootmedia.apply import apply_image, plan_apply
 from bootmedia.capture import capture_image, plan_capture
 from bootmedia.errors import BootmediaError, ImageError
+from bootmedia.repo import cache as cache_mod
 from bootmedia.repo import leases
 from bootmedia.repo.gc import collect
 from bootmedia.repo.idx import IdxEntry, encode_idx, parse_idx
@@ -192,6 +194,30 @@ def test_damaged_cache_is_set_aside_and_rebuilt(captured, tmp_path: Path) -> Non
     notes = [line for line in proc.stderr.splitlines() if "index cache" in line]
     assert len(notes) == 1 and "set aside" in notes[0] and "rebuilt" in notes[0], proc.stderr
     assert list(cache.parent.glob(cache.name + ".damaged-*"))
+    assert verify_repo(repo).ok
+
+
+@pytest.mark.parametrize("damage", ["pack = 'x y'", "pack = 'x'", "pack = pack || ' 1'"])
+def test_a_recapture_takes_a_damaged_block_row_for_damage_not_for_a_stored_block(
+    captured, damage: str
+) -> None:
+    """A recapture asks the cache about every block in one text value per frame (cache.py's
+    shares_many): rows whose fields no longer parse are damage (set aside, rebuilt, asked
+    again), never a stored block; the cache is rebuilt once and the image verifies."""
+    src, repo = captured
+    with Repository.open(repo) as r:
+        cache = r.cache.path
+    assert cache is not None
+    db = sqlite3.connect(cache)
+    with db:
+        assert db.execute(f"UPDATE blocks SET {damage}").rowcount > 100
+    db.close()
+    cache_mod.PENDING.clear()
+    again = capture_image(plan_capture(src, repo, "again"))
+    notes = [n for n in cache_mod.PENDING if "index cache" in n]
+    cache_mod.PENDING.clear()
+    assert len(notes) == 1 and "set aside" in notes[0], notes
+    assert again.new_bytes == 0, "rebuilt, the cache knew every block again"
     assert verify_repo(repo).ok
 
 

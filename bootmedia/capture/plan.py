@@ -24,6 +24,7 @@ from bootmedia.fs import block_size, can_map, probe, used_ranges
 from bootmedia.identity import source_identity
 from bootmedia.mounts import mounts_of
 from bootmedia.net.mount import label as repo_label  # a share's URL, not its mount point
+from bootmedia.net.url import REMOTE_FILE
 from bootmedia.pipeline import default_threads
 from bootmedia.progress import human_bytes
 from bootmedia.repo.manifest import (
@@ -228,10 +229,10 @@ def plan_capture(
     if unfinished:
         raise UsageError(unfinished)
     repo = Path(repo)
-    # imported here: the http client's imports are a tenth of a second of every capture's start
-    from bootmedia.net.http_repo import REMOTE_FILE, open_http
-
     if (repo / REMOTE_FILE).is_file():  # an http(s) repository: refused now, not after a plan
+        # imported here: the http client's imports are a tenth of a second of every capture's start
+        from bootmedia.net.http_repo import open_http
+
         open_http(repo, write=True)
     if (repo / "images" / name).exists():
         raise UsageError(f"an image named {name!r} already exists in {repo}")

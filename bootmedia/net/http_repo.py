@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bootmedia.errors import ImageError, UsageError
 from bootmedia.net.http import HttpStorage
-from bootmedia.net.url import RepoURL, parse_url
+from bootmedia.net.url import REMOTE_FILE, RepoURL, parse_url
 from bootmedia.repo import leases
 from bootmedia.repo.manifest import Manifest, check_config_types
 from bootmedia.repo.packs import PACK_HEADER, PACK_MAGIC, RECORD_SIZE, Record, parse_record_header
@@ -42,8 +42,6 @@ from bootmedia.repo.store import (
 )
 
 log = logging.getLogger("bootmedia.net.http")
-
-REMOTE_FILE = "bootmedia-remote.json"
 
 
 def placeholder(url: RepoURL, root: Path, ca: Path | None = None) -> Path:

@@ -17,6 +17,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from bootmedia.errors import UsageError
 
+# The file that marks a local directory as standing for an http(s) repository (net/http_repo.py);
+# here, so that checking for it does not import the http client.
+REMOTE_FILE = "bootmedia-remote.json"
+
 SCHEMES = ("smb", "nfs", "ssh", "http", "https")
 MOUNTED = ("smb", "nfs", "ssh")  # the kernel or sshfs gives a local directory
 SMB_VERSIONS = ("1.0", "2.0", "2.1", "3.0", "3.02", "3.1.1", "3", "default")

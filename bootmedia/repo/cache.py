@@ -309,6 +309,46 @@ class IndexCache:
             found.setdefault(digest, (name, IdxEntry(digest, *rest)))
         return found
 
+    def shares_many(self, digests: list[bytes], mine: set[str]) -> dict[bytes, int]:
+        """For a capture's claims: per stored hash, its share of its pack's stored bytes
+        (frame_len * length // frame_raw, at least 1, computed by SQLite), or 0 when its pack
+        is one of `mine` (the packs this capture sealed). One query, and no object made per
+        block: a recapture asks this for every block. Pass them sorted (see stored_ends)."""
+        if not digests:
+            return {}
+        marks = ",".join("?" * len(digests))
+        with self._lock:
+            try:
+                # All rows in one text value: Python's sqlite3 gives up the GIL for every row
+                # it steps to, and with the hashing workers waiting for it, each row then costs
+                # a thread switch (measured with two hashing threads, for a recapture's 99k
+                # blocks: 1.1-1.2 CPU-s and 2.6-3.0 s for rows, 0.56 and 0.65 s for this).
+                (text,) = self._db.execute(
+                    "SELECT group_concat(hex(b.hash) || ' ' || b.pack || ' ' || "
+                    "max(1, CASE WHEN b.frame_raw THEN b.frame_len * b.length / b.frame_raw "
+                    f"ELSE b.frame_len END), ' ') FROM blocks b WHERE b.hash IN ({marks})",
+                    digests,
+                ).fetchone()
+                v = text.split(" ") if text else []
+                if len(v) % 3 or any(len(h) != 64 for h in v[0::3]):
+                    raise ValueError("fields out of step")
+                rows = [
+                    (bytes.fromhex(v[i]), int(v[i + 1]), int(v[i + 2])) for i in range(0, len(v), 3)
+                ]
+                names = self._names
+                if not {r[1] for r in rows} <= names.keys():
+                    names = self._names = dict(self._db.execute("SELECT id, name FROM packs"))
+            except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as exc:
+                if isinstance(exc, ValueError):  # not hex and numbers: the file is damaged
+                    exc = sqlite3.DatabaseError(f"a block row that does not parse ({exc})")
+                self._recover(exc)
+                rows = None
+        if rows is None:
+            return self.shares_many(digests, mine)
+        own = {pid for pid, name in names.items() if name in mine}
+        # reversed: a block in two packs gets its first row's answer, as locate_many's does
+        return {h: 0 if p in own else n for h, p, n in reversed(rows) if p in names}
+
     def stored_ends(self, digests: list[bytes]) -> tuple[set[bytes], dict[str, int]]:
         """For a pre-write check: which of these hashes are indexed, and per pack the end of
         the last frame record they need. Pass them sorted: SQLite's B-tree walks then stay

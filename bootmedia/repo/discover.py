@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from bootmedia.errors import BootmediaError
-from bootmedia.net.http_repo import REMOTE_FILE
+from bootmedia.net.url import REMOTE_FILE
 from bootmedia.progress import human_bytes
 from bootmedia.repo.gc import GcResult, collect
 from bootmedia.repo.store import REPO_FILE, Repository
