@@ -268,25 +268,52 @@ class IndexCache:
             return None
         return row[0], IdxEntry(digest, *row[1:])
 
-    def _block_rows(self, columns: str, digests: list[bytes]) -> list[tuple[Any, ...]]:
-        """`SELECT b.hash, p.name, <columns>` for these hashes, in one query; a damaged cache
-        is set aside, rebuilt and asked again."""
+    def _rows(self, exprs: tuple[str, ...], digests: list[bytes]) -> list[tuple[Any, ...]]:
+        """`(hash, pack id, *exprs)` for these hashes, the expressions integers; with the lock
+        held. All the rows come back in one text value: Python's sqlite3 gives up the GIL for
+        every row it steps to, and with the workers waiting for it each row then costs a thread
+        switch (measured with two hashing threads, for a recapture's 99k blocks: 1.1-1.2 CPU-s
+        and 2.6-3.0 s as rows, 0.56 and 0.65 s as one text). Fields that do not parse are
+        damage (sqlite3.DatabaseError), never an answer."""
         marks = ",".join("?" * len(digests))
+        fields = " || ' ' || ".join(f"({e})" for e in ("hex(b.hash)", "b.pack", *exprs))
+        (text,) = self._db.execute(
+            f"SELECT group_concat({fields}, ' ') FROM blocks b WHERE b.hash IN ({marks})",
+            digests,
+        ).fetchone()
+        v = text.split(" ") if text else []
+        k = 2 + len(exprs)
+        try:
+            if len(v) % k or any(len(h) != 64 for h in v[0::k]):
+                raise ValueError("fields out of step")
+            return [(bytes.fromhex(v[i]), *map(int, v[i + 1 : i + k])) for i in range(0, len(v), k)]
+        except ValueError as exc:
+            raise sqlite3.DatabaseError(f"a block row that does not parse ({exc})") from None
+
+    def _names_for(self, rows: list[tuple[Any, ...]]) -> dict[int, str]:
+        """packs.id -> name, read again when a row names a pack not known yet."""
+        if not {r[1] for r in rows} <= self._names.keys():
+            self._names = dict(self._db.execute("SELECT id, name FROM packs"))
+        return self._names
+
+    def _block_rows(
+        self, exprs: tuple[str, ...], digests: list[bytes], again: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """`(hash, pack name, *exprs)` for these hashes, in one query; a damaged cache is set
+        aside, rebuilt and asked again (once: damage that a rebuild brings back is in the
+        .idx files, and repair's to name)."""
         with self._lock:
             try:
                 # No join: the packs are few, their names come from a dict (measured on the
                 # bench repository: 0.24-0.39 s against 0.67-0.72 s for 99k hashes)
-                rows = self._db.execute(
-                    f"SELECT b.hash, b.pack, {columns} FROM blocks b WHERE b.hash IN ({marks})",
-                    digests,
-                ).fetchall()
-                names = self._names
-                if any(r[1] not in names for r in rows):
-                    names = self._names = dict(self._db.execute("SELECT id, name FROM packs"))
+                rows = self._rows(exprs, digests)
+                names = self._names_for(rows)
                 return [(r[0], names[r[1]], *r[2:]) for r in rows if r[1] in names]
             except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+                if not again:
+                    raise ImageError(f"index cache {self.path or 'in memory'}: {exc}") from None
                 self._recover(exc)
-        return self._block_rows(columns, digests)
+        return self._block_rows(exprs, digests, again=False)
 
     def has_blocks(self) -> bool:
         """Whether any pack's blocks are indexed (a new repository has none)."""
@@ -302,7 +329,7 @@ class IndexCache:
         if not digests:
             return {}
         rows = self._block_rows(
-            "b.frame_offset, b.frame_len, b.in_frame, b.length, b.frame_raw", digests
+            ("b.frame_offset", "b.frame_len", "b.in_frame", "b.length", "b.frame_raw"), digests
         )
         found: dict[bytes, tuple[str, IdxEntry]] = {}
         for digest, name, *rest in rows:
@@ -316,38 +343,13 @@ class IndexCache:
         block: a recapture asks this for every block. Pass them sorted (see stored_ends)."""
         if not digests:
             return {}
-        marks = ",".join("?" * len(digests))
-        with self._lock:
-            try:
-                # All rows in one text value: Python's sqlite3 gives up the GIL for every row
-                # it steps to, and with the hashing workers waiting for it, each row then costs
-                # a thread switch (measured with two hashing threads, for a recapture's 99k
-                # blocks: 1.1-1.2 CPU-s and 2.6-3.0 s for rows, 0.56 and 0.65 s for this).
-                (text,) = self._db.execute(
-                    "SELECT group_concat(hex(b.hash) || ' ' || b.pack || ' ' || "
-                    "max(1, CASE WHEN b.frame_raw THEN b.frame_len * b.length / b.frame_raw "
-                    f"ELSE b.frame_len END), ' ') FROM blocks b WHERE b.hash IN ({marks})",
-                    digests,
-                ).fetchone()
-                v = text.split(" ") if text else []
-                if len(v) % 3 or any(len(h) != 64 for h in v[0::3]):
-                    raise ValueError("fields out of step")
-                rows = [
-                    (bytes.fromhex(v[i]), int(v[i + 1]), int(v[i + 2])) for i in range(0, len(v), 3)
-                ]
-                names = self._names
-                if not {r[1] for r in rows} <= names.keys():
-                    names = self._names = dict(self._db.execute("SELECT id, name FROM packs"))
-            except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as exc:
-                if isinstance(exc, ValueError):  # not hex and numbers: the file is damaged
-                    exc = sqlite3.DatabaseError(f"a block row that does not parse ({exc})")
-                self._recover(exc)
-                rows = None
-        if rows is None:
-            return self.shares_many(digests, mine)
-        own = {pid for pid, name in names.items() if name in mine}
+        share = (
+            "max(1, CASE WHEN b.frame_raw THEN b.frame_len * b.length / b.frame_raw "
+            "ELSE b.frame_len END)"
+        )
+        rows = self._block_rows((share,), digests)
         # reversed: a block in two packs gets its first row's answer, as locate_many's does
-        return {h: 0 if p in own else n for h, p, n in reversed(rows) if p in names}
+        return {h: 0 if name in mine else n for h, name, n in reversed(rows)}
 
     def stored_ends(self, digests: list[bytes]) -> tuple[set[bytes], dict[str, int]]:
         """For a pre-write check: which of these hashes are indexed, and per pack the end of
@@ -355,7 +357,7 @@ class IndexCache:
         in the same pages (three times faster than in random order)."""
         if not digests:
             return set(), {}
-        rows = self._block_rows("b.frame_offset + b.frame_len", digests)
+        rows = self._block_rows(("b.frame_offset + b.frame_len",), digests)
         ends: dict[str, int] = {}
         for _, name, end in rows:
             if end > ends.get(name, 0):
