@@ -16,7 +16,8 @@ CPU-seconds (user + system of the whole process tree) and image size of:
                                        vs  fsarchiver restfs (the ext4 partition only)
 
 then the package upgrade (1% of the ext4 files rewritten as new files + rename) and a timed
-recapture into the same repository, and a 20 GiB sparse disk (capture only). Each round also
+recapture into the same repository (once per round, each from the state that the first capture
+left), and a 20 GiB sparse disk (capture only). Each round also
 times bench/read_used.py: reading only the used data with O_DIRECT, the floor under any capture
 (and under a recapture that reads every used block). bootmedia's peak
 RSS comes from wait4(). Writes bench/results.json; bench/table.py renders the README table.
@@ -233,6 +234,9 @@ def main() -> int:
         raise SystemExit(f"bench needs loop devices: {why}")
     size_mib = int(args.size_gib * 1024)
     tmp = Path(tempfile.mkdtemp(prefix="bootmedia-bench-", dir=args.workdir))
+    # bootmedia's index cache for this run only, so the recapture rounds can start alike
+    cache = tmp / "cache"
+    os.environ["BOOTMEDIA_CACHE_DIR"] = str(cache)
     py = sys.executable
     img = tmp / "src.img"
     if args.image:
@@ -359,9 +363,21 @@ def main() -> int:
         before = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp"))
         (tmp / "mnt").mkdir(exist_ok=True)
         files, nbytes = package_upgrade(f"{src}p2", tmp / "mnt")
-        m = run_measured([*bm, "capture", src, str(repo), "--name", "upgraded", "-q"])
-        added = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp")) - before
-        runs["recapture/bootmedia"] = [m]
+        # Each round from the same state: the repository and its index cache as the first
+        # capture left them (copied aside now, copied back before each recapture).
+        shutil.copytree(repo, tmp / "repo-base", symlinks=True)
+        shutil.copytree(cache, tmp / "cache-base")
+        added = 0
+        for r in range(args.rounds):
+            if r:
+                shutil.rmtree(repo)
+                shutil.rmtree(cache)
+                shutil.copytree(tmp / "repo-base", repo, symlinks=True)
+                shutil.copytree(tmp / "cache-base", cache)
+            m = run_measured([*bm, "capture", src, str(repo), "--name", "upgraded", "-q"])
+            added = sum(f.stat().st_size for f in (repo / "packs").glob("pack-*.bmp")) - before
+            runs.setdefault("recapture/bootmedia", []).append(m)
+            print(f"round {r + 1} recapture: {m['wall']:.1f} s, {m['cpu']:.1f} CPU-s", flush=True)
         res["upgrade"] = {
             "files": files,
             "bytes": nbytes,
