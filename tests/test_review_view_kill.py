@@ -21,8 +21,9 @@ pytestmark = pytest.mark.root
 
 
 def _backing(dev: str) -> str:
+    """The backing file; a dead view's is the same when shown as "<path> (deleted)"."""
     p = Path(f"/sys/block/{Path(dev).name}/loop/backing_file")
-    return p.read_text().strip() if p.exists() else ""
+    return p.read_text().strip().removesuffix(" (deleted)") if p.exists() else ""
 
 
 def _running(pid: int) -> bool:

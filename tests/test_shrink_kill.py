@@ -31,9 +31,11 @@ pytestmark = pytest.mark.root
 
 
 def _backing(dev: str) -> str:
+    """The loop device's backing file; a dead view's file is the same when the kernel shows
+    it as "<path> (deleted)"."""
     p = Path(f"/sys/block/{Path(dev).name}/loop/backing_file")
     try:
-        return p.read_text().strip()
+        return p.read_text().strip().removesuffix(" (deleted)")
     except OSError:
         return ""
 

@@ -78,6 +78,7 @@ CACHE_BYTES = 32 << 20  # decompressed chunks kept for the next reads
 FILE_NAME = "area.img"
 START_TIMEOUT = 20.0
 GONE_TIMEOUT = 5.0  # after the job died: how long the server waits for the kernel to let go
+ATTACH_TRIES = 5  # free loop devices taken by another process before one is ours: an error
 
 Loader = Callable[[Extent], bytes]
 
@@ -494,11 +495,14 @@ def _holders(dev: str, group: int) -> list[int]:
 
 
 def loops_backed_by(files: set[str]) -> list[str]:
-    """Loop devices whose backing file is one of these paths (read from sysfs, never changed)."""
+    """Loop devices whose backing file is one of these paths (read from sysfs, never changed).
+    Once a view's server is dead, the kernel may show its file as "<path> (deleted)" (after a
+    stat of the dead mount): that is the same file (found by test_shrink_kill, where the next
+    restore's cleanup then left the loop device over a killed view attached)."""
     out = []
     for b in sorted(Path("/sys/block").glob("loop*")):
         try:
-            backing = (b / "loop" / "backing_file").read_text().strip()
+            backing = (b / "loop" / "backing_file").read_text().strip().removesuffix(" (deleted)")
         except OSError:
             continue
         if backing in files:
@@ -559,13 +563,29 @@ class MountedView:
     @contextlib.contextmanager
     def loop(self) -> Iterator[str]:
         """A loop device over the view's file (the filesystems' tools want a block device)."""
-        dev = run(["losetup", "--find", "--show", str(self.path)]).stdout.decode().strip()
-        if self.record is not None:
-            _update_record(self.record, loop=dev)
+        dev = self._attach()
         try:
             yield dev
         finally:
             run_cleanup(["losetup", "-d", dev])
+
+    def _attach(self) -> str:
+        """A free loop device, named in the record before it is attached to the view's file:
+        a job killed between the two (and its server with it) leaves a record that names it,
+        and the next run detaches it if it is backed by this view's file; attached first, it
+        would be nobody's to detach. Another process may take the free device first: then the
+        next free one."""
+        if self.record is None:
+            return run(["losetup", "--find", "--show", str(self.path)]).stdout.decode().strip()
+        for _ in range(ATTACH_TRIES - 1):
+            dev = run(["losetup", "--find"]).stdout.decode().strip()
+            _update_record(self.record, loop=dev)
+            if run(["losetup", dev, str(self.path)], check=False).returncode == 0:
+                return dev
+        dev = run(["losetup", "--find"]).stdout.decode().strip()
+        _update_record(self.record, loop=dev)
+        run(["losetup", dev, str(self.path)])  # a last refusal is the error, with its stderr
+        return dev
 
     def stats(self) -> ViewStats:
         """While mounted: the overlay's allocated bytes and the server's peak memory (VmHWM);
