@@ -30,6 +30,29 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"free space for test disk images under {base}: {free / 2**30:.1f} GiB"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache_dir() -> Iterator[None]:
+    """The index caches of the tests' repositories (one SQLite file per repository, up to a
+    few MB each) in a directory of this run, removed at its end: hundreds of test
+    repositories left about 0.5 GB in /var/cache/bootmedia per run. World-writable with the
+    sticky bit, like /tmp, for the tests that run bootmedia as another user."""
+    import os
+    import shutil
+    import tempfile
+
+    if os.environ.get("BOOTMEDIA_CACHE_DIR"):
+        yield
+        return
+    where = tempfile.mkdtemp(prefix="bootmedia-test-cache-")
+    os.chmod(where, 0o1777)
+    os.environ["BOOTMEDIA_CACHE_DIR"] = where
+    try:
+        yield
+    finally:
+        del os.environ["BOOTMEDIA_CACHE_DIR"]
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and not _CAN_LOOP:
         pytest.skip(_WHY_NOT or "loop devices unavailable")
