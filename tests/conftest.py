@@ -49,7 +49,7 @@ def _index_cache_dir() -> Iterator[None]:
     try:
         yield
     finally:
-        del os.environ["BOOTMEDIA_CACHE_DIR"]
+        os.environ.pop("BOOTMEDIA_CACHE_DIR", None)
         shutil.rmtree(where, ignore_errors=True)
 
 
