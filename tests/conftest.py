@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,6 @@ root_only = pytest.mark.root
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Free space where the tests' disk images go: a full disk fails many tests at once."""
-    import shutil
-    import tempfile
-
     base = config.option.basetemp or tempfile.gettempdir()
     while not Path(base).exists():
         base = str(Path(base).parent)
@@ -36,10 +36,6 @@ def _index_cache_dir() -> Iterator[None]:
     few MB each) in a directory of this run, removed at its end: hundreds of test
     repositories left about 0.5 GB in /var/cache/bootmedia per run. World-writable with the
     sticky bit, like /tmp, for the tests that run bootmedia as another user."""
-    import os
-    import shutil
-    import tempfile
-
     if os.environ.get("BOOTMEDIA_CACHE_DIR"):
         yield
         return

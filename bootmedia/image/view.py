@@ -577,15 +577,13 @@ class MountedView:
         next free one."""
         if self.record is None:
             return run(["losetup", "--find", "--show", str(self.path)]).stdout.decode().strip()
-        for _ in range(ATTACH_TRIES - 1):
+        for attempt in range(1, ATTACH_TRIES + 1):
             dev = run(["losetup", "--find"]).stdout.decode().strip()
             _update_record(self.record, loop=dev)
-            if run(["losetup", dev, str(self.path)], check=False).returncode == 0:
+            # the last refusal is the error, with its command and stderr
+            if run(["losetup", dev, str(self.path)], check=attempt == ATTACH_TRIES).returncode == 0:
                 return dev
-        dev = run(["losetup", "--find"]).stdout.decode().strip()
-        _update_record(self.record, loop=dev)
-        run(["losetup", dev, str(self.path)])  # a last refusal is the error, with its stderr
-        return dev
+        raise AssertionError("unreachable: the last attempt raises")
 
     def stats(self) -> ViewStats:
         """While mounted: the overlay's allocated bytes and the server's peak memory (VmHWM);

@@ -339,7 +339,7 @@ class IndexCache:
     def shares_many(self, digests: list[bytes], mine: set[str]) -> dict[bytes, int]:
         """For a capture's claims: per stored hash, its share of its pack's stored bytes
         (frame_len * length // frame_raw, at least 1, computed by SQLite), or 0 when its pack
-        is one of `mine` (the packs this capture sealed). One query, and no object made per
+        is one of `mine` (the packs this capture sealed). One query, and no IdxEntry made per
         block: a recapture asks this for every block. Pass them sorted (see stored_ends)."""
         if not digests:
             return {}
