@@ -29,12 +29,14 @@ from bootmedia.repo.idx import IdxEntry, encode_idx, parse_idx
 from bootmedia.repo.packs import (
     FRAME_MAGIC,
     PACK_HEADER,
+    WRITEBACK,
     Damage,
     Frame,
     PackWriter2,
     chunk_hash,
     parse_frame,
     scan_frames,
+    start_writeback,
 )
 from bootmedia.repo.store import Repository
 from bootmedia.verify import verify_repo
@@ -380,6 +382,39 @@ def test_full_destination_says_what_is_left_and_gc_frees_it_on_the_full_disk(
         assert shutil.disk_usage(mnt).free > 16 * MiB
     finally:
         lab.run(["umount", str(mnt)])
+
+
+def test_a_pack_starts_its_writeback_as_it_grows_and_a_refusal_is_only_a_hint(
+    tmp_path: Path,
+) -> None:
+    """Every WRITEBACK bytes a pack asks the kernel to start writing them out (so its sealing
+    fsync has little left); a file that cannot (a pipe: ESPIPE) only stops the asking, and a
+    real error (a closed descriptor) is raised, not swallowed."""
+    cctx = zstandard.ZstdCompressor(write_checksum=True)
+    pack = PackWriter2(tmp_path, 1 << 30)
+    rng = random.Random(5)
+    blocks = []
+    while pack.size < 2 * WRITEBACK + (1 << 20):
+        block = rng.randbytes(1 << 20)  # incompressible: the pack grows by about a MiB
+        pack.append([(chunk_hash(block), len(block))], cctx.compress(block), 1)
+        blocks.append(block)
+    assert pack._writeback, "a local filesystem takes sync_file_range"
+    assert 2 * WRITEBACK <= pack._flushed <= pack.size
+    pack.sync()
+    pack.close()
+    data = pack.path.read_bytes()
+    frames = list(scan_frames(lambda o, n: data[o : o + n], len(data)))
+    assert [f.blocks[0][0] for f in frames if isinstance(f, Frame)] == [
+        chunk_hash(b) for b in blocks
+    ]
+    r, w = os.pipe()
+    try:
+        assert start_writeback(w, 0, 4096) is False
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(OSError):
+        start_writeback(w, 0, 4096)  # closed now: EBADF
 
 
 def test_idx_entry_layout_is_as_documented() -> None:

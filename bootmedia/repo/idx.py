@@ -65,7 +65,11 @@ def encode_idx(pack_id: uuid.UUID, entries: Iterable[IdxEntry]) -> bytes:
 def write_idx(path: Path, pack_id: uuid.UUID, entries: Iterable[IdxEntry]) -> None:
     """Written beside the pack through a temporary name, fsynced, renamed, directory fsynced:
     an .idx either exists whole or not at all."""
-    data = encode_idx(pack_id, entries)
+    write_idx_data(path, encode_idx(pack_id, entries))
+
+
+def write_idx_data(path: Path, data: bytes) -> None:
+    """write_idx() of bytes encode_idx() made."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:

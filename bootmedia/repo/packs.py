@@ -8,6 +8,10 @@ the packs alone (see docs/FORMAT.md).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import functools
 import mmap
 import os
 import struct
@@ -315,8 +319,45 @@ def check_frame_blocks(frame: Frame, data: bytes) -> None:
             raise ImageError("block checksum mismatch")
 
 
+WRITEBACK = 32 << 20  # bytes appended between two writeback starts (sync_file_range)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (Linux), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Ask the kernel to start writing these bytes to the disk now, without waiting for it
+    (sync_file_range(SYNC_FILE_RANGE_WRITE)): a pack's bytes then go out while the capture
+    goes on, instead of all at its final fsync, and the page cache does not fill with them.
+    Only a hint: the fsync that seals the pack is what makes it durable. False where the
+    filesystem cannot (a network or FUSE one may refuse: EINVAL, ESPIPE, ENOSYS) or libc has
+    no such call; any other error is raised (EIO: the disk failed)."""
+    fn = _sync_file_range()
+    if fn is None:
+        return False
+    if fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
 class PackWriter2:
-    """Appends frame records to one v2 pack. Not thread-safe: the ordered writer owns it."""
+    """Appends frame records to one v2 pack. Not thread-safe: the ordered writer owns it.
+    Every WRITEBACK bytes it starts the kernel writing what it appended (start_writeback), so
+    the fsync that seals the pack has little left to wait for."""
 
     def __init__(self, directory: Path, max_size: int) -> None:
         self.id = uuid.uuid4()
@@ -325,6 +366,8 @@ class PackWriter2:
         self.max_size = max_size
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.size = 0
+        self._flushed = 0  # bytes whose writeback was started
+        self._writeback = True  # until the filesystem refuses it
         self._write(PACK_HEADER.pack(PACK2_MAGIC, self.id.bytes))
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -354,6 +397,9 @@ class PackWriter2:
             while rest:
                 rest = rest[os.write(self._fd, rest) :]
         self.size += len(head) + len(payload)
+        if self._writeback and self.size - self._flushed >= WRITEBACK:
+            self._writeback = start_writeback(self._fd, self._flushed, self.size - self._flushed)
+            self._flushed = self.size
         return frame
 
     def sync(self) -> None:

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +35,7 @@ from bootmedia.errors import BootmediaError, ImageError, UsageError
 from bootmedia.repo import leases
 from bootmedia.repo.cache import IndexCache
 from bootmedia.repo.cache import connect as index_connect
-from bootmedia.repo.idx import IdxEntry, write_idx
+from bootmedia.repo.idx import IdxEntry, encode_idx, write_idx, write_idx_data
 from bootmedia.repo.manifest import (
     MAX_MANIFEST,
     NAME_PATTERN,
@@ -1175,11 +1176,20 @@ class FrameWriter:
         pack = self._pack
         if pack is None:
             return
-        pack.sync()
+        # The fsync runs beside the .idx's encoding (sorting and packing a row per block):
+        # neither waits for the other, and the .idx is still written only once the pack is
+        # on the disk.
+        syncing = ThreadPoolExecutor(1, thread_name_prefix="bm-fsync")
+        try:
+            synced = syncing.submit(pack.sync)
+            entries = sorted(self._entries.values())  # by hash: the .idx order, the cache's
+            data = encode_idx(pack.id, entries)
+            synced.result()
+        finally:
+            syncing.shutdown()
         pack.close()
-        entries = sorted(self._entries.values())  # by hash: the .idx order, and the cache's
         idx = pack.path.with_suffix(".idx")
-        write_idx(idx, pack.id, entries)
+        write_idx_data(idx, data)
         # Before its blocks are in the cache: claim() finds them there as this capture's (0).
         self._sealed.add(pack.name)
         self.repo.cache.add_sealed(pack.name, idx.stat().st_size, entries)
