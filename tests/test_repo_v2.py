@@ -223,6 +223,27 @@ def test_a_recapture_takes_a_damaged_block_row_for_damage_not_for_a_stored_block
     assert verify_repo(repo).ok
 
 
+def test_a_missing_block_is_named_by_its_own_offset_before_a_restore_writes(captured) -> None:
+    """The pre-write check asks the cache 500 hashes at a time: a block missing from a later
+    batch is named by its own offset in the area, not by the first block of the ones before."""
+    _, repo = captured
+    with Repository.open(repo) as r:
+        m = r.image("img")
+        area = next(a for a in m.areas if a.fstype == "ext4")
+        extents = [e for e in r.extents(m, area.name) if not e.is_zero][:2000]
+        cache = r.cache.path
+    assert len({e.hash for e in extents}) > 1000, "the area needs several batches of hashes"
+    gone = max(extents, key=lambda e: e.hash)  # in the batch's last 500, sorted by hash
+    assert cache is not None
+    db = sqlite3.connect(cache)
+    with db:
+        assert db.execute("DELETE FROM blocks WHERE hash=?", (gone.hash,)).rowcount >= 1
+    db.close()
+    with Repository.open(repo) as r, pytest.raises(ImageError) as err:
+        r.stored_ends(r.image("img"), area.name)
+    assert f"offset {gone.offset}: chunk {gone.hash.hex()[:16]} is missing" in str(err.value)
+
+
 def _package_upgrade(part: str, mnt: Path) -> int:
     """bench.py's scenario (there 1% of the files; here 4%, the sample disk has few files):
     each gets a new version, written beside it and renamed over it."""

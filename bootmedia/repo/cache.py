@@ -284,9 +284,12 @@ class IndexCache:
         v = text.split(" ") if text else []
         k = 2 + len(exprs)
         try:
-            if len(v) % k or any(len(h) != 64 for h in v[0::k]):
+            hexes = v[0::k]
+            if len(v) % k or not set(map(len, hexes)) <= {64}:
                 raise ValueError("fields out of step")
-            return [(bytes.fromhex(v[i]), *map(int, v[i + 1 : i + k])) for i in range(0, len(v), k)]
+            # a column at a time, with map() and zip(): no Python loop per row
+            columns = [list(map(int, v[j::k])) for j in range(1, k)]
+            return list(zip(map(bytes.fromhex, hexes), *columns, strict=True))
         except ValueError as exc:
             raise sqlite3.DatabaseError(f"a block row that does not parse ({exc})") from None
 
@@ -324,17 +327,17 @@ class IndexCache:
                 self._recover(exc)
         return self.has_blocks()
 
-    def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[str, IdxEntry]]:
-        """Where these hashes are stored, in one query (a restore looks up every block)."""
+    def locate_many(self, digests: list[bytes]) -> dict[bytes, tuple[Any, ...]]:
+        """Where these hashes are stored, in one query (a restore looks up every block): per
+        hash (pack name, frame_offset, frame_len, length, in_frame, frame_raw), from its
+        first row when a block is in two packs. Tuples, no IdxEntry: the caller makes its
+        one object per block from them."""
         if not digests:
             return {}
         rows = self._block_rows(
-            ("b.frame_offset", "b.frame_len", "b.in_frame", "b.length", "b.frame_raw"), digests
+            ("b.frame_offset", "b.frame_len", "b.length", "b.in_frame", "b.frame_raw"), digests
         )
-        found: dict[bytes, tuple[str, IdxEntry]] = {}
-        for digest, name, *rest in rows:
-            found.setdefault(digest, (name, IdxEntry(digest, *rest)))
-        return found
+        return {r[0]: r[1:] for r in reversed(rows)}  # reversed: the first row wins
 
     def shares_many(self, digests: list[bytes], mine: set[str]) -> dict[bytes, int]:
         """For a capture's claims: per stored hash, its share of its pack's stored bytes

@@ -635,10 +635,10 @@ class Repository:
             return {d: loc for d in digests if (loc := self.locate(d)) is not None}
         out: dict[bytes, Location] = {}
         for i in range(0, len(digests), 500):
-            for d, (pack, e) in self.cache.locate_many(digests[i : i + 500]).items():
-                out[d] = Location(
-                    pack, e.frame_offset, e.frame_len, e.length, 0, e.in_frame, e.frame_raw
-                )
+            for d, (pack, off, flen, n, in_frame, raw) in self.cache.locate_many(
+                digests[i : i + 500]
+            ).items():
+                out[d] = Location(pack, off, flen, n, 0, in_frame, raw)
         return out
 
     def located(
@@ -689,7 +689,9 @@ class Repository:
                 part = wanted[i : i + 500]
                 have, got = self.cache.stored_ends(part)
                 if len(have) < len(part):
-                    e = next(e for e in pending if not e.is_zero and e.hash not in have)
+                    # this batch's missing hashes (not one of a batch checked later)
+                    missing = set(part) - have
+                    e = next(e for e in pending if e.hash in missing)
                     raise ImageError(
                         f"image {m.name}: {area_name} offset {e.offset}: chunk "
                         f"{e.hash.hex()[:16]} is missing from the repository"
