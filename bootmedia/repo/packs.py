@@ -9,7 +9,6 @@ the packs alone (see docs/FORMAT.md).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import mmap
@@ -327,8 +326,8 @@ _SYNC_FILE_RANGE_WRITE = 2
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     """libc's sync_file_range (Linux), or None where there is none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
+        # the process's own symbols (libc among them): no search, no ldconfig run
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
