@@ -178,7 +178,10 @@ def scaling(res: dict) -> str:  # type: ignore[type-arg]
         f"capture pinned to one core against all {res['nproc']}, its serial share is "
         f"{100 * p['serial_fraction']:.0f}% (Amdahl), which projects "
         f"{p['capture_s_8_cores']:.1f} s on 8 cores and {p['capture_s_16_cores']:.1f} s on 16 "
-        f"(against {here:.1f} s here), as long as the disk keeps up. " + serial_part
+        f"(against {here:.1f} s here), as long as the disk keeps up. That is an upper bound "
+        "on the serial share: on a VM whose cores are all busy, the kernel's reading of the "
+        "disk competes with the capture for them, and a capture on one core loses more to it "
+        "than the serial code explains. " + serial_part
     )
 
 
