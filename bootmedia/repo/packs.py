@@ -340,7 +340,8 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     (sync_file_range(SYNC_FILE_RANGE_WRITE)): a pack's bytes then go out while the capture
     goes on, instead of all at its final fsync, and the page cache does not fill with them.
     Only a hint: the fsync that seals the pack is what makes it durable. False where the
-    filesystem cannot (a network or FUSE one may refuse: EINVAL, ESPIPE, ENOSYS) or libc has
+    filesystem cannot (a network or FUSE one may refuse: EINVAL, ESPIPE, ENOSYS,
+    EOPNOTSUPP) or libc has
     no such call; any other error is raised (EIO: the disk failed)."""
     fn = _sync_file_range()
     if fn is None:

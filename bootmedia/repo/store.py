@@ -1181,14 +1181,11 @@ class FrameWriter:
         # The fsync runs beside the .idx's encoding (sorting and packing a row per block):
         # neither waits for the other, and the .idx is still written only once the pack is
         # on the disk.
-        syncing = ThreadPoolExecutor(1, thread_name_prefix="bm-fsync")
-        try:
+        with ThreadPoolExecutor(1, thread_name_prefix="bm-fsync") as syncing:
             synced = syncing.submit(pack.sync)
             entries = sorted(self._entries.values())  # by hash: the .idx order, the cache's
             data = encode_idx(pack.id, entries)
             synced.result()
-        finally:
-            syncing.shutdown()
         pack.close()
         idx = pack.path.with_suffix(".idx")
         write_idx_data(idx, data)
